@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages dip needs to build and test, and only those that are missing.
+# Needs root when something is missing; otherwise prints the apt-get command and fails.
+# CUDA and NCCL are optional and not installed here (NVIDIA's own packages provide them).
+set -euo pipefail
+
+packages=(cmake g++ libboost-dev libeigen3-dev doctest-dev nlohmann-json3-dev libcli11-dev
+          libbenchmark-dev python3)
+
+if ! command -v dpkg >/dev/null 2>&1; then
+  echo "dip: no dpkg here (not Debian?); make sure these are installed: ${packages[*]} make" >&2
+  exit 0
+fi
+
+installed() {
+  dpkg -s "$1" 2>/dev/null | grep -q '^Status: install ok installed'
+}
+
+missing=()
+for package in "${packages[@]}"; do
+  installed "$package" || missing+=("$package")
+done
+# Either build tool will do.
+if ! installed make && ! installed ninja-build; then
+  missing+=(make)
+fi
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "dip: all build dependencies are installed"
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "dip: missing packages: ${missing[*]}" >&2
+  echo "dip: run as root: apt-get update && apt-get install -y --no-install-recommends ${missing[*]}" >&2
+  exit 1
+fi
+
+echo "dip: installing missing packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+apt-get install -y --no-install-recommends "${missing[@]}"
