@@ -1,0 +1,187 @@
+// dip::placement: which layers form each model chunk and which pipeline rank holds it.
+//
+// Chunks are grouped into *chains*: a chain is a sequence of chunks that a (sub-)microbatch
+// passes through in order, forward, and in reverse, backward. A classic pipeline (GPipe, 1F1B,
+// Megatron's interleaving) is one chain over the model's layers in topological order; DIP's
+// modality-aware placement (a later issue) gives every module its own chain. Chains form a DAG
+// like the modules they hold: `chain_inputs[k]` lists the chains whose output chain k consumes.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "dip/core/error.hpp"
+#include "dip/core/ids.hpp"
+#include "dip/cost/cost_model.hpp"
+#include "dip/model/model.hpp"
+
+namespace dip {
+
+// Layers [first, last) of one module.
+struct layer_span {
+  module_id module;
+  std::size_t first = 0;
+  std::size_t last = 0;
+  friend bool operator==(const layer_span&, const layer_span&) = default;
+};
+
+struct chunk_spec {
+  std::vector<layer_span> spans;  // consecutive layers, possibly crossing module boundaries
+  rank_id rank;
+  std::size_t chain = 0;     // which chain it belongs to
+  std::size_t position = 0;  // its index within the chain
+};
+
+struct placement {
+  int ranks = 0;
+  std::vector<chunk_spec> chunks;                     // chunk_id indexes this
+  std::vector<std::vector<chunk_id>> chains;          // chunks of each chain, in order
+  std::vector<std::vector<std::size_t>> chain_inputs; // chains feeding each chain
+
+  const chunk_spec& chunk(chunk_id id) const { return chunks.at(id.index()); }
+  std::size_t chunk_count() const noexcept { return chunks.size(); }
+
+  std::vector<chunk_id> chunks_on(rank_id rank) const {
+    std::vector<chunk_id> result;
+    for (std::size_t c = 0; c < chunks.size(); ++c) {
+      if (chunks[c].rank == rank) result.push_back(chunk_id::from_index(c));
+    }
+    return result;
+  }
+};
+
+// Throws dip::error naming the first problem: no ranks, a chunk on a rank out of range, an empty
+// chunk, a span beyond its module, or chains that do not list every chunk exactly once.
+inline void validate(const placement& p, const multimodal_model& model) {
+  require(p.ranks >= 1, errc::invalid_argument, "placement", "needs at least one rank");
+  require(!p.chunks.empty(), errc::invalid_argument, "placement", "has no chunks");
+  require(p.chain_inputs.size() == p.chains.size(), errc::invalid_argument, "placement",
+          "chain_inputs must have one entry per chain");
+  std::vector<int> seen(p.chunks.size(), 0);
+  for (std::size_t k = 0; k < p.chains.size(); ++k) {
+    require(!p.chains[k].empty(), errc::invalid_argument, "placement", "chain " + std::to_string(k) + " is empty");
+    for (std::size_t i = 0; i < p.chains[k].size(); ++i) {
+      const chunk_id c = p.chains[k][i];
+      require(c.index() < p.chunks.size(), errc::invalid_argument, "placement",
+              "chain " + std::to_string(k) + " names chunk " + std::to_string(c.index()) + " that does not exist");
+      ++seen[c.index()];
+      require(p.chunks[c.index()].chain == k && p.chunks[c.index()].position == i,
+              errc::invalid_argument, "placement chunk " + std::to_string(c.index()),
+              "its chain/position fields disagree with the chain lists");
+    }
+    for (std::size_t input : p.chain_inputs[k]) {
+      require(input < p.chains.size() && input != k, errc::invalid_argument, "placement",
+              "chain " + std::to_string(k) + " has a bad input chain " + std::to_string(input));
+    }
+  }
+  for (std::size_t c = 0; c < p.chunks.size(); ++c) {
+    const std::string where = "placement chunk " + std::to_string(c);
+    require(seen[c] == 1, errc::invalid_argument, where, "must be in exactly one chain");
+    const chunk_spec& chunk = p.chunks[c];
+    require(chunk.rank.valid() && int(chunk.rank.index()) < p.ranks, errc::invalid_argument, where,
+            "is on rank " + std::to_string(chunk.rank.value()) + " but there are " + std::to_string(p.ranks));
+    require(!chunk.spans.empty(), errc::invalid_argument, where, "holds no layers");
+    for (const layer_span& s : chunk.spans) {
+      require(s.module.valid() && s.module.index() < model.module_count(), errc::invalid_argument, where,
+              "names a module that does not exist");
+      require(s.first < s.last && s.last <= model.module(s.module).layers.size(), errc::invalid_argument,
+              where, "layer range [" + std::to_string(s.first) + ", " + std::to_string(s.last) +
+                         ") of module '" + model.module(s.module).name + "' is empty or out of range");
+    }
+  }
+}
+
+// The classic pipeline placement: all layers of all modules in topological order, cut into
+// ranks * chunks_per_rank chunks of consecutive layers, chunk c on rank c mod ranks (Megatron's
+// interleaving; chunks_per_rank = 1 is plain 1F1B/GPipe). The cut minimises the largest chunk's
+// `weight` (forward + backward time of one layer under `costs` for `work_of(module)`), by
+// binary search over the bottleneck with a greedy feasibility check, exact for this min-max
+// problem over a sequence. Throws if there are fewer layers than chunks.
+template <cost_model_like Costs, class WorkOf>
+placement sequential_placement(const multimodal_model& model, const Costs& costs, WorkOf&& work_of,
+                               int ranks, int chunks_per_rank) {
+  require(ranks >= 1, errc::invalid_argument, "pp", "must be >= 1, got " + std::to_string(ranks));
+  require(chunks_per_rank >= 1, errc::invalid_argument, "chunks", "must be >= 1, got " + std::to_string(chunks_per_rank));
+  struct layer_ref {
+    module_id module;
+    std::size_t layer;
+    double weight;
+  };
+  std::vector<layer_ref> layers;
+  for (module_id m : model.topological_order()) {
+    const module_spec& spec = model.module(m);
+    const work_unit work = work_of(spec);
+    for (std::size_t i = 0; i < spec.layers.size(); ++i) {
+      const layer_cost c = costs.cost(spec, i, work);
+      layers.push_back({m, i, to_seconds(c.forward + c.backward())});
+    }
+  }
+  const std::size_t parts = std::size_t(ranks) * std::size_t(chunks_per_rank);
+  require(layers.size() >= parts, errc::infeasible, "placement",
+          "model '" + model.name() + "' has " + std::to_string(layers.size()) + " layers, fewer than the " +
+              std::to_string(parts) + " chunks requested (pp x chunks)");
+
+  // Greedy: the fewest chunks whose sums stay within `limit` (every layer fits, as limit >=
+  // the heaviest layer); the chunk starts it chooses.
+  const auto cut = [&](double limit) {
+    std::vector<std::size_t> starts{0};
+    double sum = 0;
+    for (std::size_t i = 0; i < layers.size(); ++i) {
+      if (i > starts.back() && sum + layers[i].weight > limit) {
+        starts.push_back(i);
+        sum = 0;
+      }
+      sum += layers[i].weight;
+    }
+    return starts;
+  };
+  double lo = 0, hi = 0;
+  for (const layer_ref& l : layers) {
+    lo = std::max(lo, l.weight);
+    hi += l.weight;
+  }
+  for (int iteration = 0; iteration < 100 && hi - lo > 1e-12 * hi; ++iteration) {
+    const double mid = (lo + hi) / 2;
+    (cut(mid).size() <= parts ? hi : lo) = mid;
+  }
+  std::vector<std::size_t> starts = cut(hi);
+  // Fewer pieces than asked: split the longest; a split never raises the bottleneck.
+  while (starts.size() < parts) {
+    std::size_t best = 0, best_len = 0;
+    for (std::size_t k = 0; k < starts.size(); ++k) {
+      const std::size_t end = k + 1 < starts.size() ? starts[k + 1] : layers.size();
+      if (end - starts[k] > best_len) {
+        best_len = end - starts[k];
+        best = k;
+      }
+    }
+    starts.insert(starts.begin() + std::ptrdiff_t(best) + 1, starts[best] + best_len / 2);
+  }
+
+  placement p;
+  p.ranks = ranks;
+  p.chains.assign(1, {});
+  p.chain_inputs.assign(1, {});
+  for (std::size_t k = 0; k < parts; ++k) {
+    const std::size_t end = k + 1 < parts ? starts[k + 1] : layers.size();
+    chunk_spec chunk;
+    chunk.rank = rank_id::from_index(k % std::size_t(ranks));
+    chunk.chain = 0;
+    chunk.position = k;
+    for (std::size_t i = starts[k]; i < end; ++i) {
+      if (chunk.spans.empty() || chunk.spans.back().module != layers[i].module) {
+        chunk.spans.push_back({layers[i].module, layers[i].layer, layers[i].layer + 1});
+      } else {
+        chunk.spans.back().last = layers[i].layer + 1;
+      }
+    }
+    p.chains[0].push_back(chunk_id::from_index(k));
+    p.chunks.push_back(std::move(chunk));
+  }
+  validate(p, model);
+  return p;
+}
+
+}  // namespace dip

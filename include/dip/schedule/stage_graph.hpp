@@ -1,0 +1,321 @@
+// dip::stage_graph: for one batch, the DAG of stages a schedule must order.
+//
+// A stage is one (sub-)microbatch on one chunk, in one of the passes: forward (F), backward (B),
+// or, when the backward is split as in zero-bubble pipelines, input gradient (I) then weight
+// gradient (W). Edges are data dependencies:
+// - along a chain: F of chunk i before F of chunk i+1; B/I of chunk i+1 before B/I of chunk i;
+// - at the end of a chain that feeds no other (it computes a loss): F before B/I of that chunk;
+// - I before W of the same chunk and sub-microbatch;
+// - across chains, per microbatch: every sub-microbatch's last F of a producer chain before
+//   every sub-microbatch's first F of its consumer chain (all encoder sub-microbatches of
+//   microbatch j before the LLM's first forward of j), and, backward, every first-chunk B/I of
+//   the consumer before every last-chunk B/I of the producer.
+// Stage times and memory come from a cost model when the graph is built, so simulating or
+// searching over the graph never calls the cost model again.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <boost/graph/adjacency_list.hpp>
+#include <boost/graph/dag_shortest_paths.hpp>
+
+#include "dip/core/error.hpp"
+#include "dip/core/ids.hpp"
+#include "dip/core/units.hpp"
+#include "dip/cost/cost_model.hpp"
+#include "dip/schedule/placement.hpp"
+
+namespace dip {
+
+enum class stage_kind : std::uint8_t { forward, backward, backward_input, backward_weight };
+
+constexpr char to_char(stage_kind kind) noexcept {
+  switch (kind) {
+    case stage_kind::forward: return 'F';
+    case stage_kind::backward: return 'B';
+    case stage_kind::backward_input: return 'I';
+    case stage_kind::backward_weight: return 'W';
+  }
+  return '?';
+}
+
+// The work of one microbatch: for every module (indexed by module id), its sub-microbatches.
+// A module that the microbatch does not use may have no entries... but every module must have
+// at least one (possibly empty) work unit so that the stages exist; see `uniform_batch`.
+struct microbatch_work {
+  std::vector<std::vector<work_unit>> modules;
+};
+
+struct batch_work {
+  std::vector<microbatch_work> microbatches;
+};
+
+struct stage {
+  stage_kind kind = stage_kind::forward;
+  chunk_id chunk;
+  microbatch_id microbatch;
+  std::uint32_t sub = 0;  // sub-microbatch within the microbatch (0 when the chain is not split)
+  rank_id rank;
+  duration time{};
+  bytes memory_delta{};   // + kept activations after F, - when B (or W) frees them
+  bytes output{};         // bytes sent along each outgoing edge to another rank
+};
+
+struct stage_edge {
+  stage_id from;
+  stage_id to;
+  bytes size{};  // bytes to transfer when the two stages are on different ranks
+};
+
+struct stage_graph_options {
+  bool split_backward = false;  // B becomes I then W (zero-bubble schedules)
+};
+
+class stage_graph;
+
+// Defined below; declared here so the stage graph can befriend it with its default argument.
+template <cost_model_like Costs>
+stage_graph build_stage_graph(const multimodal_model& model, const dip::placement& placement,
+                              const batch_work& batch, const Costs& costs,
+                              stage_graph_options options = {});
+
+class stage_graph {
+ public:
+  std::span<const stage> stages() const noexcept { return stages_; }
+  const stage& at(stage_id id) const { return stages_.at(id.index()); }
+  std::size_t size() const noexcept { return stages_.size(); }
+  std::span<const stage_edge> edges() const noexcept { return edges_; }
+  const dip::placement& placement() const noexcept { return placement_; }
+  int ranks() const noexcept { return placement_.ranks; }
+  std::size_t microbatch_count() const noexcept { return offsets_.size(); }
+  bool split_backward() const noexcept { return split_; }
+
+  // Edges out of / into a stage, as indices into edges().
+  std::span<const std::uint32_t> out_edges(stage_id id) const {
+    return {out_index_.data() + out_begin_[id.index()], out_begin_[id.index() + 1] - out_begin_[id.index()]};
+  }
+  std::span<const std::uint32_t> in_edges(stage_id id) const {
+    return {in_index_.data() + in_begin_[id.index()], in_begin_[id.index() + 1] - in_begin_[id.index()]};
+  }
+
+  // Sub-microbatches microbatch j has on chain k.
+  std::uint32_t sub_count(std::size_t microbatch, std::size_t chain) const {
+    return subs_.at(microbatch).at(chain);
+  }
+
+  // The stage of (kind, chunk, microbatch, sub); kind must exist in this graph (B xor I/W).
+  stage_id find(stage_kind kind, chunk_id chunk, std::size_t microbatch, std::uint32_t sub = 0) const {
+    const chunk_spec& c = placement_.chunk(chunk);
+    require(microbatch < offsets_.size() && sub < subs_[microbatch][c.chain], errc::invalid_argument,
+            "stage_graph::find", "no microbatch " + std::to_string(microbatch) + " sub " + std::to_string(sub));
+    const bool kind_ok = kind == stage_kind::forward || (split_ ? kind != stage_kind::backward : kind == stage_kind::backward);
+    require(kind_ok, errc::invalid_argument, "stage_graph::find",
+            std::string("this graph has no ") + to_char(kind) + " stages");
+    const std::size_t kinds = split_ ? 3 : 2;
+    const std::size_t slot = kind == stage_kind::forward ? 0 : kind == stage_kind::backward_weight ? 2 : 1;
+    const std::size_t chain_length = placement_.chains[c.chain].size();
+    return stage_id::from_index(offsets_[microbatch][c.chain] + (sub * chain_length + c.position) * kinds + slot);
+  }
+
+  // Sum of all stage times of each rank (the busiest one bounds any schedule's makespan).
+  std::vector<duration> work_per_rank() const {
+    std::vector<duration> work(static_cast<std::size_t>(ranks()));
+    for (const stage& s : stages_) work[s.rank.index()] += s.time;
+    return work;
+  }
+
+  // The longest chain of dependent stage times (communication not counted), found with
+  // Boost.Graph's dag_shortest_paths under std::greater: no schedule can be shorter.
+  duration critical_path() const {
+    using graph_t = boost::adjacency_list<boost::vecS, boost::vecS, boost::directedS, boost::no_property,
+                                          boost::property<boost::edge_weight_t, double>>;
+    const std::size_t n = stages_.size(), source = n, sink = n + 1;
+    graph_t g(n + 2);
+    for (const stage_edge& e : edges_) boost::add_edge(e.from.index(), e.to.index(), to_seconds(at(e.from).time), g);
+    for (std::size_t v = 0; v < n; ++v) {
+      if (in_begin_[v] == in_begin_[v + 1]) boost::add_edge(source, v, 0.0, g);
+      boost::add_edge(v, sink, to_seconds(stages_[v].time), g);
+    }
+    std::vector<double> distance(n + 2);
+    boost::dag_shortest_paths(g, source,
+                              boost::distance_map(distance.data())
+                                  .distance_compare(std::greater<double>())
+                                  .distance_inf(-std::numeric_limits<double>::infinity())
+                                  .distance_zero(0.0));
+    return seconds(distance[sink]);
+  }
+
+  template <cost_model_like Costs>
+  friend stage_graph build_stage_graph(const multimodal_model&, const dip::placement&, const batch_work&,
+                                       const Costs&, stage_graph_options);
+
+ private:
+  void add_edge(std::size_t from, std::size_t to, bytes size) {
+    edges_.push_back({stage_id::from_index(from), stage_id::from_index(to), size});
+  }
+  void index_edges() {
+    const std::size_t n = stages_.size();
+    out_begin_.assign(n + 1, 0);
+    in_begin_.assign(n + 1, 0);
+    for (const stage_edge& e : edges_) {
+      ++out_begin_[e.from.index() + 1];
+      ++in_begin_[e.to.index() + 1];
+    }
+    for (std::size_t v = 0; v < n; ++v) {
+      out_begin_[v + 1] += out_begin_[v];
+      in_begin_[v + 1] += in_begin_[v];
+    }
+    out_index_.resize(edges_.size());
+    in_index_.resize(edges_.size());
+    std::vector<std::uint32_t> out_fill(out_begin_.begin(), out_begin_.end() - 1);
+    std::vector<std::uint32_t> in_fill(in_begin_.begin(), in_begin_.end() - 1);
+    for (std::size_t i = 0; i < edges_.size(); ++i) {
+      out_index_[out_fill[edges_[i].from.index()]++] = std::uint32_t(i);
+      in_index_[in_fill[edges_[i].to.index()]++] = std::uint32_t(i);
+    }
+  }
+
+  dip::placement placement_;
+  bool split_ = false;
+  std::vector<stage> stages_;
+  std::vector<stage_edge> edges_;
+  std::vector<std::uint32_t> out_begin_, in_begin_, out_index_, in_index_;
+  std::vector<std::vector<std::size_t>> offsets_;   // [microbatch][chain] -> first stage index
+  std::vector<std::vector<std::uint32_t>> subs_;    // [microbatch][chain] -> sub-microbatch count
+};
+
+// Builds the stage graph of `batch` on `placement`, pricing every stage with `costs`.
+// A chain holding one module runs that module's sub-microbatches separately; a chain holding
+// several modules (a classic pipeline over the whole model) runs each microbatch whole, the
+// sum of each module's sub-microbatches. Throws dip::error for an empty batch, a microbatch
+// that does not give every module its work, or costs that are NaN or negative.
+template <cost_model_like Costs>
+stage_graph build_stage_graph(const multimodal_model& model, const dip::placement& placement,
+                              const batch_work& batch, const Costs& costs,
+                              stage_graph_options options) {
+  validate(placement, model);
+  require(!batch.microbatches.empty(), errc::invalid_argument, "batch", "has no microbatches");
+  stage_graph g;
+  g.placement_ = placement;
+  g.split_ = options.split_backward;
+  const std::size_t kinds = options.split_backward ? 3 : 2;
+  const std::size_t chains = placement.chains.size();
+
+  // Which modules each chain holds, and which chains consume each chain.
+  std::vector<std::vector<module_id>> chain_modules(chains);
+  for (std::size_t k = 0; k < chains; ++k) {
+    for (chunk_id c : placement.chains[k]) {
+      for (const layer_span& s : placement.chunk(c).spans) {
+        if (std::find(chain_modules[k].begin(), chain_modules[k].end(), s.module) == chain_modules[k].end()) {
+          chain_modules[k].push_back(s.module);
+        }
+      }
+    }
+  }
+  std::vector<std::vector<std::size_t>> consumers(chains);
+  for (std::size_t k = 0; k < chains; ++k) {
+    for (std::size_t input : placement.chain_inputs[k]) consumers[input].push_back(k);
+  }
+
+  for (std::size_t j = 0; j < batch.microbatches.size(); ++j) {
+    const microbatch_work& mb = batch.microbatches[j];
+    const std::string where = "batch microbatch " + std::to_string(j);
+    require(mb.modules.size() == model.module_count(), errc::invalid_argument, where,
+            "gives work for " + std::to_string(mb.modules.size()) + " modules, the model has " +
+                std::to_string(model.module_count()));
+    for (std::size_t m = 0; m < mb.modules.size(); ++m) {
+      require(!mb.modules[m].empty(), errc::invalid_argument, where,
+              "module '" + model.modules()[m].name + "' has no sub-microbatch");
+      for (const work_unit& w : mb.modules[m]) validate(w, where + " module '" + model.modules()[m].name + "'");
+    }
+    g.offsets_.emplace_back(chains);
+    g.subs_.emplace_back(chains);
+    for (std::size_t k = 0; k < chains; ++k) {
+      const bool split = chain_modules[k].size() == 1;
+      const std::uint32_t subs = split ? std::uint32_t(mb.modules[chain_modules[k][0].index()].size()) : 1;
+      g.subs_[j][k] = subs;
+      g.offsets_[j][k] = g.stages_.size();
+      const auto work_of = [&](module_id m, std::uint32_t sub) {
+        if (split) return mb.modules[m.index()][sub];
+        work_unit total;
+        for (const work_unit& w : mb.modules[m.index()]) total += w;
+        return total;
+      };
+      for (std::uint32_t s = 0; s < subs; ++s) {
+        for (chunk_id c : placement.chains[k]) {
+          const chunk_spec& chunk = placement.chunk(c);
+          layer_cost cost;
+          for (const layer_span& span : chunk.spans) {
+            const layer_cost part = chunk_cost(costs, model.module(span.module), span.first, span.last, work_of(span.module, s));
+            cost.forward += part.forward;
+            cost.backward_input += part.backward_input;
+            cost.backward_weight += part.backward_weight;
+            cost.activation += part.activation;
+            cost.output = part.output;
+          }
+          validate(cost, where + " chunk " + std::to_string(c.index()));
+          const auto make = [&](stage_kind kind, duration time, bytes memory) {
+            g.stages_.push_back({kind, c, microbatch_id::from_index(j), s, chunk.rank, time, memory, cost.output});
+          };
+          make(stage_kind::forward, cost.forward, cost.activation);
+          if (options.split_backward) {
+            make(stage_kind::backward_input, cost.backward_input, bytes{});
+            make(stage_kind::backward_weight, cost.backward_weight, -cost.activation);
+          } else {
+            make(stage_kind::backward, cost.backward(), -cost.activation);
+          }
+        }
+      }
+    }
+    // Edges of microbatch j.
+    for (std::size_t k = 0; k < chains; ++k) {
+      const std::size_t length = placement.chains[k].size();
+      for (std::uint32_t s = 0; s < g.subs_[j][k]; ++s) {
+        const auto id = [&](std::size_t position, std::size_t slot) {
+          return g.offsets_[j][k] + (s * length + position) * kinds + slot;
+        };
+        for (std::size_t i = 0; i < length; ++i) {
+          const std::size_t f = id(i, 0), b = id(i, 1);
+          if (i + 1 < length) {
+            g.add_edge(f, id(i + 1, 0), g.stages_[f].output);
+            g.add_edge(id(i + 1, 1), b, g.stages_[f].output);  // gradient of this chunk's output
+          } else if (consumers[k].empty()) {
+            g.add_edge(f, b, bytes{});  // the loss: last forward before first backward
+          }
+          if (options.split_backward) g.add_edge(b, id(i, 2), bytes{});
+        }
+      }
+      for (std::size_t consumer : consumers[k]) {
+        const std::size_t consumer_length = placement.chains[consumer].size();
+        const std::uint32_t consumer_subs = g.subs_[j][consumer];
+        for (std::uint32_t s = 0; s < g.subs_[j][k]; ++s) {
+          const std::size_t last_f = g.offsets_[j][k] + (s * length + length - 1) * kinds;
+          const bytes share = g.stages_[last_f].output / double(consumer_subs);
+          for (std::uint32_t t = 0; t < consumer_subs; ++t) {
+            const std::size_t first_f = g.offsets_[j][consumer] + (t * consumer_length) * kinds;
+            g.add_edge(last_f, first_f, share);
+            g.add_edge(first_f + 1, last_f + 1, share);  // consumer's first B/I -> producer's last B/I
+          }
+        }
+      }
+    }
+  }
+  g.index_edges();
+  return g;
+}
+
+// A batch of `microbatches` identical microbatches, one sub-microbatch per module, each module
+// doing `work_of(module)`.
+template <class WorkOf>
+batch_work uniform_batch(const multimodal_model& model, std::size_t microbatches, WorkOf&& work_of) {
+  microbatch_work mb;
+  for (const module_spec& m : model.modules()) mb.modules.push_back({work_of(m)});
+  return batch_work{std::vector<microbatch_work>(microbatches, mb)};
+}
+
+}  // namespace dip
