@@ -173,7 +173,9 @@ TEST_CASE("fit_polynomial recovers coefficients within a few percent from 1% noi
   CHECK(report.samples == 50);
 
   // The report's residual figures are those of its own coefficients.
-  double max_abs = 0.0, max_rel = 0.0, sum_sq = 0.0;
+  double max_abs = 0.0, max_rel = 0.0, sum_sq = 0.0, mean = 0.0, sum_sq_total = 0.0;
+  for (double value : y) mean += value / 50.0;
+  for (double value : y) sum_sq_total += (value - mean) * (value - mean);
   for (std::size_t i = 0; i < x.size(); ++i) {
     const double fitted = report.coefficients[0] + report.coefficients[1] * x[i] +
                           report.coefficients[2] * x[i] * x[i];
@@ -185,6 +187,7 @@ TEST_CASE("fit_polynomial recovers coefficients within a few percent from 1% noi
   CHECK(report.max_relative_residual == doctest::Approx(max_rel).epsilon(1e-9));
   CHECK(report.max_abs_residual == doctest::Approx(max_abs).epsilon(1e-9));
   CHECK(report.rms_residual == doctest::Approx(std::sqrt(sum_sq / 50.0)).epsilon(1e-9));
+  CHECK(report.r_squared == doctest::Approx(1.0 - sum_sq / sum_sq_total).epsilon(1e-9));
   // 1% noise: the worst sample is off by a few percent, the typical one by about 1%.
   CHECK(report.max_relative_residual > 0.01);
   CHECK(report.max_relative_residual < 0.05);
@@ -224,6 +227,10 @@ TEST_CASE("least squares refuses rank-deficient and malformed input") {
       y.push_back(n);
     }
     CHECK(thrown_error([&] { dip::least_squares_fit(rows, y, "dependent"); }).code() ==
+          errc::invalid_argument);
+    // Equal up to 1e-13 relative is dependent too: the "coefficients" would be noise times 1e13.
+    for (std::size_t i = 0; i < rows.size(); ++i) rows[i][2] = rows[i][1] * (1.0 + 1e-13 * (i % 2));
+    CHECK(thrown_error([&] { dip::least_squares_fit(rows, y, "nearly dependent"); }).code() ==
           errc::invalid_argument);
   }
   SUBCASE("NaN and infinity name the sample") {

@@ -65,8 +65,8 @@ inline constexpr double least_squares_rank_tolerance = 1e-10;
 // rank decision must not depend on units), then solved with a column-pivoted Householder QR.
 // Throws dip::error(errc::invalid_argument, where, ...) for an empty design, mismatched sizes,
 // a NaN or infinite entry (naming the sample), or a rank-deficient design: fewer samples, or
-// fewer distinct sizes, than coefficients. `rank_hint` is appended to that last message so a
-// caller can say, in its own terms, which samples to add.
+// fewer distinct sizes, than coefficients. `rank_hint`, when given, replaces the generic advice in
+// that last message so a caller can say, in its own terms, which samples to add.
 // r_squared is 1 - SS_res / SS_tot; for a constant y (SS_tot = 0) it is 1 when the fit reproduces
 // y to 1e-9 relative and 0 otherwise.
 inline fit_report least_squares_fit(const Eigen::MatrixXd& design, const Eigen::VectorXd& y,
@@ -90,15 +90,17 @@ inline fit_report least_squares_fit(const Eigen::MatrixXd& design, const Eigen::
   }
 
   const auto rank_error = [&](Eigen::Index rank) {
-    std::string what = "cannot determine " + std::to_string(k) + " coefficients from " +
-                       std::to_string(n) + " samples at " +
-                       std::to_string(detail::distinct_rows(design)) +
-                       " distinct sizes (the samples fix only " + std::to_string(rank) +
-                       "); a fit of " + std::to_string(k) +
-                       " coefficients needs samples at >= " + std::to_string(k) +
-                       " distinct sizes whose features are not linearly dependent";
-    if (!rank_hint.empty()) what += "; " + std::string(rank_hint);
-    return error(errc::invalid_argument, location, what);
+    const std::string what = "cannot determine " + std::to_string(k) + " coefficients from " +
+                             std::to_string(n) + " samples at " +
+                             std::to_string(detail::distinct_rows(design)) +
+                             " distinct sizes (the samples fix only " + std::to_string(rank) +
+                             "); ";
+    const std::string advice =
+        !rank_hint.empty()
+            ? std::string(rank_hint)
+            : "a fit of " + std::to_string(k) + " coefficients needs samples at >= " +
+                  std::to_string(k) + " distinct sizes whose features are not linearly dependent";
+    return error(errc::invalid_argument, location, what + advice);
   };
   if (n < k) throw rank_error(n);
 
