@@ -4,36 +4,15 @@
 //   preset (TP, PP, GPU) --> modules --> layer kinds --> forward / backward-I / backward-W /
 //                                                        kept activations, per GPU
 //
-// The work priced is one DESIGN.md microbatch: 10 images of 728 px (2704 patch tokens each for
-// the encoder, 169 each after the 4x4 merge) with 8192 packed tokens for the LLM; for
-// text-to-video, 8 captions of 64 tokens and one 16 s clip (16384 latent tokens).
+// The work priced is one uniform microbatch (dip/batch/uniform.hpp): 10 images of 728 px
+// (2704 patch tokens each for the encoder, 169 each after the 4x4 merge) with 8192 packed tokens
+// for the LLM; for text-to-video, 8 captions of 64 tokens and one 16 s clip (16384 latent tokens).
 #include <cstdio>
 #include <set>
 #include <string>
 
+#include <dip/batch/uniform.hpp>
 #include <dip/dip.hpp>
-
-namespace {
-
-dip::work_unit microbatch_work(const dip::multimodal_model& model, const dip::module_spec& m) {
-  using dip::work_unit;
-  const bool text_to_video = model.find("dit").has_value();
-  if (m.image) {  // the vision encoder sees patches
-    const double side = double(dip::presets::image_pixels / m.image->patch_size);
-    return work_unit::sequences_of(10, side * side);
-  }
-  if (m.video) {  // one 16 s clip conditioned on its caption
-    const double tokens = m.video->max_clip_seconds * m.video->fps * double(m.video->tokens_per_frame);
-    return work_unit::conditioned_sequence(tokens, 64);
-  }
-  if (m.role == dip::module_role::projector && !text_to_video) {
-    return work_unit::sequences_of(10, double(dip::presets::image_tokens));
-  }
-  if (text_to_video) return work_unit::sequences_of(8, 64);
-  return work_unit::sequence(8192);
-}
-
-}  // namespace
 
 int main() {
   for (const std::string& name : dip::preset_names()) {
@@ -43,7 +22,7 @@ int main() {
                 preset.description.c_str(), double(preset.model.parameter_count()) / 1e9,
                 preset.parallel.tp, preset.parallel.pp, preset.gpu.c_str());
     for (const dip::module_spec& m : preset.model.modules()) {
-      const dip::work_unit work = microbatch_work(preset.model, m);
+      const dip::work_unit work = dip::uniform_module_work(preset.model, m);
       std::printf("  %-9s %-9s %-5s %3zu layers  %7.3fB params  work: %.0f tokens in %.0f sequences\n",
                   m.name.c_str(), std::string(dip::to_string(m.role)).c_str(),
                   m.modality.name().c_str(), m.layers.size(), double(dip::parameter_count(m)) / 1e9,

@@ -93,6 +93,25 @@ inline void validate(const placement& p, const multimodal_model& model) {
   }
 }
 
+// Static memory of each rank: the parameters of its chunks times `bytes_per_parameter`, divided
+// over `tp` tensor-parallel GPUs. The default 16 bytes is mixed-precision Adam without a
+// distributed optimiser, as Megatron accounts it: BF16 weights (2) and gradients (2), FP32
+// master weights (4) and two FP32 Adam moments (4 + 4).
+inline std::vector<bytes> weight_bytes_per_rank(const multimodal_model& model, const placement& p,
+                                                int tp, double bytes_per_parameter = 16.0) {
+  require(tp >= 1, errc::invalid_argument, "tp", "must be >= 1");
+  std::vector<bytes> result(static_cast<std::size_t>(p.ranks));
+  for (const chunk_spec& chunk : p.chunks) {
+    for (const layer_span& s : chunk.spans) {
+      const module_spec& m = model.module(s.module);
+      for (std::size_t i = s.first; i < s.last; ++i) {
+        result[chunk.rank.index()] += bytes(double(parameter_count(m.layers[i])) * bytes_per_parameter / tp);
+      }
+    }
+  }
+  return result;
+}
+
 // The classic pipeline placement: all layers of all modules in topological order, cut into
 // ranks * chunks_per_rank chunks of consecutive layers, chunk c on rank c mod ranks (Megatron's
 // interleaving; chunks_per_rank = 1 is plain 1F1B/GPipe). The cut minimises the largest chunk's
