@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # ---- main job: the program to run, relative to build/; its file name is its CMake target ----
-MAIN_JOB="examples/dip-example-model_presets"
+MAIN_JOB="tools/dip-plan"
 
 {
   scripts/install-deps.sh

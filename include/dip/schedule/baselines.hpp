@@ -1,0 +1,270 @@
+// The classic pipeline schedules dip is compared against: GPipe, 1F1B (PipeDream-flush),
+// Megatron's interleaved 1F1B (virtual pipeline) and Zero Bubble ZB-H1 ("ZB1P").
+//
+// Contract: each generator yields, lazily and in execution order, the compute stages of one rank
+// of a classic pipeline: a stage graph over a single chain of p * v chunks, chunk position c on
+// rank c mod p (what `sequential_placement(..., p, v)` builds), every microbatch whole (no
+// sub-microbatches). They decide the order only; stage times (uniform or not) never change it.
+// A graph built with `split_backward` runs each backward as I then W back to back in GPipe and
+// both 1F1B variants (the input gradient then leaves after I, so they come out a little faster
+// than with a fused B; build without the split for the textbook baselines). ZB1P needs the
+// split and defers W. DIP's own placements (several chains, sub-microbatches) are refused with
+// dip::error(errc::invalid_argument).
+//
+// Errors are thrown by the call that creates a generator, not on first iteration: the checks run
+// before the coroutine starts. Lifetime: a generator owns a copy of the shared_ptr, so the graph
+// outlives it however the caller's pointer is reset; the generator is single-pass.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "dip/core/error.hpp"
+#include "dip/core/generator.hpp"
+#include "dip/core/ids.hpp"
+#include "dip/schedule/plan.hpp"
+#include "dip/schedule/stage_graph.hpp"
+
+namespace dip {
+
+// The dimensions of a classic pipeline: p ranks, v chunks per rank, m microbatches.
+struct pipeline_shape {
+  std::size_t ranks = 0;            // p
+  std::size_t chunks_per_rank = 0;  // v
+  std::size_t microbatches = 0;     // m
+};
+
+// The shape of `graph` as a classic pipeline. Throws dip::error(errc::invalid_argument) naming
+// `schedule` when the graph is not one: several chains, sub-microbatches, a chain whose length
+// is not a multiple of the rank count, or chunk position c not on rank c mod p.
+inline pipeline_shape classic_pipeline_shape(const stage_graph& graph, std::string_view schedule) {
+  const std::string where(schedule);
+  const placement& layout = graph.placement();
+  require(layout.chains.size() == 1, errc::invalid_argument, where,
+          "needs a single-chain placement (a classic pipeline such as sequential_placement builds); "
+          "this one has " + std::to_string(layout.chains.size()) + " chains");
+  const std::size_t p = std::size_t(graph.ranks());
+  const std::size_t length = layout.chains[0].size();
+  require(p >= 1 && length % p == 0, errc::invalid_argument, where,
+          "needs a chain of ranks x chunks-per-rank chunks; the chain has " + std::to_string(length) +
+              " chunks for " + std::to_string(p) + " ranks");
+  for (std::size_t c = 0; c < length; ++c) {
+    const rank_id rank = layout.chunk(layout.chains[0][c]).rank;
+    require(rank.index() == c % p, errc::invalid_argument, where,
+            "needs chunk position c on rank c mod " + std::to_string(p) + "; position " + std::to_string(c) +
+                " is on rank " + std::to_string(rank.value()));
+  }
+  for (std::size_t j = 0; j < graph.microbatch_count(); ++j) {
+    require(graph.sub_count(j, 0) == 1, errc::invalid_argument, where,
+            "needs whole microbatches (a single-chain placement over the whole model); microbatch " +
+                std::to_string(j) + " has " + std::to_string(graph.sub_count(j, 0)) + " sub-microbatches");
+  }
+  return {p, length / p, graph.microbatch_count()};
+}
+
+namespace detail {
+
+// Checks shared by every baseline, eagerly, so that a bad input fails at the call.
+inline pipeline_shape check_baseline(const std::shared_ptr<const stage_graph>& graph, rank_id rank,
+                                     std::string_view schedule, bool single_chunk_per_rank) {
+  const std::string where(schedule);
+  require(graph != nullptr, errc::invalid_argument, where, "no stage graph");
+  const pipeline_shape shape = classic_pipeline_shape(*graph, schedule);
+  require(rank.valid() && rank.index() < shape.ranks, errc::invalid_argument, where,
+          "rank " + (rank.valid() ? std::to_string(rank.value()) : std::string("invalid")) +
+              " is not one of the placement's " + std::to_string(shape.ranks));
+  require(!single_chunk_per_rank || shape.chunks_per_rank == 1, errc::invalid_argument, where,
+          "needs one chunk per rank; the placement has " + std::to_string(shape.chunks_per_rank) +
+              " (use \"interleaved\" for a virtual pipeline)");
+  return shape;
+}
+
+inline stage_id stage_at(const stage_graph& graph, stage_kind kind, std::size_t position, std::size_t microbatch) {
+  return graph.find(kind, graph.placement().chains[0][position], microbatch);
+}
+
+// The backward of (position, microbatch): B, or I then W when the graph splits it.
+struct backward_stages {
+  stage_id first;   // B or I
+  stage_id second;  // W, or invalid when not split
+};
+
+inline backward_stages backward_at(const stage_graph& graph, std::size_t position, std::size_t microbatch) {
+  if (!graph.split_backward()) return {stage_at(graph, stage_kind::backward, position, microbatch), stage_id{}};
+  return {stage_at(graph, stage_kind::backward_input, position, microbatch),
+          stage_at(graph, stage_kind::backward_weight, position, microbatch)};
+}
+
+// The coroutine bodies: parameters by value (see the lifetime rule in generator.hpp).
+
+inline generator<stage_id> gpipe_order(std::shared_ptr<const stage_graph> graph, std::size_t rank,
+                                       pipeline_shape shape) {
+  for (std::size_t j = 0; j < shape.microbatches; ++j) co_yield stage_at(*graph, stage_kind::forward, rank, j);
+  for (std::size_t j = 0; j < shape.microbatches; ++j) {
+    const backward_stages b = backward_at(*graph, rank, j);
+    co_yield b.first;
+    if (b.second.valid()) co_yield b.second;
+  }
+}
+
+inline generator<stage_id> one_f_one_b_order(std::shared_ptr<const stage_graph> graph, std::size_t rank,
+                                             pipeline_shape shape) {
+  const std::size_t m = shape.microbatches;
+  // Rank r holds at most p - r microbatches: it runs ahead of the last rank by the forwards
+  // that are still in flight downstream of it.
+  const std::size_t warmup = std::min(shape.ranks - rank - 1, m);
+  std::size_t backward = 0;
+  for (std::size_t j = 0; j < m; ++j) {
+    co_yield stage_at(*graph, stage_kind::forward, rank, j);
+    if (j < warmup) continue;
+    const backward_stages b = backward_at(*graph, rank, backward++);
+    co_yield b.first;
+    if (b.second.valid()) co_yield b.second;
+  }
+  for (; backward < m; ++backward) {
+    const backward_stages b = backward_at(*graph, rank, backward);
+    co_yield b.first;
+    if (b.second.valid()) co_yield b.second;
+  }
+}
+
+inline generator<stage_id> interleaved_order(std::shared_ptr<const stage_graph> graph, std::size_t rank,
+                                             pipeline_shape shape) {
+  const std::size_t p = shape.ranks, v = shape.chunks_per_rank;
+  const std::size_t total = shape.microbatches * v;  // forwards (and backwards) on this rank
+  // Megatron-LM (megatron/core/pipeline_parallel/schedules.py, get_pp_rank_microbatches):
+  // (v - 1) * p forwards on every rank, plus two per downstream rank, all of them when that
+  // is not fewer than the total.
+  const std::size_t warmup = std::min(2 * (p - rank - 1) + (v - 1) * p, total);
+  // The k-th forward runs model chunk (k / p) % v on microbatch (k / (p v)) p + k % p: groups
+  // of p microbatches go through chunk 0, then chunk 1, ...; the k-th backward mirrors it
+  // from the last chunk down. Chunk i of this rank sits at chain position i * p + rank.
+  const auto microbatch = [p, v](std::size_t k) { return (k / (p * v)) * p + k % p; };
+  const auto forward = [&](std::size_t k) {
+    return stage_at(*graph, stage_kind::forward, ((k / p) % v) * p + rank, microbatch(k));
+  };
+  const auto backward = [&](std::size_t k) {
+    return backward_at(*graph, (v - 1 - (k / p) % v) * p + rank, microbatch(k));
+  };
+  for (std::size_t k = 0; k < warmup; ++k) co_yield forward(k);
+  for (std::size_t k = 0; k < total; ++k) {
+    if (k + warmup < total) co_yield forward(k + warmup);
+    const backward_stages b = backward(k);
+    co_yield b.first;
+    if (b.second.valid()) co_yield b.second;
+  }
+}
+
+inline generator<stage_id> zb1p_order(std::shared_ptr<const stage_graph> graph, std::size_t rank,
+                                      pipeline_shape shape) {
+  const std::size_t m = shape.microbatches;
+  const auto f = [&](std::size_t j) { return stage_at(*graph, stage_kind::forward, rank, j); };
+  const auto i = [&](std::size_t j) { return stage_at(*graph, stage_kind::backward_input, rank, j); };
+  const auto w = [&](std::size_t j) { return stage_at(*graph, stage_kind::backward_weight, rank, j); };
+  std::size_t forwards = 0, inputs = 0, weights = 0;
+  const std::size_t warmup = std::min(shape.ranks - rank - 1, m);  // as 1F1B
+  while (forwards < warmup) co_yield f(forwards++);
+  // F I without W, r times: rank r keeps r weight gradients pending, which fill the cool-down
+  // where 1F1B's rank r would wait for gradients. In-flight microbatches peak at p on every
+  // rank, 1F1B's peak (on rank 0).
+  for (std::size_t k = 0; k < rank && forwards < m; ++k) {
+    co_yield f(forwards++);
+    co_yield i(inputs++);
+  }
+  while (forwards < m) {  // steady state: F I W, the W of the oldest pending microbatch
+    co_yield f(forwards++);
+    co_yield i(inputs++);
+    co_yield w(weights++);
+  }
+  while (inputs < m) {  // cool-down: I W
+    co_yield i(inputs++);
+    co_yield w(weights++);
+  }
+  while (weights < m) co_yield w(weights++);  // the r deferred W
+}
+
+}  // namespace detail
+
+// GPipe: all m forwards, then all m backwards, both in microbatch order (as PyTorch's
+// ScheduleGPipe). Keeps all m microbatches' activations. Needs one chunk per rank.
+// The generator holds `graph` (shared), so the graph outlives it.
+inline generator<stage_id> gpipe(std::shared_ptr<const stage_graph> graph, rank_id rank) {
+  const pipeline_shape shape = detail::check_baseline(graph, rank, "gpipe", true);
+  return detail::gpipe_order(std::move(graph), rank.index(), shape);
+}
+
+// 1F1B / PipeDream-flush: rank r runs min(p - r - 1, m) warm-up forwards, then alternates one
+// forward and one backward, then the remaining backwards, so at most p - r microbatches are in
+// flight on rank r. Needs one chunk per rank. The generator holds `graph` (shared).
+inline generator<stage_id> one_f_one_b(std::shared_ptr<const stage_graph> graph, rank_id rank) {
+  const pipeline_shape shape = detail::check_baseline(graph, rank, "1f1b", true);
+  return detail::one_f_one_b_order(std::move(graph), rank.index(), shape);
+}
+
+// Megatron's interleaved 1F1B with v = chunks per rank (inferred from the graph): warm-up of
+// min(2 (p - r - 1) + (v - 1) p, m v) forwards, then 1F1B over (chunk, microbatch) pairs in
+// Megatron's order. Bubble (p - 1) / (v m + p - 1) for uniform stages. With v = 1 it is 1F1B
+// with that deeper warm-up (same makespan for uniform stages, more memory). Throws
+// dip::error(errc::invalid_argument) unless m is a multiple of p, as Megatron does. The
+// generator holds `graph` (shared).
+inline generator<stage_id> interleaved_one_f_one_b(std::shared_ptr<const stage_graph> graph, rank_id rank) {
+  const pipeline_shape shape = detail::check_baseline(graph, rank, "interleaved", false);
+  require(shape.microbatches % shape.ranks == 0, errc::invalid_argument, "interleaved",
+          "the number of microbatches (" + std::to_string(shape.microbatches) +
+              ") must be a multiple of the number of pipeline ranks (" + std::to_string(shape.ranks) +
+              "), as in Megatron-LM's interleaved schedule");
+  return detail::interleaved_order(std::move(graph), rank.index(), shape);
+}
+
+// Zero Bubble ZB-H1 (Qi et al., ICLR 2024; the handcrafted schedule of sail-sg's
+// zero-bubble-pipeline-parallelism, its "official" uniform-split variant as in their
+// ZeroBubbleH1Pipeline): 1F1B with each backward split into I (input gradient, on
+// the critical path) and W (weight gradient, deferrable). Rank r runs min(p - r - 1, m)
+// forwards, r times F I, then F I W while forwards remain, then I W, then its r deferred W.
+// With F = I = W = T and m >= p the makespan is (3m + p - 1) T: the bubble is (p - 1) T per
+// rank against 1F1B's (p - 1) 3T. Peak in-flight microbatches min(p, m) on every rank, which
+// is 1F1B's peak over ranks. Needs one chunk per rank and a graph built with
+// split_backward = true. The generator holds `graph` (shared).
+inline generator<stage_id> zb1p(std::shared_ptr<const stage_graph> graph, rank_id rank) {
+  const pipeline_shape shape = detail::check_baseline(graph, rank, "zb1p", true);
+  require(graph->split_backward(), errc::invalid_argument, "zb1p",
+          "needs a stage graph built with split_backward = true (backward split into I and W)");
+  return detail::zb1p_order(std::move(graph), rank.index(), shape);
+}
+
+// The names baseline_plan accepts.
+inline std::vector<std::string> baseline_names() { return {"gpipe", "1f1b", "interleaved", "zb1p"}; }
+
+// Runs the named baseline for every rank and turns the orders into a plan (dip::make_plan).
+// Throws dip::error(errc::not_found) listing the known names for an unknown one, and whatever
+// the generator throws for a graph it cannot schedule.
+inline plan baseline_plan(std::string_view schedule_name, std::shared_ptr<const stage_graph> graph) {
+  using make_fn = generator<stage_id> (*)(std::shared_ptr<const stage_graph>, rank_id);
+  make_fn make = nullptr;
+  if (schedule_name == "gpipe") make = &gpipe;
+  else if (schedule_name == "1f1b") make = &one_f_one_b;
+  else if (schedule_name == "interleaved") make = &interleaved_one_f_one_b;
+  else if (schedule_name == "zb1p") make = &zb1p;
+  if (make == nullptr) {
+    std::string known;
+    for (const std::string& name : baseline_names()) {
+      if (!known.empty()) known += ", ";
+      known += name;
+    }
+    throw error(errc::not_found, "baseline schedule '" + std::string(schedule_name) + "'",
+                "unknown; the known baselines are " + known);
+  }
+  require(graph != nullptr, errc::invalid_argument, std::string(schedule_name), "no stage graph");
+  std::vector<std::vector<stage_id>> orders(std::size_t(graph->ranks()));
+  for (std::size_t r = 0; r < orders.size(); ++r) {
+    for (stage_id id : make(graph, rank_id::from_index(r))) orders[r].push_back(id);
+  }
+  return make_plan(std::move(graph), orders);
+}
+
+}  // namespace dip
