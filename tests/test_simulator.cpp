@@ -20,6 +20,8 @@
 #include <dip/schedule/validate.hpp>
 #include <dip/sim/simulator.hpp>
 
+#include "random_order.hpp"
+
 using namespace dip::literals;
 
 namespace {
@@ -31,28 +33,6 @@ dip::module_spec opaque_module(const std::string& name, std::size_t layers) {
   return m;
 }
 
-// A random linear extension of the stage graph (Kahn's algorithm picking a random ready stage),
-// dealt out to each stage's rank in that order: always a deadlock-free plan.
-std::vector<std::vector<dip::stage_id>> random_order(const dip::stage_graph& g, std::mt19937_64& rng) {
-  std::vector<std::size_t> indegree(g.size());
-  std::vector<dip::stage_id> ready;
-  for (std::size_t s = 0; s < g.size(); ++s) {
-    indegree[s] = g.in_edges(dip::stage_id::from_index(s)).size();
-    if (indegree[s] == 0) ready.push_back(dip::stage_id::from_index(s));
-  }
-  std::vector<std::vector<dip::stage_id>> order(static_cast<std::size_t>(g.ranks()));
-  while (!ready.empty()) {
-    std::swap(ready[rng() % ready.size()], ready.back());
-    const dip::stage_id s = ready.back();
-    ready.pop_back();
-    order[g.at(s).rank.index()].push_back(s);
-    for (std::uint32_t e : g.out_edges(s)) {
-      const dip::stage_id to = g.edges()[e].to;
-      if (--indegree[to.index()] == 0) ready.push_back(to);
-    }
-  }
-  return order;
-}
 
 // --- random small plans -------------------------------------------------------------------------
 class case_generator {
@@ -114,7 +94,7 @@ class case_generator {
     }
     auto graph = std::make_shared<const dip::stage_graph>(
         dip::build_stage_graph(model, placement, batch, costs, {.split_backward = coin()}));
-    return dip::make_plan(graph, random_order(*graph, rng_));
+    return dip::make_plan(graph, dip_test::random_order(*graph, rng_));
   }
 
   dip::simulation_options make_options(int ranks) {

@@ -18,6 +18,8 @@
 #include <dip/schedule/validate.hpp>
 #include <dip/sim/simulator.hpp>
 
+#include "random_order.hpp"
+
 using namespace dip::literals;
 
 namespace {
@@ -57,25 +59,6 @@ std::shared_ptr<const dip::stage_graph> fixture_graph(bool split = false) {
       dip::build_stage_graph(model, p, batch, costs, {.split_backward = split}));
 }
 
-std::vector<std::vector<dip::stage_id>> random_order(const dip::stage_graph& g, std::mt19937_64& rng) {
-  std::vector<std::size_t> indegree(g.size());
-  std::vector<dip::stage_id> ready;
-  for (std::size_t s = 0; s < g.size(); ++s) {
-    indegree[s] = g.in_edges(dip::stage_id::from_index(s)).size();
-    if (indegree[s] == 0) ready.push_back(dip::stage_id::from_index(s));
-  }
-  std::vector<std::vector<dip::stage_id>> order(static_cast<std::size_t>(g.ranks()));
-  while (!ready.empty()) {
-    std::swap(ready[rng() % ready.size()], ready.back());
-    const dip::stage_id s = ready.back();
-    ready.pop_back();
-    order[g.at(s).rank.index()].push_back(s);
-    for (std::uint32_t e : g.out_edges(s)) {
-      if (--indegree[g.edges()[e].to.index()] == 0) ready.push_back(g.edges()[e].to);
-    }
-  }
-  return order;
-}
 
 // Position of the action matching `pred` on rank r.
 template <class Pred>
@@ -115,7 +98,7 @@ TEST_CASE("plans from random linear extensions are valid") {
     for (int k = 0; k < 50; ++k) {
       CAPTURE(split);
       CAPTURE(k);
-      const dip::plan p = dip::make_plan(graph, random_order(*graph, rng));
+      const dip::plan p = dip::make_plan(graph, dip_test::random_order(*graph, rng));
       CHECK_FALSE(dip::first_violation(p).has_value());
       CHECK_NOTHROW(
           dip::validate(p, {.memory_cap = dip::gib(100), .weight_memory = {dip::gib(1), dip::gib(1), dip::gib(1)}}));
@@ -128,7 +111,7 @@ TEST_CASE("each rule's violation is named") {
   std::mt19937_64 rng(11);
   const auto graph = fixture_graph();
   const dip::stage_graph& g = *graph;
-  const dip::plan valid = dip::make_plan(graph, random_order(g, rng));
+  const dip::plan valid = dip::make_plan(graph, dip_test::random_order(g, rng));
   REQUIRE_FALSE(dip::first_violation(valid).has_value());
   const auto chunk = [](std::size_t c) { return dip::chunk_id::from_index(c); };
   const dip::stage_id f_vit0 = g.find(dip::stage_kind::forward, chunk(0), 0, 0);
