@@ -18,18 +18,13 @@
 #include <dip/schedule/validate.hpp>
 #include <dip/sim/simulator.hpp>
 
-#include "random_order.hpp"
+#include "plan_test_support.hpp"
 
 using namespace dip::literals;
 
 namespace {
 
-dip::module_spec opaque_module(const std::string& name, std::size_t layers) {
-  dip::module_spec m;
-  m.name = name;
-  for (std::size_t i = 0; i < layers; ++i) m.layers.push_back(dip::opaque_layer{"l" + std::to_string(i), 0, 0});
-  return m;
-}
+using dip_test::opaque_module;
 
 // vit (2 layers) -> lm (3 layers) on 3 ranks, one chain per module:
 //   vit: c0 on rank 0, c1 on rank 1;   lm: c2 on rank 2, c3 on rank 0, c4 on rank 1.

@@ -1,14 +1,25 @@
-// Test support: random valid compute orders for a stage graph.
+// Test support shared by the simulator and validator tests: models of opaque layers and random
+// valid compute orders for a stage graph.
 #pragma once
 
 #include <cstdint>
 #include <random>
+#include <string>
 #include <utility>
 #include <vector>
 
+#include <dip/model/module.hpp>
 #include <dip/schedule/stage_graph.hpp>
 
 namespace dip_test {
+
+// A module of `layers` opaque layers, to be priced by a fixed cost table.
+inline dip::module_spec opaque_module(const std::string& name, std::size_t layers) {
+  dip::module_spec m;
+  m.name = name;
+  for (std::size_t i = 0; i < layers; ++i) m.layers.push_back(dip::opaque_layer{"l" + std::to_string(i), 0, 0});
+  return m;
+}
 
 // A random linear extension of the stage graph (Kahn's algorithm picking a random ready stage),
 // dealt out to each stage's rank in that order: always a deadlock-free plan.
