@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,7 @@
 #include "dip/core/ids.hpp"
 #include "dip/cost/cost_model.hpp"
 #include "dip/model/model.hpp"
+#include "dip/partition/min_max.hpp"
 
 namespace dip {
 
@@ -112,84 +114,47 @@ inline std::vector<bytes> weight_bytes_per_rank(const multimodal_model& model, c
   return result;
 }
 
-// The classic pipeline placement: all layers of all modules in topological order, cut into
-// ranks * chunks_per_rank chunks of consecutive layers, chunk c on rank c mod ranks (Megatron's
-// interleaving; chunks_per_rank = 1 is plain 1F1B/GPipe). The cut minimises the largest chunk's
-// `weight` (forward + backward time of one layer under `costs` for `work_of(module)`), by
-// binary search over the bottleneck with a greedy feasibility check, exact for this min-max
-// problem over a sequence. Throws if there are fewer layers than chunks.
-template <cost_model_like Costs, class WorkOf>
-placement sequential_placement(const multimodal_model& model, const Costs& costs, WorkOf&& work_of,
-                               int ranks, int chunks_per_rank) {
-  require(ranks >= 1, errc::invalid_argument, "pp", "must be >= 1, got " + std::to_string(ranks));
-  require(chunks_per_rank >= 1, errc::invalid_argument, "chunks", "must be >= 1, got " + std::to_string(chunks_per_rank));
-  struct layer_ref {
-    module_id module;
-    std::size_t layer;
-    double weight;
-  };
+// Every layer of the model, module by module in topological order: the order in which a classic
+// pipeline (one chain over the whole model) runs them.
+struct layer_ref {
+  module_id module;
+  std::size_t layer = 0;
+};
+
+inline std::vector<layer_ref> layers_in_order(const multimodal_model& model) {
   std::vector<layer_ref> layers;
   for (module_id m : model.topological_order()) {
-    const module_spec& spec = model.module(m);
-    const work_unit work = work_of(spec);
-    for (std::size_t i = 0; i < spec.layers.size(); ++i) {
-      const layer_cost c = costs.cost(spec, i, work);
-      layers.push_back({m, i, to_seconds(c.forward + c.backward())});
-    }
+    for (std::size_t i = 0; i < model.module(m).layers.size(); ++i) layers.push_back({m, i});
   }
+  return layers;
+}
+
+// One chain over `layers` (in order), cut into ranks * chunks_per_rank chunks of consecutive
+// layers by the exact min-max partition of `weights` (one per layer), chunk c on rank c mod
+// ranks: Megatron's interleaving, or plain 1F1B/GPipe with chunks_per_rank = 1. Throws if there
+// are fewer layers than chunks.
+inline placement contiguous_placement(const multimodal_model& model, std::span<const layer_ref> layers,
+                                      std::span<const double> weights, int ranks, int chunks_per_rank) {
+  require(ranks >= 1, errc::invalid_argument, "pp", "must be >= 1, got " + std::to_string(ranks));
+  require(chunks_per_rank >= 1, errc::invalid_argument, "chunks", "must be >= 1, got " + std::to_string(chunks_per_rank));
+  require(layers.size() == weights.size(), errc::invalid_argument, "contiguous_placement",
+          "needs one weight per layer");
   const std::size_t parts = std::size_t(ranks) * std::size_t(chunks_per_rank);
   require(layers.size() >= parts, errc::infeasible, "placement",
           "model '" + model.name() + "' has " + std::to_string(layers.size()) + " layers, fewer than the " +
               std::to_string(parts) + " chunks requested (pp x chunks)");
-
-  // Greedy: the fewest chunks whose sums stay within `limit` (every layer fits, as limit >=
-  // the heaviest layer); the chunk starts it chooses.
-  const auto cut = [&](double limit) {
-    std::vector<std::size_t> starts{0};
-    double sum = 0;
-    for (std::size_t i = 0; i < layers.size(); ++i) {
-      if (i > starts.back() && sum + layers[i].weight > limit) {
-        starts.push_back(i);
-        sum = 0;
-      }
-      sum += layers[i].weight;
-    }
-    return starts;
-  };
-  double lo = 0, hi = 0;
-  for (const layer_ref& l : layers) {
-    lo = std::max(lo, l.weight);
-    hi += l.weight;
-  }
-  for (int iteration = 0; iteration < 100 && hi - lo > 1e-12 * hi; ++iteration) {
-    const double mid = (lo + hi) / 2;
-    (cut(mid).size() <= parts ? hi : lo) = mid;
-  }
-  std::vector<std::size_t> starts = cut(hi);
-  // Fewer pieces than asked: split the longest; a split never raises the bottleneck.
-  while (starts.size() < parts) {
-    std::size_t best = 0, best_len = 0;
-    for (std::size_t k = 0; k < starts.size(); ++k) {
-      const std::size_t end = k + 1 < starts.size() ? starts[k + 1] : layers.size();
-      if (end - starts[k] > best_len) {
-        best_len = end - starts[k];
-        best = k;
-      }
-    }
-    starts.insert(starts.begin() + std::ptrdiff_t(best) + 1, starts[best] + best_len / 2);
-  }
+  const contiguous_partition cut = min_max_partition(weights, parts, "placement of model '" + model.name() + "'");
 
   placement p;
   p.ranks = ranks;
   p.chains.assign(1, {});
   p.chain_inputs.assign(1, {});
   for (std::size_t k = 0; k < parts; ++k) {
-    const std::size_t end = k + 1 < parts ? starts[k + 1] : layers.size();
     chunk_spec chunk;
     chunk.rank = rank_id::from_index(k % std::size_t(ranks));
     chunk.chain = 0;
     chunk.position = k;
-    for (std::size_t i = starts[k]; i < end; ++i) {
+    for (std::size_t i = cut.starts[k]; i < cut.end_of(k, layers.size()); ++i) {
       if (chunk.spans.empty() || chunk.spans.back().module != layers[i].module) {
         chunk.spans.push_back({layers[i].module, layers[i].layer, layers[i].layer + 1});
       } else {
@@ -201,6 +166,25 @@ placement sequential_placement(const multimodal_model& model, const Costs& costs
   }
   validate(p, model);
   return p;
+}
+
+// The classic pipeline placement balanced on time: contiguous_placement with each layer weighing
+// its forward + backward time under `costs` for `work_of(module)`. This is the best static
+// ("exhaustive") mixed partition of the DIP paper: no contiguous cut has a lighter slowest stage.
+template <cost_model_like Costs, class WorkOf>
+placement sequential_placement(const multimodal_model& model, const Costs& costs, WorkOf&& work_of,
+                               int ranks, int chunks_per_rank) {
+  const std::vector<layer_ref> layers = layers_in_order(model);
+  std::vector<double> weights;
+  weights.reserve(layers.size());
+  work_unit work;
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    const module_spec& spec = model.module(layers[i].module);
+    if (i == 0 || layers[i - 1].module != layers[i].module) work = work_of(spec);
+    const layer_cost c = costs.cost(spec, layers[i].layer, work);
+    weights.push_back(to_seconds(c.forward + c.backward()));
+  }
+  return contiguous_placement(model, layers, weights, ranks, chunks_per_rank);
 }
 
 }  // namespace dip

@@ -190,9 +190,11 @@ class stage_graph {
 };
 
 // Builds the stage graph of `batch` on `placement`, pricing every stage with `costs`.
-// A chain holding one module runs that module's sub-microbatches separately; a chain holding
-// several modules (a classic pipeline over the whole model) runs each microbatch whole, the
-// sum of each module's sub-microbatches. Throws dip::error for an empty batch, a microbatch
+// A chain whose modules all have the same number of sub-microbatches in a microbatch runs them
+// separately, sub-microbatch s through every module of the chain (a DIP chain: one module, or
+// an encoder and its projector split alike); otherwise (a classic pipeline over modules split
+// differently) the chain runs the microbatch whole, the sum of each module's sub-microbatches.
+// Classic schedules want whole microbatches: give them `merge_sub_microbatches(batch)`. Throws dip::error for an empty batch, a microbatch
 // that does not give every module its work, or costs that are NaN or negative.
 template <cost_model_like Costs>
 stage_graph build_stage_graph(const multimodal_model& model, const dip::placement& placement,
@@ -236,8 +238,10 @@ stage_graph build_stage_graph(const multimodal_model& model, const dip::placemen
     g.offsets_.emplace_back(chains);
     g.subs_.emplace_back(chains);
     for (std::size_t k = 0; k < chains; ++k) {
-      const bool split = chain_modules[k].size() == 1;
-      const std::uint32_t subs = split ? std::uint32_t(mb.modules[chain_modules[k][0].index()].size()) : 1;
+      const std::size_t first_count = mb.modules[chain_modules[k][0].index()].size();
+      bool split = true;
+      for (module_id m : chain_modules[k]) split = split && mb.modules[m.index()].size() == first_count;
+      const std::uint32_t subs = split ? std::uint32_t(first_count) : 1;
       g.subs_[j][k] = subs;
       g.offsets_[j][k] = g.stages_.size();
       const auto work_of = [&](module_id m, std::uint32_t sub) {
@@ -307,6 +311,22 @@ stage_graph build_stage_graph(const multimodal_model& model, const dip::placemen
   }
   g.index_edges();
   return g;
+}
+
+// The same batch with every module's sub-microbatches summed into one: what a classic pipeline,
+// which never splits a microbatch, runs.
+inline batch_work merge_sub_microbatches(const batch_work& batch) {
+  batch_work merged;
+  for (const microbatch_work& mb : batch.microbatches) {
+    microbatch_work whole;
+    for (const std::vector<work_unit>& subs : mb.modules) {
+      work_unit total;
+      for (const work_unit& w : subs) total += w;
+      whole.modules.push_back({total});
+    }
+    merged.microbatches.push_back(std::move(whole));
+  }
+  return merged;
 }
 
 // A batch of `microbatches` identical microbatches, one sub-microbatch per module, each module
