@@ -5,13 +5,16 @@
 //     --> table | --json, and --trace FILE (Chrome trace of the first iteration)
 //
 // See docs/dip-plan.md for every flag and the JSON output.
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -19,10 +22,17 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <dip/batch/module_items.hpp>
+#include <dip/batch/source.hpp>
+#include <dip/batch/splitter.hpp>
 #include <dip/batch/uniform.hpp>
 #include <dip/dip.hpp>
 #include <dip/io/chrome_trace.hpp>
+#include <dip/partition/baseline_partitions.hpp>
+#include <dip/partition/modality_partition.hpp>
+#include <dip/partition/placement_report.hpp>
 #include <dip/schedule/baselines.hpp>
+#include <dip/schedule/dip_planner.hpp>
 #include <dip/schedule/plan.hpp>
 #include <dip/schedule/validate.hpp>
 #include <dip/sim/simulator.hpp>
@@ -41,6 +51,9 @@ struct cli_options {
   std::string schedules = "gpipe,1f1b,interleaved,zb1p";
   int chunks = 2;
   double latency_us = 0;
+  std::string partition = "balanced";
+  bool show_placement = false;
+  bool show_batch = false;
   std::string trace;
   bool json = false;
 };
@@ -55,6 +68,65 @@ struct schedule_outcome {
   double plan_ms = 0;
 };
 
+// One placement as dip-plan prints it: per rank, its chunks' layer spans with the forward +
+// backward time of each span for one unit of work (`work_of(module)`).
+template <dip::cost_model_like Costs, class WorkOf>
+nlohmann::json placement_json(const dip::multimodal_model& model, const dip::placement& place, const Costs& costs,
+                              WorkOf&& work_of) {
+  nlohmann::json ranks = nlohmann::json::array();
+  for (int r = 0; r < place.ranks; ++r) {
+    nlohmann::json chunks = nlohmann::json::array();
+    for (dip::chunk_id c : place.chunks_on(dip::rank_id::from_index(std::size_t(r)))) {
+      for (const dip::layer_span& span : place.chunk(c).spans) {
+        const dip::module_spec& m = model.module(span.module);
+        const dip::layer_cost cost = dip::chunk_cost(costs, m, span.first, span.last, work_of(m));
+        chunks.push_back({{"chunk", c.index()},
+                          {"chain", place.chunk(c).chain},
+                          {"module", m.name},
+                          {"first_layer", span.first},
+                          {"last_layer", span.last - 1},
+                          {"time_ms", dip::to_milliseconds(cost.forward + cost.backward())}});
+      }
+    }
+    ranks.push_back({{"rank", r}, {"chunks", chunks}});
+  }
+  return ranks;
+}
+
+// B, K and latency of each chain of a modality-aware partition.
+nlohmann::json segments_json(const dip::multimodal_model& model, const dip::modality_partition& part) {
+  nlohmann::json groups = nlohmann::json::array();
+  for (const dip::segment_group& g : part.groups) {
+    nlohmann::json modules = nlohmann::json::array();
+    for (dip::module_id m : g.modules) modules.push_back(model.module(m).name);
+    groups.push_back({{"modules", modules},
+                      {"item", std::string(dip::to_string(g.kind))},
+                      {"sub_microbatch_size", g.sub_microbatch_size},
+                      {"efficiency", std::isnan(g.efficiency) ? nlohmann::json(nullptr) : nlohmann::json(g.efficiency)},
+                      {"latency_ms", dip::to_milliseconds(g.latency)},
+                      {"paper_segments", g.paper_segments},
+                      {"segments_per_rank", g.segments_per_rank}});
+  }
+  return groups;
+}
+
+void print_placement(const std::string& title, const nlohmann::json& ranks) {
+  std::printf("placement %s (per chunk: module[first-last layer] forward+backward ms for one unit of work)\n",
+              title.c_str());
+  for (const nlohmann::json& rank : ranks) {
+    double total = 0;
+    std::string line;
+    for (const nlohmann::json& c : rank["chunks"]) {
+      char text[160];
+      std::snprintf(text, sizeof text, " %s[%d-%d] %.2f", c["module"].get<std::string>().c_str(),
+                    c["first_layer"].get<int>(), c["last_layer"].get<int>(), c["time_ms"].get<double>());
+      line += text;
+      total += c["time_ms"].get<double>();
+    }
+    std::printf("  rank %2d (%.2f ms):%s\n", rank["rank"].get<int>(), total, line.c_str());
+  }
+}
+
 std::vector<std::string> split_list(const std::string& text) {
   std::vector<std::string> items;
   std::stringstream in(text);
@@ -68,45 +140,95 @@ std::vector<std::string> split_list(const std::string& text) {
 template <dip::cost_model_like Costs>
 int run(const cli_options& opt, const dip::multimodal_model& model, const Costs& costs, int pp, int tp,
         const dip::gpu_spec& gpu) {
-  dip::require(opt.data == "uniform", dip::errc::not_found, "--data",
-               "unknown data '" + opt.data + "' (this version knows: uniform)");
-  const std::vector<std::string> schedules = split_list(opt.schedules);
-  dip::require(!schedules.empty(), dip::errc::invalid_argument, "--schedules", "lists no schedule");
+  // "none": only the placement and the batches (--show-placement, --show-batch, --json).
+  const std::vector<std::string> schedules = opt.schedules == "none" ? std::vector<std::string>{} : split_list(opt.schedules);
+  dip::require(opt.schedules == "none" || !schedules.empty(), dip::errc::invalid_argument, "--schedules",
+               "lists no schedule (use 'none' to plan only the placement and the batches)");
   for (const std::string& s : schedules) {
-    bool known = false;
+    bool known = s == "dip";
     for (const std::string& b : dip::baseline_names()) known = known || b == s;
-    std::string all;
-    for (const std::string& b : dip::baseline_names()) all += (all.empty() ? "" : ", ") + b;
+    std::string all = "dip";
+    for (const std::string& b : dip::baseline_names()) all += ", " + b;
     dip::require(known, dip::errc::not_found, "--schedules", "unknown schedule '" + s + "' (known: " + all + ")");
   }
-  const auto work_of = [&](const dip::module_spec& m) { return dip::uniform_module_work(model, m); };
+  dip::require(opt.partition == "balanced" || opt.partition == "megatron" || opt.partition == "dip",
+               dip::errc::not_found, "--partition",
+               "unknown partition '" + opt.partition + "' (known: balanced, megatron, dip)");
+  const auto uniform_work = [&](const dip::module_spec& m) { return dip::uniform_module_work(model, m); };
   // Pipeline neighbours share a node when the whole pipeline fits in one; otherwise the slowest
   // link they may cross is the network.
   const dip::communication_model comm{dip::microseconds(opt.latency_us),
                                       tp * pp <= gpu.gpus_per_node ? gpu.nvlink : gpu.network};
+  const dip::weight_memory_rule memory{tp, 16.0, gpu.memory};
 
-  std::map<int, dip::placement> placements;  // by chunks per rank
+  // The modality-aware partition is fixed for the run; the classic ones depend on the chunks
+  // per rank (v) of each schedule.
+  // The "dip" schedule always runs on it, whatever --partition says.
+  const bool dip_scheduled = std::find(schedules.begin(), schedules.end(), "dip") != schedules.end();
+  std::optional<dip::modality_partition> modality;
+  if (opt.partition == "dip" || dip_scheduled) {
+    dip::partition_options options;
+    options.ranks = pp;
+    options.memory = memory;
+    modality = dip::partition_modalities(model, costs, options);
+  }
+  const dip::sub_microbatch_policy policy = opt.partition == "dip" ? modality->policy : dip::unsplit_policy(model);
+  // One unit of work per module, as placements report chunk times: a sub-microbatch of B items
+  // under the DIP partition, a whole uniform microbatch otherwise.
+  const auto unit_work_under = [&](const dip::sub_microbatch_policy& split) {
+    return [&](const dip::module_spec& m) {
+    const std::size_t b = split.items_per_sub[m.id.index()];
+    if (b == 0) return uniform_work(m);
+    return dip::repeat(dip::default_item_profile(model, m.id).item, double(b));
+    };
+  };
+  std::map<int, dip::placement> placements;  // classic partitions, by chunks per rank
+  const auto placement_for = [&](const std::string& schedule) -> const dip::placement& {
+    if (opt.partition == "dip" || schedule == "dip") return modality->placement;
+    const int v = schedule == "interleaved" ? opt.chunks : 1;
+    auto found = placements.find(v);
+    if (found == placements.end()) {
+      found = placements
+                  .emplace(v, opt.partition == "megatron"
+                                  ? dip::megatron_partition(model, pp, v, memory)
+                                  : dip::balanced_partition(model, costs, uniform_work, pp, v, memory))
+                  .first;
+    }
+    return found->second;
+  };
+
+  dip::batch_source source = dip::make_batch_source(opt.data, model, opt.seed);
   std::vector<std::vector<schedule_outcome>> outcomes(std::size_t(opt.iterations));
+  std::vector<nlohmann::json> batch_summaries(std::size_t(opt.iterations), nlohmann::json::array());
   nlohmann::json trace_events = nlohmann::json::array();
 
   for (int it = 0; it < opt.iterations; ++it) {
-    const dip::batch_work batch = dip::uniform_batch(model, std::size_t(opt.microbatches), work_of);
+    const std::vector<dip::packed_microbatch> packed = source.next_batch(std::size_t(opt.microbatches));
+    const std::vector<dip::split_microbatch> split = dip::split_batch(packed, model, policy, costs);
+    const dip::batch_work batch = dip::to_batch_work(split);
+    const dip::batch_work dip_batch =
+        !dip_scheduled || opt.partition == "dip"
+            ? batch
+            : dip::to_batch_work(dip::split_batch(packed, model, modality->policy, costs));
+    for (std::size_t j = 0; j < packed.size(); ++j) {
+      batch_summaries[std::size_t(it)].push_back(dip::to_json(dip::summarize(packed[j], split[j], model)));
+    }
     for (std::size_t si = 0; si < schedules.size(); ++si) {
       const std::string& name = schedules[si];
       schedule_outcome& out = outcomes[std::size_t(it)].emplace_back();
       try {
         const auto start = std::chrono::steady_clock::now();
-        const int v = name == "interleaved" ? opt.chunks : 1;
-        auto found = placements.find(v);
-        if (found == placements.end()) {
-          found = placements.emplace(v, dip::sequential_placement(model, costs, work_of, pp, v)).first;
-        }
-        const dip::placement& place = found->second;
-        auto graph = std::make_shared<const dip::stage_graph>(
-            dip::build_stage_graph(model, place, batch, costs, {.split_backward = name == "zb1p"}));
-        const dip::plan plan = dip::baseline_plan(name, graph);
+        const dip::placement& place = placement_for(name);
         const std::vector<dip::bytes> weights = dip::weight_bytes_per_rank(model, place, tp);
-        dip::validate(plan, {.memory_cap = std::nullopt, .weight_memory = weights});
+        auto graph = std::make_shared<const dip::stage_graph>(dip::build_stage_graph(
+            model, place, name == "dip" ? dip_batch : batch, costs, {.split_backward = name == "zb1p"}));
+        dip::plan plan;
+        if (name == "dip") {
+          plan = dip::plan_dip_schedule(graph, {.memory_cap = gpu.memory, .weight_memory = weights, .comm = comm});
+        } else {
+          plan = dip::baseline_plan(name, graph);
+          dip::validate(plan, {.memory_cap = std::nullopt, .weight_memory = weights});
+        }
         out.plan_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
         const bool traced = !opt.trace.empty() && it == 0;
         const dip::simulation_result result =
@@ -121,6 +243,20 @@ int run(const cli_options& opt, const dip::multimodal_model& model, const Costs&
         out.error = e.what();
       }
     }
+  }
+
+  // The placement of the first schedule (all share it under --partition dip).
+  nlohmann::json placement_doc;
+  double balance = 0;
+  try {
+    const dip::placement& shown = placement_for(schedules.empty() ? "1f1b" : schedules.front());
+    const bool shown_is_dip = modality && &shown == &modality->placement;
+    placement_doc = placement_json(model, shown, costs, unit_work_under(shown_is_dip ? modality->policy : policy));
+    balance = shown_is_dip ? modality->balance()
+                       : dip::max_over_mean(dip::rank_totals(shown, dip::chunk_times(model, shown, costs, uniform_work),
+                                                             [](const dip::chunk_spec&) { return 1.0; }));
+  } catch (const dip::error& e) {
+    placement_doc = {{"error", e.what()}};
   }
 
   if (!opt.trace.empty()) {
@@ -163,7 +299,9 @@ int run(const cli_options& opt, const dip::multimodal_model& model, const Costs&
 
   if (opt.json) {
     nlohmann::json doc = {{"model", model.name()}, {"pp", pp}, {"tp", tp}, {"gpu", gpu.name},
-                          {"microbatches", opt.microbatches}, {"data", opt.data}};
+                          {"microbatches", opt.microbatches}, {"data", opt.data}, {"partition", opt.partition},
+                          {"placement", placement_doc}, {"placement_balance", balance}};
+    if (modality) doc["segments"] = segments_json(model, *modality);
     nlohmann::json iterations = nlohmann::json::array();
     for (int it = 0; it < opt.iterations; ++it) {
       nlohmann::json per = nlohmann::json::object();
@@ -182,7 +320,10 @@ int run(const cli_options& opt, const dip::multimodal_model& model, const Costs&
                               {"peak_memory_bytes", o.peak.base()},
                               {"plan_ms", o.plan_ms}};
       }
-      iterations.push_back({{"index", it}, {"lower_bound_ms", lower}, {"schedules", per}});
+      iterations.push_back({{"index", it},
+                            {"lower_bound_ms", lower},
+                            {"microbatches", batch_summaries[std::size_t(it)]},
+                            {"schedules", per}});
     }
     doc["iterations"] = iterations;
     nlohmann::json summary_json = nlohmann::json::object();
@@ -201,9 +342,36 @@ int run(const cli_options& opt, const dip::multimodal_model& model, const Costs&
     doc["summary"] = summary_json;
     std::cout << doc.dump(2) << '\n';
   } else {
-    std::printf("model %s, pp %d, tp %d, %s, %d microbatches x %d iterations, data %s\n", model.name().c_str(),
-                pp, tp, gpu.name.c_str(), opt.microbatches, opt.iterations, opt.data.c_str());
-    std::printf("%-12s %14s %8s %10s %12s %10s\n", "schedule", "iteration ms", "bubble", "vs bound", "peak memory",
+    std::printf("model %s, pp %d, tp %d, %s, %d microbatches x %d iterations, data %s, partition %s\n",
+                model.name().c_str(), pp, tp, gpu.name.c_str(), opt.microbatches, opt.iterations, opt.data.c_str(),
+                opt.partition.c_str());
+    if (modality) {
+      for (const nlohmann::json& g : segments_json(model, *modality)) {
+        std::printf("  chain %-24s B = %zu %ss per sub-microbatch, K = %zu segments per rank (paper rule: %zu), "
+                    "T = %.2f ms\n",
+                    g["modules"].dump().c_str(), g["sub_microbatch_size"].get<std::size_t>(),
+                    g["item"].get<std::string>().c_str(), g["segments_per_rank"].get<std::size_t>(),
+                    g["paper_segments"].get<std::size_t>(), g["latency_ms"].get<double>());
+      }
+    }
+    if (opt.show_placement && placement_doc.is_array()) {
+      print_placement(opt.partition + (schedules.empty() ? "" : " for " + schedules.front()), placement_doc);
+      std::printf("  rank work max/mean: %.4f\n", balance);
+    }
+    if (opt.show_batch) {
+      for (int it = 0; it < opt.iterations; ++it) {
+        std::printf("iteration %d batch:\n", it);
+        for (std::size_t j = 0; j < batch_summaries[std::size_t(it)].size(); ++j) {
+          const nlohmann::json& b = batch_summaries[std::size_t(it)][j];
+          std::printf("  microbatch %2zu: %3d samples, %5d text + %5d image tokens, %2d images, %d clips, %4d frames; "
+                      "sub-microbatches %s\n",
+                      j, b["samples"].get<int>(), b["text_tokens"].get<int>(), b["image_tokens"].get<int>(),
+                      b["images"].get<int>(), b["clips"].get<int>(), b["frames"].get<int>(),
+                      b["sub_microbatches"].dump().c_str());
+        }
+      }
+    }
+    if (!schedules.empty()) std::printf("%-12s %14s %8s %10s %12s %10s\n", "schedule", "iteration ms", "bubble", "vs bound", "peak memory",
                 "plan ms");
     for (std::size_t si = 0; si < schedules.size(); ++si) {
       const summary& s = sums[si];
@@ -215,7 +383,7 @@ int run(const cli_options& opt, const dip::multimodal_model& model, const Costs&
                   100.0 * s.gap, dip::to_string(s.peak).c_str(), s.plan_ms);
     }
   }
-  bool any_ok = false;
+  bool any_ok = schedules.empty();
   for (const summary& s : sums) any_ok = any_ok || s.count > 0;
   return any_ok ? 0 : 1;
 }
@@ -238,7 +406,14 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
   app.add_option("--seed", opt.seed, "seed of the batch stream")->capture_default_str();
-  app.add_option("--data", opt.data, "batch stream: uniform")->capture_default_str();
+  app.add_option("--data", opt.data,
+                 "batch stream: uniform, laion, obelics, scienceqa, video, mixed, or a .jsonl trace file")
+      ->capture_default_str();
+  app.add_option("--partition", opt.partition,
+                 "balanced (best contiguous split by time), megatron (by parameters) or dip (modality-aware)")
+      ->capture_default_str();
+  app.add_flag("--show-placement", opt.show_placement, "print which layers of which module sit on which rank");
+  app.add_flag("--show-batch", opt.show_batch, "print each microbatch's samples, tokens, images, frames and sub-microbatches");
   app.add_option("--schedules", opt.schedules, "comma-separated: gpipe, 1f1b, interleaved, zb1p")
       ->capture_default_str();
   app.add_option("--chunks", opt.chunks, "model chunks per rank for 'interleaved'")
