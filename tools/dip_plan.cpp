@@ -51,6 +51,8 @@ struct cli_options {
   std::string schedules = "gpipe,1f1b,interleaved,zb1p";
   int chunks = 2;
   double latency_us = 0;
+  double search_ms = 200;
+  unsigned threads = 1;
   std::string partition = "balanced";
   bool show_placement = false;
   bool show_batch = false;
@@ -224,7 +226,12 @@ int run(const cli_options& opt, const dip::multimodal_model& model, const Costs&
             model, place, name == "dip" ? dip_batch : batch, costs, {.split_backward = name == "zb1p"}));
         dip::plan plan;
         if (name == "dip") {
-          plan = dip::plan_dip_schedule(graph, {.memory_cap = gpu.memory, .weight_memory = weights, .comm = comm});
+          plan = dip::plan_dip_schedule(graph, {.memory_cap = gpu.memory,
+                                                .weight_memory = weights,
+                                                .comm = comm,
+                                                .search_ms = opt.search_ms,
+                                                .threads = opt.threads,
+                                                .seed = opt.seed + std::uint64_t(it)});
         } else {
           plan = dip::baseline_plan(name, graph);
           dip::validate(plan, {.memory_cap = std::nullopt, .weight_memory = weights});
@@ -411,6 +418,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--partition", opt.partition,
                  "balanced (best contiguous split by time), megatron (by parameters) or dip (modality-aware)")
+      ->capture_default_str();
+  app.add_option("--search-ms", opt.search_ms, "time budget of the dip schedule's segment search per batch (0: none)")
+      ->check(CLI::Range(0.0, 1e7))
+      ->capture_default_str();
+  app.add_option("--threads", opt.threads, "search threads for the dip schedule")
+      ->check(CLI::Range(1u, 1024u))
       ->capture_default_str();
   app.add_flag("--show-placement", opt.show_placement, "print which layers of which module sit on which rank");
   app.add_flag("--show-batch", opt.show_batch, "print each microbatch's samples, tokens, images, frames and sub-microbatches");

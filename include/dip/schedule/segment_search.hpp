@@ -1,0 +1,312 @@
+// DIP's phase 1: segment reordering by Monte Carlo tree search.
+//
+// A schedule is decided by the order of its segments (segment_index: one sub-microbatch's pass
+// through one chain): position i in the order is the segment's priority in the dual-queue
+// interleaver (phase 2, dual_queue.hpp), which turns the order into per-rank stage orders and
+// an estimated makespan. The search looks for the order with the shortest makespan within the
+// memory cap.
+//
+// Tree: a node is a prefix of the order; its children append one more segment. Pruning (the
+// paper's): the sub-microbatches of one chain within one microbatch keep their order, so a
+// node's candidates are, per (microbatch, chain), its next unplaced sub-microbatch.
+// One iteration:
+// - selection: from the root, while a node has tried all its candidates, descend to the child
+//   maximising  s^alpha + beta * sqrt(ln N_parent / N_child), where s = best makespan found
+//   anywhere / best makespan found below the child (in (0, 1], 1 for the best subtree);
+// - expansion: try the node's next untried candidate, in natural order (so the first path
+//   explored is the natural order itself);
+// - rollout: complete the order: with probability 1 - epsilon the eligible segment earliest in
+//   the reference order (the best order found so far), else a random eligible one; score it
+//   with phase 2;
+// - back-propagation: visits + 1 and the best (smallest) makespan along the path.
+// Before the tree, cheap seeds are scored (natural order; heaviest microbatches first; every
+// producer chain's segments of a window of microbatches before their consumers), so that a tiny
+// budget already returns a good order; the best seed is the rollouts' first reference.
+//
+// Threads: `threads` workers share the tree under one mutex (selection, expansion and
+// back-propagation hold it; rollouts, the expensive part, do not). With one thread and a rollout
+// budget (no time budget) the result is a function of the seed.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "dip/core/error.hpp"
+#include "dip/core/units.hpp"
+#include "dip/schedule/dual_queue.hpp"
+#include "dip/schedule/stage_graph.hpp"
+
+namespace dip {
+
+struct segment_search_options {
+  double time_budget_ms = 100;       // wall-clock budget for the tree (seeds always run); <= 0: none
+  std::size_t max_rollouts = 0;      // 0: unlimited (then a time budget is required)
+  unsigned threads = 1;
+  std::uint64_t seed = 1;
+  double alpha = 4;                  // sharpens the exploitation term s^alpha
+  double beta = 0.3;                 // exploration weight
+  double epsilon = 0.15;             // rollout randomness
+  interleave_options interleave;     // memory caps and the link for phase 2
+};
+
+struct search_progress_point {
+  double elapsed_ms = 0;
+  std::size_t rollouts = 0;
+  double best_makespan_ms = 0;
+};
+
+struct segment_search_result {
+  std::vector<std::uint32_t> priority;  // per segment; feed to interleave_stages / plan_dip_schedule
+  duration makespan{};                  // phase 2's estimate for it
+  bool within_cap = true;               // false: even the best order had to exceed a memory cap
+  std::string found_by;                 // "natural", "heaviest-first", "producers-first" or "tree"
+  std::size_t rollouts = 0;
+  double elapsed_ms = 0;
+  std::vector<search_progress_point> progress;  // every improvement, for quality-vs-time curves
+};
+
+namespace detail {
+
+// Scores an order: phase 2's estimated makespan, +infinity-like penalty when over the cap.
+struct order_scorer {
+  const stage_graph& graph;
+  const segment_index& segments;
+  const interleave_options& options;
+
+  std::pair<double, bool> operator()(const std::vector<std::uint32_t>& order) const {
+    std::vector<std::uint32_t> priority(order.size());
+    for (std::size_t i = 0; i < order.size(); ++i) priority[order[i]] = std::uint32_t(i);
+    const interleave_result r = interleave_stages(graph, segments, priority, options);
+    // An order that breaks the cap is worse than any that keeps it, but still comparable.
+    return {to_seconds(r.estimated_makespan) * (r.over_cap ? 1e3 : 1.0), !r.over_cap};
+  }
+};
+
+// Segments grouped by (microbatch, chain), each group's subs in order.
+struct segment_groups_of_graph {
+  std::vector<std::vector<std::uint32_t>> groups;
+  std::vector<std::uint32_t> group_of;
+  explicit segment_groups_of_graph(const segment_index& segments) {
+    group_of.resize(segments.size());
+    for (std::uint32_t s = 0; s < segments.size(); ++s) {
+      const auto& seg = segments.at(s);
+      if (seg.sub == 0) groups.emplace_back();
+      groups.back().push_back(s);
+      group_of[s] = std::uint32_t(groups.size() - 1);
+    }
+  }
+};
+
+}  // namespace detail
+
+inline segment_search_result search_segment_order(const stage_graph& graph, const segment_search_options& options) {
+  require(options.time_budget_ms > 0 || options.max_rollouts > 0, errc::invalid_argument, "segment search",
+          "needs a time budget or a rollout budget");
+  require(options.threads >= 1, errc::invalid_argument, "segment search", "needs at least one thread");
+  const auto start = std::chrono::steady_clock::now();
+  const auto elapsed_ms = [&] {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  };
+  const segment_index segments(graph);
+  const detail::segment_groups_of_graph groups(segments);
+  const detail::order_scorer score{graph, segments, options.interleave};
+  const std::size_t n = segments.size();
+
+  segment_search_result result;
+  double best = std::numeric_limits<double>::infinity();
+  std::vector<std::uint32_t> best_order;
+  const auto consider = [&](const std::vector<std::uint32_t>& order, double value, bool ok, const char* by) {
+    if (value < best) {
+      best = value;
+      best_order = order;
+      result.within_cap = ok;
+      result.found_by = by;
+      result.progress.push_back({elapsed_ms(), result.rollouts, value * 1e3});
+    }
+  };
+
+  // Seeds.
+  std::vector<std::uint32_t> natural(n);
+  for (std::uint32_t i = 0; i < n; ++i) natural[i] = i;
+  {
+    const auto [v, ok] = score(natural);
+    consider(natural, v, ok, "natural");
+  }
+  {
+    // Heaviest microbatches first (longest-processing-time first over microbatches).
+    std::vector<double> work(graph.microbatch_count(), 0.0);
+    for (const stage& st : graph.stages()) work[st.microbatch.index()] += to_seconds(st.time);
+    std::vector<std::uint32_t> order = natural;
+    std::stable_sort(order.begin(), order.end(), [&](std::uint32_t a, std::uint32_t b) {
+      const std::size_t ma = segments.at(a).microbatch, mb = segments.at(b).microbatch;
+      return work[ma] != work[mb] ? work[ma] > work[mb] : ma < mb;
+    });
+    const auto [v, ok] = score(order);
+    consider(order, v, ok, "heaviest-first");
+  }
+  {
+    // Producer chains run ahead: within each window of `ranks` microbatches, all segments of
+    // chain k before those of chain k+1 (encoders fill the pipeline before the LLM starts).
+    const std::size_t window = std::max<std::size_t>(1, std::size_t(graph.ranks()));
+    std::vector<std::uint32_t> order = natural;
+    std::stable_sort(order.begin(), order.end(), [&](std::uint32_t a, std::uint32_t b) {
+      const auto& sa = segments.at(a);
+      const auto& sb = segments.at(b);
+      const std::size_t wa = sa.microbatch / window, wb = sb.microbatch / window;
+      if (wa != wb) return wa < wb;
+      return sa.chain != sb.chain ? sa.chain < sb.chain : sa.microbatch < sb.microbatch;
+    });
+    const auto [v, ok] = score(order);
+    consider(order, v, ok, "producers-first");
+  }
+
+  // The tree.
+  struct node {
+    std::int32_t parent = -1;
+    std::uint32_t segment = 0;        // the choice leading here
+    std::vector<std::int32_t> children;
+    std::uint32_t tried = 0;          // candidates expanded so far
+    std::uint32_t candidates = 0;     // eligible segments at this prefix (set on first visit)
+    std::uint32_t visits = 0;
+    double best = std::numeric_limits<double>::infinity();
+  };
+  std::vector<node> tree(1);
+  std::mutex mutex;  // guards tree, best, best_order, result
+  std::vector<std::uint32_t> reference_rank(n);  // position of each segment in the reference order
+  const auto set_reference = [&](const std::vector<std::uint32_t>& order) {
+    for (std::uint32_t i = 0; i < order.size(); ++i) reference_rank[order[i]] = i;
+  };
+  set_reference(best_order);
+  bool stop = false;
+
+  const auto worker = [&](unsigned id) {
+    std::mt19937_64 rng(options.seed * 0x9E3779B97F4A7C15ULL + id);
+    std::uniform_real_distribution<double> unit(0.0, 1.0);
+    std::vector<std::uint32_t> next_sub(groups.groups.size());
+    std::vector<std::uint32_t> order;
+    std::vector<std::int32_t> path;
+    std::vector<std::uint32_t> reference;
+    while (true) {
+      std::fill(next_sub.begin(), next_sub.end(), 0);
+      order.clear();
+      path.assign(1, 0);
+      const auto eligible = [&] {
+        std::vector<std::uint32_t> list;
+        for (std::size_t g = 0; g < groups.groups.size(); ++g) {
+          if (next_sub[g] < groups.groups[g].size()) list.push_back(groups.groups[g][next_sub[g]]);
+        }
+        return list;
+      };
+      const auto place = [&](std::uint32_t s) {
+        order.push_back(s);
+        ++next_sub[groups.group_of[s]];
+      };
+      {
+        std::lock_guard lock(mutex);
+        if (stop || (options.max_rollouts > 0 && result.rollouts >= options.max_rollouts) ||
+            (options.time_budget_ms > 0 && elapsed_ms() >= options.time_budget_ms)) {
+          stop = true;
+          return;
+        }
+        ++result.rollouts;
+        reference = reference_rank;
+        // Selection.
+        std::int32_t current = 0;
+        while (true) {
+          node& v = tree[std::size_t(current)];
+          if (order.size() == n) break;
+          std::vector<std::uint32_t> candidates = eligible();
+          std::sort(candidates.begin(), candidates.end(),
+                    [&](std::uint32_t a, std::uint32_t b) { return reference[a] < reference[b]; });
+          v.candidates = std::uint32_t(candidates.size());
+          if (v.tried < v.candidates) {
+            // Expansion: the next untried candidate in reference order.
+            std::uint32_t pick = 0;
+            for (std::uint32_t c : candidates) {
+              bool used = false;
+              for (std::int32_t child : v.children) used = used || tree[std::size_t(child)].segment == c;
+              if (!used) {
+                pick = c;
+                break;
+              }
+            }
+            ++tree[std::size_t(current)].tried;
+            node child;
+            child.parent = current;
+            child.segment = pick;
+            tree.push_back(child);
+            const std::int32_t index = std::int32_t(tree.size() - 1);
+            tree[std::size_t(current)].children.push_back(index);
+            place(pick);
+            path.push_back(index);
+            break;
+          }
+          // All tried: UCB over the children.
+          const double log_parent = std::log(double(std::max<std::uint32_t>(v.visits, 1)));
+          std::int32_t chosen = -1;
+          double chosen_value = -1;
+          for (std::int32_t c : v.children) {
+            const node& child = tree[std::size_t(c)];
+            const double exploit = std::isfinite(child.best) ? std::pow(best / child.best, options.alpha) : 0.0;
+            const double explore = options.beta * std::sqrt(log_parent / double(std::max<std::uint32_t>(child.visits, 1)));
+            if (exploit + explore > chosen_value) {
+              chosen_value = exploit + explore;
+              chosen = c;
+            }
+          }
+          place(tree[std::size_t(chosen)].segment);
+          path.push_back(chosen);
+          current = chosen;
+        }
+      }
+      // Rollout, outside the lock.
+      while (order.size() < n) {
+        const std::vector<std::uint32_t> candidates = eligible();
+        std::uint32_t pick = candidates.front();
+        if (unit(rng) < options.epsilon) {
+          pick = candidates[std::size_t(rng() % candidates.size())];
+        } else {
+          for (std::uint32_t c : candidates) {
+            if (reference[c] < reference[pick]) pick = c;
+          }
+        }
+        place(pick);
+      }
+      const auto [value, ok] = score(order);
+      // Back-propagation.
+      std::lock_guard lock(mutex);
+      for (std::int32_t v : path) {
+        node& x = tree[std::size_t(v)];
+        ++x.visits;
+        x.best = std::min(x.best, value);
+      }
+      if (value < best) {
+        consider(order, value, ok, "tree");
+        set_reference(order);
+      }
+    }
+  };
+  if (options.threads == 1) {
+    worker(0);
+  } else {
+    std::vector<std::jthread> pool;
+    for (unsigned t = 0; t < options.threads; ++t) pool.emplace_back(worker, t);
+  }
+
+  result.priority.assign(n, 0);
+  for (std::size_t i = 0; i < n; ++i) result.priority[best_order[i]] = std::uint32_t(i);
+  result.makespan = seconds(result.within_cap ? best : best / 1e3);
+  result.elapsed_ms = elapsed_ms();
+  return result;
+}
+
+}  // namespace dip
