@@ -33,6 +33,7 @@
 #include <dip/partition/placement_report.hpp>
 #include <dip/schedule/baselines.hpp>
 #include <dip/schedule/dip_planner.hpp>
+#include <dip/schedule/modality_baselines.hpp>
 #include <dip/schedule/plan.hpp>
 #include <dip/schedule/validate.hpp>
 #include <dip/sim/simulator.hpp>
@@ -147,9 +148,9 @@ int run(const cli_options& opt, const dip::multimodal_model& model, const Costs&
   dip::require(opt.schedules == "none" || !schedules.empty(), dip::errc::invalid_argument, "--schedules",
                "lists no schedule (use 'none' to plan only the placement and the batches)");
   for (const std::string& s : schedules) {
-    bool known = s == "dip";
+    bool known = s == "dip" || s == "static-dip" || s == "optimus";
     for (const std::string& b : dip::baseline_names()) known = known || b == s;
-    std::string all = "dip";
+    std::string all = "dip, static-dip, optimus";
     for (const std::string& b : dip::baseline_names()) all += ", " + b;
     dip::require(known, dip::errc::not_found, "--schedules", "unknown schedule '" + s + "' (known: " + all + ")");
   }
@@ -166,7 +167,12 @@ int run(const cli_options& opt, const dip::multimodal_model& model, const Costs&
   // The modality-aware partition is fixed for the run; the classic ones depend on the chunks
   // per rank (v) of each schedule.
   // The "dip" schedule always runs on it, whatever --partition says.
-  const bool dip_scheduled = std::find(schedules.begin(), schedules.end(), "dip") != schedules.end();
+  const auto is_modality_schedule = [](const std::string& name) {
+    return name == "dip" || name == "static-dip" || name == "optimus";
+  };
+  const bool dip_scheduled =
+      std::any_of(schedules.begin(), schedules.end(), [&](const std::string& s) { return s == "dip" || s == "static-dip"; });
+  const bool optimus_scheduled = std::find(schedules.begin(), schedules.end(), "optimus") != schedules.end();
   std::optional<dip::modality_partition> modality;
   if (opt.partition == "dip" || dip_scheduled) {
     dip::partition_options options;
@@ -175,6 +181,15 @@ int run(const cli_options& opt, const dip::multimodal_model& model, const Costs&
     modality = dip::partition_modalities(model, costs, options);
   }
   const dip::sub_microbatch_policy policy = opt.partition == "dip" ? modality->policy : dip::unsplit_policy(model);
+  // Optimus keeps the backbone a plain pipeline: one chunk per rank for every chain.
+  std::optional<dip::modality_partition> optimus;
+  if (optimus_scheduled) {
+    dip::partition_options options;
+    options.ranks = pp;
+    options.memory = memory;
+    for (const dip::module_spec& m : model.modules()) options.segments_per_rank[m.name] = 1;
+    optimus = dip::partition_modalities(model, costs, options);
+  }
   // One unit of work per module, as placements report chunk times: a sub-microbatch of B items
   // under the DIP partition, a whole uniform microbatch otherwise.
   const auto unit_work_under = [&](const dip::sub_microbatch_policy& split) {
@@ -186,7 +201,8 @@ int run(const cli_options& opt, const dip::multimodal_model& model, const Costs&
   };
   std::map<int, dip::placement> placements;  // classic partitions, by chunks per rank
   const auto placement_for = [&](const std::string& schedule) -> const dip::placement& {
-    if (opt.partition == "dip" || schedule == "dip") return modality->placement;
+    if (schedule == "optimus") return optimus->placement;
+    if (opt.partition == "dip" || is_modality_schedule(schedule)) return modality->placement;
     const int v = schedule == "interleaved" ? opt.chunks : 1;
     auto found = placements.find(v);
     if (found == placements.end()) {
@@ -212,6 +228,8 @@ int run(const cli_options& opt, const dip::multimodal_model& model, const Costs&
         !dip_scheduled || opt.partition == "dip"
             ? batch
             : dip::to_batch_work(dip::split_batch(packed, model, modality->policy, costs));
+    const dip::batch_work optimus_batch =
+        optimus ? dip::to_batch_work(dip::split_batch(packed, model, optimus->policy, costs)) : batch;
     for (std::size_t j = 0; j < packed.size(); ++j) {
       batch_summaries[std::size_t(it)].push_back(dip::to_json(dip::summarize(packed[j], split[j], model)));
     }
@@ -223,9 +241,13 @@ int run(const cli_options& opt, const dip::multimodal_model& model, const Costs&
         const dip::placement& place = placement_for(name);
         const std::vector<dip::bytes> weights = dip::weight_bytes_per_rank(model, place, tp);
         auto graph = std::make_shared<const dip::stage_graph>(dip::build_stage_graph(
-            model, place, name == "dip" ? dip_batch : batch, costs, {.split_backward = name == "zb1p"}));
+            model, place, name == "optimus" ? optimus_batch : is_modality_schedule(name) ? dip_batch : batch, costs,
+            {.split_backward = name == "zb1p"}));
         dip::plan plan;
-        if (name == "dip") {
+        if (name == "static-dip" || name == "optimus") {
+          const dip::dip_planner_options planner{.memory_cap = std::nullopt, .weight_memory = weights, .comm = comm};
+          plan = name == "optimus" ? dip::plan_optimus(graph, planner) : dip::plan_static_dip(graph, planner);
+        } else if (name == "dip") {
           plan = dip::plan_dip_schedule(graph, {.memory_cap = gpu.memory,
                                                 .weight_memory = weights,
                                                 .comm = comm,
