@@ -18,6 +18,8 @@ ap.add_argument("--microbatches", default="16")
 ap.add_argument("--iterations", default="3")
 ap.add_argument("--threads", default="1")
 ap.add_argument("--models", default="vlm-s,vlm-m,vlm-l,t2v-s,t2v-l")
+ap.add_argument("--ablation", default="vlm-s:obelics,vlm-s:laion,t2v-s:video",
+                help="model:data pairs for the ablation in the paper's order ('' to skip)")
 args = ap.parse_args()
 
 shared = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
@@ -25,9 +27,10 @@ vlm_data = ["obelics", "laion"] + [os.path.join(shared, f) for f in ("vlm-coco-c
                                    if os.path.exists(os.path.join(shared, f))]
 t2v_data = ["video"] + [os.path.join(shared, f) for f in ("video-msrvtt.jsonl",) if os.path.exists(os.path.join(shared, f))]
 
-def run(model, data, partition, schedules):
+def run(model, data, partition, schedules, search_ms=None):
     cmd = [args.dip_plan, "--model", model, "--data", data, "--partition", partition, "--schedules", schedules,
-           "--microbatches", args.microbatches, "--iterations", args.iterations, "--search-ms", args.search_ms,
+           "--microbatches", args.microbatches, "--iterations", args.iterations,
+           "--search-ms", search_ms if search_ms is not None else args.search_ms,
            "--threads", args.threads, "--seed", "1", "--json"]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode not in (0, 1):
@@ -73,3 +76,15 @@ for model in args.models.split(","):
 if speedups:
     print(f"\nmean speedup of dip over megatron interleaved: {sum(speedups)/len(speedups):.3f}x; "
           f"mean dip / lower bound: {sum(gaps)/len(gaps):.3f}")
+
+if args.ablation:
+    print("\nAblation in the paper's order (mean iteration ms; each step's speedup over the first):")
+    print("| model | data | mixed 1F1B (megatron) | + modality-aware partition (static-dip) | + interleaving (dip, no search) | + reordering (dip) |")
+    print("|---|---|---|---|---|---|")
+    for pair in args.ablation.split(","):
+        model, data = pair.split(":")
+        base = run(model, data, "megatron", "1f1b,static-dip")
+        steps = [ms(base, "1f1b"), ms(base, "static-dip"), ms(run(model, data, "balanced", "dip", "0"), "dip"),
+                 ms(run(model, data, "balanced", "dip"), "dip")]
+        cells = [f"{v:.0f} ({steps[0] / v:.2f}x)" if v else "fail" for v in steps]
+        print(f"| {model} | {data} | " + " | ".join(cells) + " |")

@@ -157,7 +157,7 @@ TEST_CASE("the DIP planner gives valid plans within the cap that never beat the 
     options.weight_memory = weights;
     options.search_rollouts = 50;
     const dip::plan plan = dip::plan_dip_schedule(t.graph, options);  // validates, cap included
-    const dip::simulation_result sim = dip::simulate(plan, {.weight_memory = weights});
+    const dip::simulation_result sim = dip::simulate(plan, {.comm = {}, .weight_memory = weights});
     CHECK(sim.makespan >= sim.bounds.best() * (1 - 1e-9));
     for (const dip::rank_stats& r : sim.ranks) CHECK(r.peak_memory <= *options.memory_cap);
   }

@@ -49,7 +49,7 @@ struct cli_options {
   int iterations = 1;
   unsigned long long seed = 0;
   std::string data = "uniform";
-  std::string schedules = "gpipe,1f1b,interleaved,zb1p";
+  std::string schedules = "dip,static-dip,interleaved,1f1b,zb1p,gpipe";
   int chunks = 2;
   double latency_us = 0;
   double search_ms = 200;
@@ -449,7 +449,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--show-placement", opt.show_placement, "print which layers of which module sit on which rank");
   app.add_flag("--show-batch", opt.show_batch, "print each microbatch's samples, tokens, images, frames and sub-microbatches");
-  app.add_option("--schedules", opt.schedules, "comma-separated: gpipe, 1f1b, interleaved, zb1p")
+  app.add_option("--schedules", opt.schedules, "comma-separated: dip, static-dip, optimus, gpipe, 1f1b, interleaved, zb1p, or none")
       ->capture_default_str();
   app.add_option("--chunks", opt.chunks, "model chunks per rank for 'interleaved'")
       ->check(CLI::Range(1, 1024))

@@ -7,8 +7,11 @@
 // - pairs every send with exactly one recv of the same edge: the send on the producer's rank,
 //   naming the consumer's rank as its peer, after the producer is computed; the recv on the
 //   consumer's rank, naming the producer's rank; no message for an edge within one rank;
+// - gives a memory strategy other than keep only to forward stages;
 // - when a memory cap is given, keeps every rank's running total (its weights plus the memory
-//   deltas of its computes, in action order) within the cap.
+//   deltas of its computes, in action order) within the cap. A pair whose forward recomputes or
+//   offloads changes its stages' deltas by strategy_memory_delta (dip/schedule/memory_strategy.hpp,
+//   the formula the simulator and the memory chooser share); keep uses the graph's deltas.
 // These rules are per rank and per edge; they do not rule out a cross-rank deadlock (rank 0
 // waiting on rank 1's recv order while rank 1 waits on rank 0's). dip::simulate finds those.
 // Cost: O(actions + edges + stages).
@@ -25,6 +28,7 @@
 #include "dip/core/error.hpp"
 #include "dip/core/ids.hpp"
 #include "dip/core/units.hpp"
+#include "dip/schedule/memory_strategy.hpp"
 #include "dip/schedule/plan.hpp"
 #include "dip/schedule/stage_graph.hpp"
 
@@ -71,6 +75,8 @@ inline std::optional<plan_violation> find_plan_violation(const plan& p, const va
     return "rank " + std::to_string(r) + " action " + std::to_string(i);
   };
   const auto rank_of = [&](stage_id id) { return graph.at(id).rank.value(); };
+  // The strategy of every stage's pair, from the forwards' actions (empty: all keep).
+  const std::vector<memory_strategy> pair_strategy = detail::pair_strategies(p);
   const auto name = [&](stage_id id) { return describe(graph, id); };
 
   for (std::size_t r = 0; r < rank_count; ++r) {
@@ -114,8 +120,15 @@ inline std::optional<plan_violation> find_plan_violation(const plan& p, const va
                                                 " is received by an earlier recv on this rank"};
           }
         }
+        if (a.strategy != memory_strategy::keep && graph.at(a.stage).kind != stage_kind::forward) {
+          return plan_violation{at(r, i), stage_name + " has memory strategy " + std::string(to_string(a.strategy)) +
+                                              "; only forward stages take one"};
+        }
         computed_at[a.stage.index()] = {std::uint32_t(r), std::uint32_t(i)};
-        memory += graph.at(a.stage).memory_delta.base();
+        const memory_strategy strategy =
+            pair_strategy.empty() ? memory_strategy::keep : pair_strategy[a.stage.index()];
+        memory += strategy == memory_strategy::keep ? graph.at(a.stage).memory_delta.base()
+                                                    : strategy_memory_delta(graph, a.stage, strategy).base();
         if (options.memory_cap && memory > options.memory_cap->base()) {
           return plan_violation{at(r, i), "memory over the cap after " + stage_name + ": needs " +
                                               to_string(bytes(memory)) + ", the cap is " +

@@ -11,6 +11,10 @@
 // Memory convention: a rank holds its static `weight_memory`, and each compute applies its
 // stage's memory_delta when it *ends* (F allocates its kept activations as it finishes, B or W
 // frees them as it finishes); the peak is the largest running total.
+// Memory strategies (dip/schedule/memory_strategy.hpp, the one formula the chooser and the
+// validator share): a forward's compute action carries the strategy of its pair. recompute and
+// offload change that pair's stage times (strategy_time: F and B, or F and I when split) and
+// memory deltas (strategy_memory_delta); keep leaves both exactly as the stage graph has them.
 // Times follow from dependencies alone, so no global event queue is needed: a dataflow worklist
 // advances each rank until it blocks on a recv whose send has not been simulated yet and wakes
 // it when that send is. Cost O(actions + edges), no allocation inside the loop.
@@ -28,6 +32,7 @@
 #include "dip/core/error.hpp"
 #include "dip/core/ids.hpp"
 #include "dip/core/units.hpp"
+#include "dip/schedule/memory_strategy.hpp"
 #include "dip/schedule/plan.hpp"
 #include "dip/schedule/stage_graph.hpp"
 
@@ -42,6 +47,7 @@ struct simulation_options {
   communication_model comm;
   std::vector<bytes> weight_memory;  // per rank static memory (weights, grads, optimizer); empty = zeros
   bool record_timeline = false;      // fill simulation_result::timeline and rank_stats::memory_timeline
+  memory_strategy_model memory_strategies{};  // prices recompute and offload (host link)
 };
 
 // One simulated action. compute: [start, end) of the stage; send: the transfer, from its start
@@ -66,6 +72,7 @@ struct rank_stats {
   duration busy{};      // time spent computing
   duration idle{};      // makespan - busy
   bytes peak_memory{};  // weights + the largest running sum of memory deltas
+  duration strategy_time{};  // compute time added by recompute and offload (included in busy)
   // (time, bytes in use) after each change, starting with (0, weights); record_timeline only.
   std::vector<std::pair<duration, bytes>> memory_timeline;
 };
@@ -103,7 +110,8 @@ inline std::pair<std::size_t, std::size_t> find_send(const plan& p, std::uint32_
 // - errc::invalid_plan naming the rank and action index for a plan that breaks a rule the
 //   simulation depends on: a stage run before its input is ready, on the wrong rank or twice,
 //   a stage never run, a send/recv with a bad edge, stage, rank or peer, an edge sent or
-//   received twice, a send nobody receives, a recv with no send anywhere in the plan;
+//   received twice, a send nobody receives, a recv with no send anywhere in the plan, a memory
+//   strategy other than keep on a stage that is not a forward;
 // - errc::deadlock when every unfinished rank waits on a recv whose send can never be reached,
 //   naming each blocked rank, the action index and what it waits for;
 // - errc::invalid_argument for a plan without a graph or bad options.
@@ -148,6 +156,30 @@ inline simulation_result simulate(const plan& p, const simulation_options& optio
     result.bounds.average_work = rank_count == 0 ? duration{} : total / double(rank_count);
   }
 
+  // Memory strategies: the time and memory delta of every stage, when any strategy is not keep.
+  for (std::size_t r = 0; r < rank_count; ++r) {
+    for (std::size_t i = 0; i < p.ranks[r].size(); ++i) {
+      const action& a = p.ranks[r][i];
+      if (a.kind == action_kind::compute && a.strategy != memory_strategy::keep && a.stage.index() < stage_count &&
+          stages[a.stage.index()].kind != stage_kind::forward) {
+        detail::throw_at_action(r, i,
+                                describe(graph, a.stage) + " has memory strategy " +
+                                    std::string(to_string(a.strategy)) + "; only forward stages take one");
+      }
+    }
+  }
+  const std::vector<memory_strategy> pair_strategy = detail::pair_strategies(p);
+  std::vector<double> strategy_time_of, strategy_delta_of;  // empty: every stage as in the graph
+  if (!pair_strategy.empty()) {
+    strategy_time_of.resize(stage_count);
+    strategy_delta_of.resize(stage_count);
+    for (std::size_t s = 0; s < stage_count; ++s) {
+      const stage_id id = stage_id::from_index(s);
+      strategy_time_of[s] = strategy_time(graph, id, pair_strategy[s], options.memory_strategies).base();
+      strategy_delta_of[s] = strategy_memory_delta(graph, id, pair_strategy[s]).base();
+    }
+  }
+
   // Flat per-stage and per-edge state, so the loop below only indexes vectors.
   std::vector<std::uint32_t> stage_rank(stage_count);
   for (std::size_t s = 0; s < stage_count; ++s) stage_rank[s] = stages[s].rank.value();
@@ -169,6 +201,7 @@ inline simulation_result simulate(const plan& p, const simulation_options& optio
     std::size_t next = 0;  // index of the next action to run
     double clock = 0;
     double busy = 0;
+    double extra = 0;  // of it, time added by memory strategies
     double memory = 0;
     double peak = 0;
     std::size_t offset = 0;  // of this rank's first action in the timeline
@@ -253,10 +286,12 @@ inline simulation_result simulate(const plan& p, const simulation_options& optio
         chain_end[id] = inputs_end + s.time.base();
         computed[id] = 1;
         ++computed_count;
-        end = begin + s.time.base();
+        const double time = strategy_time_of.empty() ? s.time.base() : strategy_time_of[id];
+        end = begin + time;
         rs.clock = end;
-        rs.busy += s.time.base();
-        const double delta = s.memory_delta.base();
+        rs.busy += time;
+        if (!strategy_time_of.empty()) rs.extra += time - s.time.base();
+        const double delta = strategy_delta_of.empty() ? s.memory_delta.base() : strategy_delta_of[id];
         rs.memory += delta;
         rs.peak = std::max(rs.peak, rs.memory);
         if (record && delta != 0) stats.memory_timeline.emplace_back(duration(end), bytes(rs.memory));
@@ -335,6 +370,7 @@ inline simulation_result simulate(const plan& p, const simulation_options& optio
     stats.busy = duration(state[r].busy);
     stats.idle = duration(makespan - state[r].busy);
     stats.peak_memory = bytes(state[r].peak);
+    stats.strategy_time = duration(state[r].extra);
     busy += state[r].busy;
   }
   for (double c : chain_end) critical = std::max(critical, c);
