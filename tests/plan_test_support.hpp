@@ -17,7 +17,7 @@ namespace dip_test {
 inline dip::module_spec opaque_module(const std::string& name, std::size_t layers) {
   dip::module_spec m;
   m.name = name;
-  for (std::size_t i = 0; i < layers; ++i) m.layers.push_back(dip::opaque_layer{"l" + std::to_string(i), 0, 0});
+  for (std::size_t i = 0; i < layers; ++i) m.layers.push_back(dip::opaque_layer{std::string(1, 'l').append(std::to_string(i)), 0, 0});
   return m;
 }
 

@@ -168,3 +168,32 @@ TEST_CASE("the DIP planner gives valid plans within the cap that never beat the 
   CHECK_THROWS_WITH_AS(dip::search_segment_order(*t.graph, bad), doctest::Contains("time budget or a rollout budget"),
                        dip::error);
 }
+
+TEST_CASE("memory strategies (phase 3) never make the DIP plan slower and rescue caps phase 2 alone cannot meet") {
+  std::mt19937_64 rng(8);
+  int rescued = 0, faster = 0;
+  for (int trial = 0; trial < 40; ++trial) {
+    CAPTURE(trial);
+    const instance t = random_instance(rng, 2 + int(rng() % 3), 4 + rng() % 6, 3);
+    const std::vector<dip::bytes> weights(std::size_t(t.graph->ranks()), dip::bytes(10));
+    dip::dip_planner_options options;
+    options.memory_cap = dip::bytes(10 + double(4 + rng() % 12));  // tight: a few microbatches in flight
+    options.weight_memory = weights;
+    options.search_rollouts = 20;
+    const dip::simulation_options sim{.comm = {}, .weight_memory = weights, .record_timeline = false,
+                                      .memory_strategies = options.strategy_model};
+    const dip::plan with = dip::plan_dip_schedule(t.graph, options);  // validated under the cap
+    for (const dip::rank_stats& r : dip::simulate(with, sim).ranks) CHECK(r.peak_memory <= *options.memory_cap);
+    options.memory_strategies = false;
+    try {
+      const dip::plan without = dip::plan_dip_schedule(t.graph, options);
+      const dip::duration a = dip::simulate(with, sim).makespan, b = dip::simulate(without, sim).makespan;
+      CHECK(a <= b * (1 + 1e-12));
+      faster += a < b * (1 - 1e-9) ? 1 : 0;
+    } catch (const dip::error& e) {
+      CHECK(e.code() == dip::errc::invalid_plan);  // phase 2 alone had to break the cap
+      ++rescued;
+    }
+  }
+  MESSAGE(faster << " plans faster with memory strategies, " << rescued << " only feasible with them");
+}

@@ -2,9 +2,15 @@
 //
 // Phase 1 (segment reordering by tree search, segment_search.hpp) picks the segment order within
 // a budget, unless the caller gives one; phase 2 (dual-queue interleaving, dual_queue.hpp) turns
-// it into per-rank stage orders within the memory cap.
+// it into per-rank stage orders within the memory cap; phase 3 (memory strategies,
+// memory_strategy.hpp) lets phase 2 run with a looser cap, more microbatches in flight and fewer
+// bubbles, and brings memory back under the real cap by recomputing or offloading the
+// activations that cost least to treat so. The planner tries phase 2 at the real cap and at
+// looser ones (`relaxations`: the activation budget above the weights times 1.25, 1.5, 2, and
+// no cap), prices each with phase 3 and the simulator, and keeps the fastest plan.
 #pragma once
 
+#include <limits>
 #include <memory>
 #include <optional>
 #include <span>
@@ -13,6 +19,7 @@
 #include "dip/core/error.hpp"
 #include "dip/core/units.hpp"
 #include "dip/schedule/dual_queue.hpp"
+#include "dip/schedule/memory_strategy.hpp"
 #include "dip/schedule/plan.hpp"
 #include "dip/schedule/segment_search.hpp"
 #include "dip/schedule/stage_graph.hpp"
@@ -29,6 +36,9 @@ struct dip_planner_options {
   std::size_t search_rollouts = 0;   // phase 1 rollout budget (reproducible with one thread)
   unsigned threads = 1;
   std::uint64_t seed = 1;
+  bool memory_strategies = true;     // phase 3 (needs a memory cap)
+  std::vector<double> relaxations{1.25, 1.5, 2.0, 0.0};  // looser activation budgets to try; 0: no cap
+  memory_strategy_model strategy_model{};
 };
 
 // Plans `graph` with dual-queue interleaving under `priority` (empty: the natural order), and
@@ -54,11 +64,57 @@ inline plan plan_dip_schedule(std::shared_ptr<const stage_graph> graph, const di
     searched = search_segment_order(*graph, search).priority;
     priority = searched;
   }
-  const interleave_result order = interleave_stages(*graph, segments, priority.empty() ? std::span(natural) : priority,
-                                                    interleave);
-  plan result = make_plan(std::move(graph), order.order);
-  validate(result, {.memory_cap = options.memory_cap, .weight_memory = options.weight_memory});
-  return result;
+  const std::span<const std::uint32_t> chosen = priority.empty() ? std::span(natural) : priority;
+  const interleave_result order = interleave_stages(*graph, segments, chosen, interleave);
+  plan best = make_plan(graph, order.order);
+  const validation_options checks{.memory_cap = options.memory_cap, .weight_memory = options.weight_memory};
+  const simulation_options sim{.comm = options.comm,
+                               .weight_memory = options.weight_memory,
+                               .record_timeline = false,
+                               .memory_strategies = options.strategy_model};
+  if (!options.memory_cap || !options.memory_strategies) {
+    validate(best, checks);
+    return best;
+  }
+  // Phase 3 on the plan at the real cap (if phase 2 had to exceed it) and at looser caps.
+  duration best_time = duration(std::numeric_limits<double>::infinity());
+  bool have_best = false;
+  const auto consider = [&](plan candidate, bool over_cap) {
+    if (over_cap) {
+      memory_choice_options choose{.memory_cap = *options.memory_cap, .weight_memory = options.weight_memory,
+                                   .model = options.strategy_model, .solver = {}};
+      try {
+        apply_memory_choice(candidate, choose_memory_strategies(candidate, choose));
+      } catch (const error& e) {
+        if (e.code() != errc::infeasible) throw;
+        return;  // even recompute and offload cannot fit this order
+      }
+    }
+    if (first_violation(candidate, checks)) return;
+    const duration t = simulate(candidate, sim).makespan;
+    if (t < best_time) {
+      best_time = t;
+      best = std::move(candidate);
+      have_best = true;
+    }
+  };
+  consider(best, order.over_cap);
+  for (double factor : options.relaxations) {
+    interleave_options loose = interleave;
+    if (factor > 0) {
+      for (std::size_t r = 0; r < loose.memory_cap.size(); ++r) {
+        const bytes w = options.weight_memory.empty() ? bytes{} : options.weight_memory[r];
+        loose.memory_cap[r] = w + (*options.memory_cap - w) * factor;
+      }
+    } else {
+      loose.memory_cap.clear();
+    }
+    const interleave_result relaxed = interleave_stages(*graph, segments, chosen, loose);
+    consider(make_plan(graph, relaxed.order), true);
+  }
+  if (!have_best) best = make_plan(graph, order.order);
+  validate(best, checks);  // throws, naming the violation, when nothing fit
+  return best;
 }
 
 }  // namespace dip
