@@ -27,8 +27,8 @@ vlm_data = ["obelics", "laion"] + [os.path.join(shared, f) for f in ("vlm-coco-c
                                    if os.path.exists(os.path.join(shared, f))]
 t2v_data = ["video"] + [os.path.join(shared, f) for f in ("video-msrvtt.jsonl",) if os.path.exists(os.path.join(shared, f))]
 
-def run(model, data, partition, schedules, search_ms=None):
-    cmd = [args.dip_plan, "--model", model, "--data", data, "--partition", partition, "--schedules", schedules,
+def run(model, data, partition, schedules, search_ms=None, extra=()):
+    cmd = [args.dip_plan, "--model", model, "--data", data, "--partition", partition, "--schedules", schedules, *extra,
            "--microbatches", args.microbatches, "--iterations", args.iterations,
            "--search-ms", search_ms if search_ms is not None else args.search_ms,
            "--threads", args.threads, "--seed", "1", "--json"]
@@ -79,12 +79,13 @@ if speedups:
 
 if args.ablation:
     print("\nAblation in the paper's order (mean iteration ms; each step's speedup over the first):")
-    print("| model | data | mixed 1F1B (megatron) | + modality-aware partition (static-dip) | + interleaving (dip, no search) | + reordering (dip) |")
-    print("|---|---|---|---|---|---|")
+    print("| model | data | mixed 1F1B (megatron) | + modality-aware partition (static-dip) | + interleaving (dip, no search) | + reordering | + memory strategies (dip) |")
+    print("|---|---|---|---|---|---|---|")
     for pair in args.ablation.split(","):
         model, data = pair.split(":")
         base = run(model, data, "megatron", "1f1b,static-dip")
-        steps = [ms(base, "1f1b"), ms(base, "static-dip"), ms(run(model, data, "balanced", "dip", "0"), "dip"),
-                 ms(run(model, data, "balanced", "dip"), "dip")]
+        off = ("--memory-strategies", "false")
+        steps = [ms(base, "1f1b"), ms(base, "static-dip"), ms(run(model, data, "balanced", "dip", "0", off), "dip"),
+                 ms(run(model, data, "balanced", "dip", None, off), "dip"), ms(run(model, data, "balanced", "dip"), "dip")]
         cells = [f"{v:.0f} ({steps[0] / v:.2f}x)" if v else "fail" for v in steps]
         print(f"| {model} | {data} | " + " | ".join(cells) + " |")

@@ -54,6 +54,7 @@ struct cli_options {
   double latency_us = 0;
   double search_ms = 200;
   unsigned threads = 1;
+  bool memory_strategies = true;
   std::string partition = "balanced";
   bool show_placement = false;
   bool show_batch = false;
@@ -253,7 +254,8 @@ int run(const cli_options& opt, const dip::multimodal_model& model, const Costs&
                                                 .comm = comm,
                                                 .search_ms = opt.search_ms,
                                                 .threads = opt.threads,
-                                                .seed = opt.seed + std::uint64_t(it)});
+                                                .seed = opt.seed + std::uint64_t(it),
+                                                .memory_strategies = opt.memory_strategies});
         } else {
           plan = dip::baseline_plan(name, graph);
           dip::validate(plan, {.memory_cap = std::nullopt, .weight_memory = weights});
@@ -446,6 +448,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--threads", opt.threads, "search threads for the dip schedule")
       ->check(CLI::Range(1u, 1024u))
+      ->capture_default_str();
+  app.add_option("--memory-strategies", opt.memory_strategies,
+                 "let the dip schedule recompute or offload activations to fit more in flight (true/false)")
       ->capture_default_str();
   app.add_flag("--show-placement", opt.show_placement, "print which layers of which module sit on which rank");
   app.add_flag("--show-batch", opt.show_batch, "print each microbatch's samples, tokens, images, frames and sub-microbatches");
