@@ -33,6 +33,7 @@
 #include <dip/partition/placement_report.hpp>
 #include <dip/schedule/baselines.hpp>
 #include <dip/schedule/dip_planner.hpp>
+#include <dip/schedule/memory_strategy.hpp>
 #include <dip/schedule/modality_baselines.hpp>
 #include <dip/schedule/plan.hpp>
 #include <dip/schedule/validate.hpp>
@@ -55,6 +56,7 @@ struct cli_options {
   double search_ms = 200;
   unsigned threads = 1;
   bool memory_strategies = true;
+  bool fit_memory = true;
   std::string partition = "balanced";
   bool show_placement = false;
   bool show_batch = false;
@@ -258,6 +260,22 @@ int run(const cli_options& opt, const dip::multimodal_model& model, const Costs&
                                                 .memory_strategies = opt.memory_strategies});
         } else {
           plan = dip::baseline_plan(name, graph);
+        }
+        if (name != "dip" && opt.fit_memory) {
+          // As a trainer would turn on activation recompute: the fastest recompute/offload choice
+          // that fits the GPU (phase 3's chooser), only where the plan does not fit as it is.
+          if (dip::first_violation(plan, {.memory_cap = gpu.memory, .weight_memory = weights})) {
+            try {
+              dip::apply_memory_choice(plan, dip::choose_memory_strategies(
+                                                 plan, {.memory_cap = gpu.memory, .weight_memory = weights,
+                                                        .model = {}, .solver = {}}));
+            } catch (const dip::error& e) {
+              throw dip::error(dip::errc::infeasible, name,
+                               "does not fit the GPU even with activation recompute or offload: " + e.detail());
+            }
+          }
+          dip::validate(plan, {.memory_cap = gpu.memory, .weight_memory = weights});
+        } else if (name != "dip") {
           dip::validate(plan, {.memory_cap = std::nullopt, .weight_memory = weights});
         }
         out.plan_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
@@ -451,6 +469,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--memory-strategies", opt.memory_strategies,
                  "let the dip schedule recompute or offload activations to fit more in flight (true/false)")
+      ->capture_default_str();
+  app.add_option("--fit-memory", opt.fit_memory,
+                 "make every other schedule fit the GPU's memory with the cheapest activation recompute/offload, as a "
+                 "trainer would (true), or report its peak as it is (false)")
       ->capture_default_str();
   app.add_flag("--show-placement", opt.show_placement, "print which layers of which module sit on which rank");
   app.add_flag("--show-batch", opt.show_batch, "print each microbatch's samples, tokens, images, frames and sub-microbatches");
