@@ -33,9 +33,11 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <mutex>
 #include <random>
+#include <stop_token>
 #include <string>
 #include <thread>
 #include <vector>
@@ -56,6 +58,10 @@ struct segment_search_options {
   double beta = 0.3;                 // exploration weight
   double epsilon = 0.15;             // rollout randomness
   interleave_options interleave;     // memory caps and the link for phase 2
+  std::stop_token stop;              // stops the search early (the best order so far is returned)
+  // Called on every improvement with the new best priority and its makespan, under the search's
+  // lock: keep it short (an asynchronous planner offers a plan from it).
+  std::function<void(const std::vector<std::uint32_t>& priority, duration makespan)> on_improvement;
 };
 
 struct search_progress_point {
@@ -131,6 +137,11 @@ inline segment_search_result search_segment_order(const stage_graph& graph, cons
       result.within_cap = ok;
       result.found_by = by;
       result.progress.push_back({elapsed_ms(), result.rollouts, value * 1e3});
+      if (options.on_improvement && ok) {
+        std::vector<std::uint32_t> priority(order.size());
+        for (std::size_t i = 0; i < order.size(); ++i) priority[order[i]] = std::uint32_t(i);
+        options.on_improvement(priority, seconds(value));
+      }
     }
   };
 
@@ -212,7 +223,8 @@ inline segment_search_result search_segment_order(const stage_graph& graph, cons
       };
       {
         std::lock_guard lock(mutex);
-        if (stop || (options.max_rollouts > 0 && result.rollouts >= options.max_rollouts) ||
+        if (stop || options.stop.stop_requested() ||
+            (options.max_rollouts > 0 && result.rollouts >= options.max_rollouts) ||
             (options.time_budget_ms > 0 && elapsed_ms() >= options.time_budget_ms)) {
           stop = true;
           return;

@@ -1,0 +1,83 @@
+// DIP's planner behind the asynchronous planner: batch i+1 is searched while batch i trains.
+//
+//   dip::async_planner<dip::plan> planner({.workers = 1, .max_ahead = 2}, {}, {});
+//   dip::submit_dip_batch(planner, i + 1, graph_of(i + 1), options);   // while batch i runs
+//   const auto next = planner.get(i + 1, deadline);                     // next.plan is validated
+//
+// The search (phase 1 with phase 2 scoring) offers a validated plan at every improvement, so a
+// deadline returns the best so far; when the search ends it offers the full plan (phase 3
+// included). The fallback is the static-dip plan (natural order, 1F1B's in-flight rule) made to
+// fit the memory cap with phase 3's strategies: always available, never searched.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "dip/core/units.hpp"
+#include "dip/schedule/async_planner.hpp"
+#include "dip/schedule/dip_planner.hpp"
+#include "dip/schedule/memory_strategy.hpp"
+#include "dip/schedule/modality_baselines.hpp"
+#include "dip/schedule/segment_search.hpp"
+#include "dip/sim/simulator.hpp"
+
+namespace dip {
+
+// The static fallback: static-dip's order, with recompute/offload where it would exceed the cap.
+inline plan static_dip_fallback(std::shared_ptr<const stage_graph> graph, const dip_planner_options& options) {
+  plan result = plan_static_dip(graph, options);
+  if (options.memory_cap) {
+    const validation_options checks{.memory_cap = options.memory_cap, .weight_memory = options.weight_memory};
+    if (first_violation(result, checks)) {
+      apply_memory_choice(result, choose_memory_strategies(result, {.memory_cap = *options.memory_cap,
+                                                                    .weight_memory = options.weight_memory,
+                                                                    .model = options.strategy_model,
+                                                                    .solver = {}}));
+    }
+    validate(result, checks);
+  }
+  return result;
+}
+
+// Submits batch `index` (its stage graph on a modality-aware placement) to `planner`; the
+// search budget is options.search_ms (or search_rollouts). Scores are simulated makespans in ms.
+inline void submit_dip_batch(async_planner<plan>& planner, std::size_t index, std::shared_ptr<const stage_graph> graph,
+                             dip_planner_options options) {
+  require(options.search_ms > 0 || options.search_rollouts > 0, errc::invalid_argument, "submit_dip_batch",
+          "needs a search budget (search_ms or search_rollouts)");
+  auto search = [graph, options](std::size_t, planning_context<plan>& ctx) {
+    const simulation_options sim{.comm = options.comm,
+                                 .weight_memory = options.weight_memory,
+                                 .record_timeline = false,
+                                 .memory_strategies = options.strategy_model};
+    const validation_options checks{.memory_cap = options.memory_cap, .weight_memory = options.weight_memory};
+    const segment_index segments(*graph);
+    segment_search_options budget;
+    budget.time_budget_ms = options.search_ms;
+    budget.max_rollouts = options.search_rollouts;
+    budget.threads = options.threads;
+    budget.seed = options.seed;
+    budget.interleave.weight_memory = options.weight_memory;
+    budget.interleave.comm = options.comm;
+    if (options.memory_cap) budget.interleave.memory_cap.assign(std::size_t(graph->ranks()), *options.memory_cap);
+    budget.stop = ctx.stop_token();
+    budget.on_improvement = [&](const std::vector<std::uint32_t>& priority, duration) {
+      // Phase 2 only: cheap, and valid under the cap whenever the search says it is.
+      plan candidate = make_plan(graph, interleave_stages(*graph, segments, priority, budget.interleave).order);
+      if (first_violation(candidate, checks)) return;
+      const double ms = to_milliseconds(simulate(candidate, sim).makespan);
+      ctx.offer(std::move(candidate), ms);
+    };
+    const segment_search_result found = search_segment_order(*graph, budget);
+    if (ctx.cancelled()) return;
+    plan full = plan_dip_schedule(graph, options, found.priority);  // phase 3 on the best order
+    const double ms = to_milliseconds(simulate(full, sim).makespan);
+    ctx.offer(std::move(full), ms);
+  };
+  auto fallback = [graph, options](std::size_t) { return static_dip_fallback(graph, options); };
+  planner.submit(index, std::move(search), std::move(fallback));
+}
+
+}  // namespace dip
