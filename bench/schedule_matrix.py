@@ -50,7 +50,7 @@ print("| model | data | megatron interleaved | balanced interleaved | balanced z
 print("|---|---|---|---|---|---|---|---|---|---|---|")
 speedups = []
 gaps = []
-for model in args.models.split(","):
+for model in [m for m in args.models.split(",") if m]:
     for data in (t2v_data if model.startswith("t2v") else vlm_data):
         mega = run(model, data, "megatron", "interleaved,dip,static-dip,optimus")
         bal = run(model, data, "balanced", "interleaved,zb1p")

@@ -39,25 +39,7 @@ bool close(double a, double b, double rel = 1e-9) {
 }
 
 // --- a one-chunk-per-layer chain, as in the simulator tests -----------------------------------
-std::shared_ptr<const dip::stage_graph> chain_graph(std::vector<int> rank_of_chunk, int ranks, std::size_t microbatches,
-                                                    dip::layer_cost cost, bool split = false) {
-  const std::size_t layers = rank_of_chunk.size();
-  const dip::multimodal_model model = dip::model_builder("toy").add(opaque_module("lm", layers)).build();
-  dip::fixed_cost_table costs;
-  costs.set_uniform("lm", layers, {cost, 0});
-  dip::placement p;
-  p.ranks = ranks;
-  p.chains.emplace_back();
-  p.chain_inputs.emplace_back();
-  for (std::size_t k = 0; k < layers; ++k) {
-    p.chunks.push_back({{{model.at("lm"), k, k + 1}}, dip::rank_id::from_index(std::size_t(rank_of_chunk[k])), 0, k});
-    p.chains[0].push_back(dip::chunk_id::from_index(k));
-  }
-  const dip::batch_work batch =
-      dip::uniform_batch(model, microbatches, [](const dip::module_spec&) { return dip::work_unit::sequence(1); });
-  return std::make_shared<const dip::stage_graph>(
-      dip::build_stage_graph(model, p, batch, costs, {.split_backward = split}));
-}
+using dip_test::chain_graph;
 
 // --- random small stage graphs (several chains, sub-microbatches, split or not) --------------
 class graph_generator {

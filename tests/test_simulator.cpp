@@ -230,25 +230,8 @@ struct chain_fixture {
 
   // Chunk k is layer k, on rank ranks_of_chunks[k].
   chain_fixture(std::vector<int> ranks_of_chunks, int ranks, std::size_t microbatches, dip::layer_cost cost,
-                bool split = false) {
-    const std::size_t layers = ranks_of_chunks.size();
-    const dip::multimodal_model model = dip::model_builder("toy").add(opaque_module("lm", layers)).build();
-    dip::fixed_cost_table costs;
-    costs.set_uniform("lm", layers, {cost, 0});
-    dip::placement p;
-    p.ranks = ranks;
-    p.chains.emplace_back();
-    p.chain_inputs.emplace_back();
-    for (std::size_t k = 0; k < layers; ++k) {
-      p.chunks.push_back(
-          {{{model.at("lm"), k, k + 1}}, dip::rank_id::from_index(std::size_t(ranks_of_chunks[k])), 0, k});
-      p.chains[0].push_back(dip::chunk_id::from_index(k));
-    }
-    const dip::batch_work batch =
-        dip::uniform_batch(model, microbatches, [](const dip::module_spec&) { return dip::work_unit::sequence(1); });
-    graph = std::make_shared<const dip::stage_graph>(
-        dip::build_stage_graph(model, p, batch, costs, {.split_backward = split}));
-  }
+                bool split = false)
+      : graph(dip_test::chain_graph(ranks_of_chunks, ranks, microbatches, cost, split)) {}
 
   dip::stage_id f(std::size_t chunk, std::size_t mb) const {
     return graph->find(dip::stage_kind::forward, dip::chunk_id::from_index(chunk), mb);
