@@ -175,13 +175,22 @@ inline interleave_result interleave_stages(const stage_graph& graph, const segme
   };
 
   constexpr std::uint32_t none = std::numeric_limits<std::uint32_t>::max();
+  // earliest(r) depends only on rank r's own state (its queues, clock and memory), so it is
+  // cached and recomputed only for the ranks a step touched: the one that ran a stage and those
+  // that gained available stages.
+  std::vector<double> earliest_of(ranks, 0.0);
+  std::vector<char> stale(ranks, 1);
   for (std::size_t done = 0; done < n; ++done) {
     // The rank that can start soonest; if none can (memory), the one that can by exceeding it.
     std::size_t rank = ranks;
     double time = std::numeric_limits<double>::infinity();
     bool forced = false;
     for (std::size_t r = 0; r < ranks; ++r) {
-      const double t = earliest(r, false);
+      if (stale[r]) {
+        earliest_of[r] = earliest(r, false);
+        stale[r] = 0;
+      }
+      const double t = earliest_of[r];
       if (t < time) {
         time = t;
         rank = r;
@@ -226,6 +235,7 @@ inline interleave_result interleave_stages(const stage_graph& graph, const segme
     const double finish = start + to_seconds(st.time);
     free_at[rank] = finish;
     if (q != 2) last_queue[rank] = q;
+    stale[rank] = 1;
     memory[rank] += st.memory_delta.base();
     peak[rank] = std::max(peak[rank], memory[rank]);
     result.order[rank].push_back(stage_id::from_index(chosen));
@@ -234,7 +244,11 @@ inline interleave_result interleave_stages(const stage_graph& graph, const segme
       const stage_edge& edge = graph.edges()[e];
       const std::size_t to = edge.to.index();
       ready[to] = std::max(ready[to], arrival(edge, finish));
-      if (--waiting[to] == 0) available[graph.stages()[to].rank.index()][std::size_t(queue_of(to))].push_back(std::uint32_t(to));
+      if (--waiting[to] == 0) {
+        const std::size_t to_rank = graph.stages()[to].rank.index();
+        available[to_rank][std::size_t(queue_of(to))].push_back(std::uint32_t(to));
+        stale[to_rank] = 1;
+      }
     }
   }
   for (double p : peak) result.peak_memory.push_back(bytes(p));
