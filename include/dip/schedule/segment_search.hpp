@@ -18,7 +18,8 @@
 // - rollout: complete the order: with probability 1 - epsilon the eligible segment earliest in
 //   the reference order (the best order found so far), else a random eligible one; score it
 //   with phase 2;
-// - back-propagation: visits + 1 and the best (smallest) makespan along the path.
+// - back-propagation: the best (smallest) makespan along the path (visits were counted when
+//   the path was selected, so that concurrent threads spread over the tree).
 // Before the tree, cheap seeds are scored (natural order; heaviest microbatches first; every
 // producer chain's segments of a window of microbatches before their consumers), so that a tiny
 // budget already returns a good order; the best seed is the rollouts' first reference.
@@ -279,6 +280,9 @@ inline segment_search_result search_segment_order(const stage_graph& graph, cons
           path.push_back(chosen);
           current = chosen;
         }
+        // Visits count at selection ("virtual loss"): while this rollout runs, other threads'
+        // UCB already sees the path as explored and spreads out. One thread: the same counts.
+        for (std::int32_t v : path) ++tree[std::size_t(v)].visits;
       }
       // Rollout, outside the lock.
       while (order.size() < n) {
@@ -298,7 +302,6 @@ inline segment_search_result search_segment_order(const stage_graph& graph, cons
       std::lock_guard lock(mutex);
       for (std::int32_t v : path) {
         node& x = tree[std::size_t(v)];
-        ++x.visits;
         x.best = std::min(x.best, value);
       }
       if (value < best) {
