@@ -176,23 +176,25 @@ int run(const cli_options& opt, const dip::multimodal_model& model, const Costs&
   const bool dip_scheduled =
       std::any_of(schedules.begin(), schedules.end(), [&](const std::string& s) { return s == "dip" || s == "static-dip"; });
   const bool optimus_scheduled = std::find(schedules.begin(), schedules.end(), "optimus") != schedules.end();
-  std::optional<dip::modality_partition> modality;
-  if (opt.partition == "dip" || dip_scheduled) {
+  const auto modality_partition_for = [&](bool one_chunk_per_rank) {
     dip::partition_options options;
     options.ranks = pp;
     options.memory = memory;
-    modality = dip::partition_modalities(model, costs, options);
-  }
-  const dip::sub_microbatch_policy policy = opt.partition == "dip" ? modality->policy : dip::unsplit_policy(model);
+    if (one_chunk_per_rank) {
+      for (const dip::module_spec& m : model.modules()) options.segments_per_rank[m.name] = 1;
+    }
+    return dip::partition_modalities(model, costs, options);
+  };
+  std::optional<dip::modality_partition> modality;
+  if (opt.partition == "dip" || dip_scheduled) modality = modality_partition_for(false);
   // Optimus keeps the backbone a plain pipeline: one chunk per rank for every chain.
   std::optional<dip::modality_partition> optimus;
-  if (optimus_scheduled) {
-    dip::partition_options options;
-    options.ranks = pp;
-    options.memory = memory;
-    for (const dip::module_spec& m : model.modules()) options.segments_per_rank[m.name] = 1;
-    optimus = dip::partition_modalities(model, costs, options);
-  }
+  if (optimus_scheduled) optimus = modality_partition_for(true);
+  const dip::sub_microbatch_policy policy = opt.partition == "dip" ? modality->policy : dip::unsplit_policy(model);
+  // Both modality-aware partitions split microbatches alike (B and the chains do not depend on
+  // the segments per rank), so one split serves dip, static-dip and optimus.
+  const dip::sub_microbatch_policy* modality_policy =
+      modality ? &modality->policy : optimus ? &optimus->policy : nullptr;
   // One unit of work per module, as placements report chunk times: a sub-microbatch of B items
   // under the DIP partition, a whole uniform microbatch otherwise.
   const auto unit_work_under = [&](const dip::sub_microbatch_policy& split) {
@@ -227,12 +229,10 @@ int run(const cli_options& opt, const dip::multimodal_model& model, const Costs&
     const std::vector<dip::packed_microbatch> packed = source.next_batch(std::size_t(opt.microbatches));
     const std::vector<dip::split_microbatch> split = dip::split_batch(packed, model, policy, costs);
     const dip::batch_work batch = dip::to_batch_work(split);
-    const dip::batch_work dip_batch =
-        !dip_scheduled || opt.partition == "dip"
+    const dip::batch_work modality_batch =
+        !modality_policy || opt.partition == "dip"
             ? batch
-            : dip::to_batch_work(dip::split_batch(packed, model, modality->policy, costs));
-    const dip::batch_work optimus_batch =
-        optimus ? dip::to_batch_work(dip::split_batch(packed, model, optimus->policy, costs)) : batch;
+            : dip::to_batch_work(dip::split_batch(packed, model, *modality_policy, costs));
     for (std::size_t j = 0; j < packed.size(); ++j) {
       batch_summaries[std::size_t(it)].push_back(dip::to_json(dip::summarize(packed[j], split[j], model)));
     }
@@ -244,7 +244,7 @@ int run(const cli_options& opt, const dip::multimodal_model& model, const Costs&
         const dip::placement& place = placement_for(name);
         const std::vector<dip::bytes> weights = dip::weight_bytes_per_rank(model, place, tp);
         auto graph = std::make_shared<const dip::stage_graph>(dip::build_stage_graph(
-            model, place, name == "optimus" ? optimus_batch : is_modality_schedule(name) ? dip_batch : batch, costs,
+            model, place, is_modality_schedule(name) ? modality_batch : batch, costs,
             {.split_backward = name == "zb1p"}));
         dip::plan plan;
         if (name == "static-dip" || name == "optimus") {
@@ -264,15 +264,11 @@ int run(const cli_options& opt, const dip::multimodal_model& model, const Costs&
         if (name != "dip" && opt.fit_memory) {
           // As a trainer would turn on activation recompute: the fastest recompute/offload choice
           // that fits the GPU (phase 3's chooser), only where the plan does not fit as it is.
-          if (dip::first_violation(plan, {.memory_cap = gpu.memory, .weight_memory = weights})) {
-            try {
-              dip::apply_memory_choice(plan, dip::choose_memory_strategies(
-                                                 plan, {.memory_cap = gpu.memory, .weight_memory = weights,
-                                                        .model = {}, .solver = {}}));
-            } catch (const dip::error& e) {
-              throw dip::error(dip::errc::infeasible, name,
-                               "does not fit the GPU even with activation recompute or offload: " + e.detail());
-            }
+          try {
+            dip::fit_memory(plan, gpu.memory, weights);
+          } catch (const dip::error& e) {
+            throw dip::error(dip::errc::infeasible, name,
+                             "does not fit the GPU even with activation recompute or offload: " + e.detail());
           }
           dip::validate(plan, {.memory_cap = gpu.memory, .weight_memory = weights});
         } else if (name != "dip") {

@@ -29,14 +29,8 @@ namespace dip {
 inline plan static_dip_fallback(std::shared_ptr<const stage_graph> graph, const dip_planner_options& options) {
   plan result = plan_static_dip(graph, options);
   if (options.memory_cap) {
-    const validation_options checks{.memory_cap = options.memory_cap, .weight_memory = options.weight_memory};
-    if (first_violation(result, checks)) {
-      apply_memory_choice(result, choose_memory_strategies(result, {.memory_cap = *options.memory_cap,
-                                                                    .weight_memory = options.weight_memory,
-                                                                    .model = options.strategy_model,
-                                                                    .solver = {}}));
-    }
-    validate(result, checks);
+    fit_memory(result, *options.memory_cap, options.weight_memory, options.strategy_model);
+    validate(result, validation_options_of(options));
   }
   return result;
 }
@@ -48,20 +42,10 @@ inline void submit_dip_batch(async_planner<plan>& planner, std::size_t index, st
   require(options.search_ms > 0 || options.search_rollouts > 0, errc::invalid_argument, "submit_dip_batch",
           "needs a search budget (search_ms or search_rollouts)");
   auto search = [graph, options](std::size_t, planning_context<plan>& ctx) {
-    const simulation_options sim{.comm = options.comm,
-                                 .weight_memory = options.weight_memory,
-                                 .record_timeline = false,
-                                 .memory_strategies = options.strategy_model};
-    const validation_options checks{.memory_cap = options.memory_cap, .weight_memory = options.weight_memory};
+    const simulation_options sim = simulation_options_of(options);
+    const validation_options checks = validation_options_of(options);
     const segment_index segments(*graph);
-    segment_search_options budget;
-    budget.time_budget_ms = options.search_ms;
-    budget.max_rollouts = options.search_rollouts;
-    budget.threads = options.threads;
-    budget.seed = options.seed;
-    budget.interleave.weight_memory = options.weight_memory;
-    budget.interleave.comm = options.comm;
-    if (options.memory_cap) budget.interleave.memory_cap.assign(std::size_t(graph->ranks()), *options.memory_cap);
+    segment_search_options budget = search_options_of(*graph, options);
     budget.stop = ctx.stop_token();
     budget.on_improvement = [&](const std::vector<std::uint32_t>& priority, duration) {
       // Phase 2 only: cheap, and valid under the cap whenever the search says it is.

@@ -41,6 +41,46 @@ struct dip_planner_options {
   memory_strategy_model strategy_model{};
 };
 
+// What the phases and the checks need from the planner's options, built in one place.
+inline interleave_options interleave_options_of(const stage_graph& graph, const dip_planner_options& options) {
+  interleave_options interleave;
+  interleave.weight_memory = options.weight_memory;
+  interleave.comm = options.comm;
+  if (options.memory_cap) interleave.memory_cap.assign(std::size_t(graph.ranks()), *options.memory_cap);
+  return interleave;
+}
+
+inline segment_search_options search_options_of(const stage_graph& graph, const dip_planner_options& options) {
+  segment_search_options search;
+  search.time_budget_ms = options.search_ms;
+  search.max_rollouts = options.search_rollouts;
+  search.threads = options.threads;
+  search.seed = options.seed;
+  search.interleave = interleave_options_of(graph, options);
+  return search;
+}
+
+inline simulation_options simulation_options_of(const dip_planner_options& options) {
+  return {.comm = options.comm,
+          .weight_memory = options.weight_memory,
+          .record_timeline = false,
+          .memory_strategies = options.strategy_model};
+}
+
+inline validation_options validation_options_of(const dip_planner_options& options) {
+  return {.memory_cap = options.memory_cap, .weight_memory = options.weight_memory};
+}
+
+// Makes `p` fit `cap` with the cheapest recompute/offload choice (phase 3's chooser) where it
+// does not fit as it is; a plan that fits is left alone. Throws what the chooser throws:
+// dip::error(errc::infeasible) when even the smallest strategies exceed the cap.
+inline void fit_memory(plan& p, bytes cap, const std::vector<bytes>& weight_memory,
+                       const memory_strategy_model& model = {}) {
+  if (!first_violation(p, {.memory_cap = cap, .weight_memory = weight_memory})) return;
+  apply_memory_choice(p, choose_memory_strategies(
+                             p, {.memory_cap = cap, .weight_memory = weight_memory, .model = model, .solver = {}}));
+}
+
 // Plans `graph` with dual-queue interleaving under `priority` (empty: the natural order), and
 // validates the plan, the memory cap included. Throws dip::error(errc::invalid_plan) naming the
 // violation when no order within the cap was found.
@@ -49,29 +89,17 @@ inline plan plan_dip_schedule(std::shared_ptr<const stage_graph> graph, const di
   require(graph != nullptr, errc::invalid_argument, "plan_dip_schedule", "no stage graph");
   const segment_index segments(*graph);
   const std::vector<std::uint32_t> natural = default_segment_priority(segments);
-  interleave_options interleave;
-  interleave.weight_memory = options.weight_memory;
-  interleave.comm = options.comm;
-  if (options.memory_cap) interleave.memory_cap.assign(std::size_t(graph->ranks()), *options.memory_cap);
+  const interleave_options interleave = interleave_options_of(*graph, options);
   std::vector<std::uint32_t> searched;
   if (priority.empty() && (options.search_ms > 0 || options.search_rollouts > 0)) {
-    segment_search_options search;
-    search.time_budget_ms = options.search_ms;
-    search.max_rollouts = options.search_rollouts;
-    search.threads = options.threads;
-    search.seed = options.seed;
-    search.interleave = interleave;
-    searched = search_segment_order(*graph, search).priority;
+    searched = search_segment_order(*graph, search_options_of(*graph, options)).priority;
     priority = searched;
   }
   const std::span<const std::uint32_t> chosen = priority.empty() ? std::span(natural) : priority;
   const interleave_result order = interleave_stages(*graph, segments, chosen, interleave);
   plan best = make_plan(graph, order.order);
-  const validation_options checks{.memory_cap = options.memory_cap, .weight_memory = options.weight_memory};
-  const simulation_options sim{.comm = options.comm,
-                               .weight_memory = options.weight_memory,
-                               .record_timeline = false,
-                               .memory_strategies = options.strategy_model};
+  const validation_options checks = validation_options_of(options);
+  const simulation_options sim = simulation_options_of(options);
   if (!options.memory_cap || !options.memory_strategies) {
     validate(best, checks);
     return best;
@@ -79,16 +107,12 @@ inline plan plan_dip_schedule(std::shared_ptr<const stage_graph> graph, const di
   // Phase 3 on the plan at the real cap (if phase 2 had to exceed it) and at looser caps.
   duration best_time = duration(std::numeric_limits<double>::infinity());
   bool have_best = false;
-  const auto consider = [&](plan candidate, bool over_cap) {
-    if (over_cap) {
-      memory_choice_options choose{.memory_cap = *options.memory_cap, .weight_memory = options.weight_memory,
-                                   .model = options.strategy_model, .solver = {}};
-      try {
-        apply_memory_choice(candidate, choose_memory_strategies(candidate, choose));
-      } catch (const error& e) {
-        if (e.code() != errc::infeasible) throw;
-        return;  // even recompute and offload cannot fit this order
-      }
+  const auto consider = [&](plan candidate) {
+    try {
+      fit_memory(candidate, *options.memory_cap, options.weight_memory, options.strategy_model);
+    } catch (const error& e) {
+      if (e.code() != errc::infeasible) throw;
+      return;  // even recompute and offload cannot fit this order
     }
     if (first_violation(candidate, checks)) return;
     const duration t = simulate(candidate, sim).makespan;
@@ -98,7 +122,7 @@ inline plan plan_dip_schedule(std::shared_ptr<const stage_graph> graph, const di
       have_best = true;
     }
   };
-  consider(best, order.over_cap);
+  consider(best);
   for (double factor : options.relaxations) {
     interleave_options loose = interleave;
     if (factor > 0) {
@@ -110,7 +134,7 @@ inline plan plan_dip_schedule(std::shared_ptr<const stage_graph> graph, const di
       loose.memory_cap.clear();
     }
     const interleave_result relaxed = interleave_stages(*graph, segments, chosen, loose);
-    consider(make_plan(graph, relaxed.order), true);
+    consider(make_plan(graph, relaxed.order));
   }
   if (!have_best) best = make_plan(graph, order.order);
   validate(best, checks);  // throws, naming the violation, when nothing fit

@@ -73,9 +73,7 @@ namespace detail {
 inline plan plan_with_order(std::shared_ptr<const stage_graph> graph, const dip_planner_options& options,
                             const std::vector<std::uint32_t>& priority) {
   const segment_index segments(*graph);
-  interleave_options interleave;
-  interleave.weight_memory = options.weight_memory;
-  interleave.comm = options.comm;
+  interleave_options interleave = interleave_options_of(*graph, options);
   interleave.memory_cap = one_f_one_b_caps(*graph, options.weight_memory, options.memory_cap);
   const interleave_result order = interleave_stages(*graph, segments, priority, interleave);
   plan result = make_plan(std::move(graph), order.order);
