@@ -137,23 +137,25 @@ std::vector<double> group_layer_weights(const Costs& costs, const multimodal_mod
 inline std::vector<std::size_t> balance_offsets(const std::vector<std::vector<double>>& chunk_loads,
                                                 std::size_t ranks, chunk_order order) {
   const std::size_t groups = chunk_loads.size();
-  const auto loads_of = [&](const std::vector<std::size_t>& offsets) {
-    std::vector<double> loads(ranks, 0.0);
-    for (std::size_t g = 0; g < groups; ++g) {
-      for (std::size_t c = 0; c < chunk_loads[g].size(); ++c) {
-        loads[(chunk_rank_in_order(c, ranks, order) + offsets[g]) % ranks] += chunk_loads[g][c];
-      }
+  // Adds group g's chunk loads to `loads` with the group rotated by `offset`.
+  const auto add_group = [&](std::vector<double>& loads, std::size_t g, std::size_t offset) {
+    for (std::size_t c = 0; c < chunk_loads[g].size(); ++c) {
+      loads[(chunk_rank_in_order(c, ranks, order) + offset) % ranks] += chunk_loads[g][c];
     }
-    return loads;
   };
-  const auto score = [&](const std::vector<std::size_t>& offsets) {
-    const std::vector<double> loads = loads_of(offsets);
+  // (largest load, sum of squared loads): what the offsets minimise, in that order.
+  const auto score_of = [](const std::vector<double>& loads) {
     double most = 0, squares = 0;
     for (double l : loads) {
       most = std::max(most, l);
       squares += l * l;
     }
     return std::pair{most, squares};
+  };
+  const auto score = [&](const std::vector<std::size_t>& offsets) {
+    std::vector<double> loads(ranks, 0.0);
+    for (std::size_t g = 0; g < groups; ++g) add_group(loads, g, offsets[g]);
+    return score_of(loads);
   };
   const auto better = [](std::pair<double, double> a, std::pair<double, double> b) {
     if (a.first < b.first * (1 - 1e-12)) return true;
@@ -194,22 +196,14 @@ inline std::vector<std::size_t> balance_offsets(const std::vector<std::vector<do
     auto best_score = std::pair{std::numeric_limits<double>::infinity(), 0.0};
     for (std::size_t o = 0; o < (i == 0 ? 1 : ranks); ++o) {
       std::vector<double> trial = loads;
-      for (std::size_t c = 0; c < chunk_loads[g].size(); ++c) {
-        trial[(chunk_rank_in_order(c, ranks, order) + o) % ranks] += chunk_loads[g][c];
-      }
-      double most = 0, squares = 0;
-      for (double l : trial) {
-        most = std::max(most, l);
-        squares += l * l;
-      }
-      if (better({most, squares}, best_score)) {
-        best_score = {most, squares};
+      add_group(trial, g, o);
+      const auto s = score_of(trial);
+      if (better(s, best_score)) {
+        best_score = s;
         best[g] = o;
       }
     }
-    for (std::size_t c = 0; c < chunk_loads[g].size(); ++c) {
-      loads[(chunk_rank_in_order(c, ranks, order) + best[g]) % ranks] += chunk_loads[g][c];
-    }
+    add_group(loads, g, best[g]);
   }
   return best;
 }

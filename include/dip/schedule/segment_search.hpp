@@ -83,6 +83,13 @@ struct segment_search_result {
 
 namespace detail {
 
+// The priority of each segment under `order`: its position in it.
+inline std::vector<std::uint32_t> priority_of(const std::vector<std::uint32_t>& order) {
+  std::vector<std::uint32_t> priority(order.size());
+  for (std::size_t i = 0; i < order.size(); ++i) priority[order[i]] = std::uint32_t(i);
+  return priority;
+}
+
 // Scores an order: phase 2's estimated makespan, +infinity-like penalty when over the cap.
 struct order_scorer {
   const stage_graph& graph;
@@ -90,9 +97,7 @@ struct order_scorer {
   const interleave_options& options;
 
   std::pair<double, bool> operator()(const std::vector<std::uint32_t>& order) const {
-    std::vector<std::uint32_t> priority(order.size());
-    for (std::size_t i = 0; i < order.size(); ++i) priority[order[i]] = std::uint32_t(i);
-    const interleave_result r = interleave_stages(graph, segments, priority, options);
+    const interleave_result r = interleave_stages(graph, segments, priority_of(order), options);
     // An order that breaks the cap is worse than any that keeps it, but still comparable.
     return {to_seconds(r.estimated_makespan) * (r.over_cap ? 1e3 : 1.0), !r.over_cap};
   }
@@ -138,11 +143,7 @@ inline segment_search_result search_segment_order(const stage_graph& graph, cons
       result.within_cap = ok;
       result.found_by = by;
       result.progress.push_back({elapsed_ms(), result.rollouts, value * 1e3});
-      if (options.on_improvement && ok) {
-        std::vector<std::uint32_t> priority(order.size());
-        for (std::size_t i = 0; i < order.size(); ++i) priority[order[i]] = std::uint32_t(i);
-        options.on_improvement(priority, seconds(value));
-      }
+      if (options.on_improvement && ok) options.on_improvement(detail::priority_of(order), seconds(value));
     }
   };
 
@@ -193,11 +194,8 @@ inline segment_search_result search_segment_order(const stage_graph& graph, cons
   };
   std::vector<node> tree(1);
   std::mutex mutex;  // guards tree, best, best_order, result
-  std::vector<std::uint32_t> reference_rank(n);  // position of each segment in the reference order
-  const auto set_reference = [&](const std::vector<std::uint32_t>& order) {
-    for (std::uint32_t i = 0; i < order.size(); ++i) reference_rank[order[i]] = i;
-  };
-  set_reference(best_order);
+  // The rollouts' reference: each segment's position in the best order so far.
+  std::vector<std::uint32_t> reference_rank = detail::priority_of(best_order);
   bool stop = false;
 
   const auto worker = [&](unsigned id) {
@@ -306,7 +304,7 @@ inline segment_search_result search_segment_order(const stage_graph& graph, cons
       }
       if (value < best) {
         consider(order, value, ok, "tree");
-        set_reference(order);
+        reference_rank = detail::priority_of(order);
       }
     }
   };
@@ -317,8 +315,7 @@ inline segment_search_result search_segment_order(const stage_graph& graph, cons
     for (unsigned t = 0; t < options.threads; ++t) pool.emplace_back(worker, t);
   }
 
-  result.priority.assign(n, 0);
-  for (std::size_t i = 0; i < n; ++i) result.priority[best_order[i]] = std::uint32_t(i);
+  result.priority = detail::priority_of(best_order);
   result.makespan = seconds(result.within_cap ? best : best / 1e3);
   result.elapsed_ms = elapsed_ms();
   return result;
