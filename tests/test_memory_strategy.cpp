@@ -441,16 +441,18 @@ TEST_CASE("large pipeline-like ranks: within the cap, bound below the choice, fa
         CHECK(s.peak <= pr.cap);
         CHECK(s.lower_bound <= s.extra);
         CHECK(s.lower_bound > dip::duration{});
-        CHECK(ms < 2000);  // generous for sanitizer builds; at most about 200 ms in release
+        CHECK(ms < 20000);  // generous for sanitizer builds; at most about 600 ms in release
       }
     }
   }
 }
 
-// The issue's 5% target holds on the interleaved graphs below and on most of these instances,
-// not on all: measured worst 24%, mean 5.4% of the extra time (not of the iteration). What is
-// asserted is what holds: every instance within 30%, the mean within 6%.
-TEST_CASE("large pipeline-like ranks: gap against the Lagrangian bound, mean <= 6%, worst <= 30%") {
+// The issue's 5% target holds on every instance with at most 4 pairs in flight (solved exactly:
+// the decision diagram stays narrow) and on most others, not on all: measured mean 2.5%, worst
+// 18% of the extra time (not of the iteration). Against HiGHS's exact optimum on the 100- and
+// 500-pair instances the chosen extra time is within 2.3%: what remains is the bound's (the LP
+// relaxation alone is 2-24% below the optimum). What is asserted is what holds, with a margin.
+TEST_CASE("large pipeline-like ranks: gap against the proven bound, mean <= 3.5%, worst <= 25%") {
   problem_generator gen{std::mt19937_64(77)};
   double worst_gap = 0, total_gap = 0, worst_ms = 0;
   int instances = 0, proven = 0;
@@ -466,7 +468,8 @@ TEST_CASE("large pipeline-like ranks: gap against the Lagrangian bound, mean <= 
         CAPTURE(tightness);
         CHECK(s.peak <= pr.cap);
         CHECK(s.lower_bound <= s.extra);
-        CHECK(s.gap() <= 0.30);
+        CHECK(s.gap() <= 0.25);
+        if (window == 4) CHECK(s.optimal);
         worst_gap = std::max(worst_gap, s.gap());
         total_gap += s.gap();
         worst_ms = std::max(worst_ms, ms);
@@ -478,8 +481,61 @@ TEST_CASE("large pipeline-like ranks: gap against the Lagrangian bound, mean <= 
   std::printf("memory chooser, %d pipeline-like instances of 100-5000 pairs: worst gap %.3f%%, mean gap %.3f%%, "
               "%d proven optimal, slowest %.2f ms\n",
               instances, 100 * worst_gap, 100 * total_gap / instances, proven, worst_ms);
-  CHECK(worst_ms < 1000);  // generous for sanitizer and debug builds; about 10 ms in release
-  CHECK(total_gap / instances <= 0.06);
+  CHECK(worst_ms < 20000);  // generous for sanitizer and debug builds; about 400 ms in release
+  CHECK(total_gap / instances <= 0.035);
+  CHECK(proven >= 45);
+}
+
+// The bounds alone (branch and bound cut off at once, a diagram two states wide so that it
+// merges): never above the optimum, and the choice never below it.
+TEST_CASE("bounds without the search: below brute force on thousands of small problems") {
+  problem_generator gen{std::mt19937_64(0xb0u)};
+  dip::memory_solver_options options;
+  options.exact_items = 0;
+  options.node_limit = 1;
+  options.dd_width = 2;
+  int checked = 0, open = 0;
+  for (int round = 0; round < 4000; ++round) {
+    const dip::memory_problem pr = gen.small();
+    const double expected = brute_force(pr);
+    if (std::isinf(expected)) continue;
+    CAPTURE(round);
+    const dip::memory_solution s = dip::solve_memory_problem(pr, options);
+    CHECK(s.peak <= pr.cap);
+    CHECK(s.lower_bound.base() <= expected * (1 + 1e-9) + 1e-15);
+    CHECK(s.extra.base() >= expected * (1 - 1e-9) - 1e-15);
+    if (s.optimal) CHECK(close(s.extra.base(), expected, 1e-9));
+    open += !s.optimal;
+    ++checked;
+  }
+  CHECK(checked > 3000);
+  CHECK(open > 0);  // the cut-off search really leaves some open
+}
+
+// Two items on one point, cap 100 over base 0: keep both (60 + 60) does not fit; stepping one
+// down costs 3 ms (to 40) or 5 ms (to 0). Optimum: 60 + 40 at 3 ms. The diagram two states wide
+// finds it exactly (two items, at most three distinct states per layer, merged or not).
+TEST_CASE("a tiny problem: the hand-computed optimum, proven") {
+  using c = dip::strategy_candidate;
+  dip::memory_problem pr;
+  pr.cap = dip::mib(100);
+  pr.base = {dip::bytes{}};
+  for (int i = 0; i < 2; ++i) {
+    pr.items.push_back({0, 1,
+                        {c{memory_strategy::offload, 5_ms, dip::bytes{}}, c{memory_strategy::recompute, 3_ms, dip::mib(40)},
+                         c{memory_strategy::keep, {}, dip::mib(60)}},
+                        {}});
+  }
+  for (std::size_t width : {0u, 2u, 64u}) {
+    CAPTURE(width);
+    dip::memory_solver_options options;
+    options.dd_width = width;
+    const dip::memory_solution s = dip::solve_memory_problem(pr, options);
+    CHECK(s.optimal);
+    CHECK(close(s.extra.base(), dip::milliseconds(3).base()));
+    CHECK(s.lower_bound == s.extra);
+    CHECK(s.peak == dip::mib(100));
+  }
 }
 
 TEST_CASE("infeasible caps name the rank, the stage and the bytes") {
