@@ -36,6 +36,7 @@
 #include <dip/schedule/memory_strategy.hpp>
 #include <dip/schedule/modality_baselines.hpp>
 #include <dip/schedule/plan.hpp>
+#include <dip/schedule/segment_tuning.hpp>
 #include <dip/schedule/validate.hpp>
 #include <dip/sim/simulator.hpp>
 
@@ -54,9 +55,12 @@ struct cli_options {
   int chunks = 2;
   double latency_us = 0;
   double search_ms = 200;
+  std::size_t search_rollouts = 0;  // 0: no rollout limit
   unsigned threads = 1;
   bool memory_strategies = true;
   bool fit_memory = true;
+  int segments_per_rank = 0;  // 0: the partitioner's K per chain
+  bool tune_segments = true;  // tune K by planning sample batches (segment_tuning.hpp)
   std::string partition = "balanced";
   bool show_placement = false;
   bool show_batch = false;
@@ -100,9 +104,12 @@ nlohmann::json placement_json(const dip::multimodal_model& model, const dip::pla
 }
 
 // B, K and latency of each chain of a modality-aware partition.
-nlohmann::json segments_json(const dip::multimodal_model& model, const dip::modality_partition& part) {
+// rule_segments: the partitioner's K per chain when tuning chose another (else empty).
+nlohmann::json segments_json(const dip::multimodal_model& model, const dip::modality_partition& part,
+                             const std::vector<std::size_t>& rule_segments) {
   nlohmann::json groups = nlohmann::json::array();
-  for (const dip::segment_group& g : part.groups) {
+  for (std::size_t gi = 0; gi < part.groups.size(); ++gi) {
+    const dip::segment_group& g = part.groups[gi];
     nlohmann::json modules = nlohmann::json::array();
     for (dip::module_id m : g.modules) modules.push_back(model.module(m).name);
     groups.push_back({{"modules", modules},
@@ -111,7 +118,8 @@ nlohmann::json segments_json(const dip::multimodal_model& model, const dip::moda
                       {"efficiency", std::isnan(g.efficiency) ? nlohmann::json(nullptr) : nlohmann::json(g.efficiency)},
                       {"latency_ms", dip::to_milliseconds(g.latency)},
                       {"paper_segments", g.paper_segments},
-                      {"segments_per_rank", g.segments_per_rank}});
+                      {"segments_per_rank", g.segments_per_rank},
+                      {"rule_segments", rule_segments.empty() ? g.segments_per_rank : rule_segments[gi]}});
   }
   return groups;
 }
@@ -176,17 +184,36 @@ int run(const cli_options& opt, const dip::multimodal_model& model, const Costs&
   const bool dip_scheduled =
       std::any_of(schedules.begin(), schedules.end(), [&](const std::string& s) { return s == "dip" || s == "static-dip"; });
   const bool optimus_scheduled = std::find(schedules.begin(), schedules.end(), "optimus") != schedules.end();
-  const auto modality_partition_for = [&](bool one_chunk_per_rank) {
+  const auto modality_options_for = [&](bool one_chunk_per_rank) {
     dip::partition_options options;
     options.ranks = pp;
     options.memory = memory;
-    if (one_chunk_per_rank) {
-      for (const dip::module_spec& m : model.modules()) options.segments_per_rank[m.name] = 1;
+    const int segments = one_chunk_per_rank ? 1 : opt.segments_per_rank;
+    if (segments > 0) {
+      for (const dip::module_spec& m : model.modules()) options.segments_per_rank[m.name] = std::size_t(segments);
     }
-    return dip::partition_modalities(model, costs, options);
+    return options;
+  };
+  const auto modality_partition_for = [&](bool one_chunk_per_rank) {
+    return dip::partition_modalities(model, costs, modality_options_for(one_chunk_per_rank));
   };
   std::optional<dip::modality_partition> modality;
-  if (opt.partition == "dip" || dip_scheduled) modality = modality_partition_for(false);
+  std::vector<std::size_t> rule_segments;  // the partitioner's K per chain, when tuning changed it
+  if ((opt.partition == "dip" || dip_scheduled) && opt.segments_per_rank == 0 && opt.tune_segments) {
+    // Two sample batches from a differently seeded stream (a trace file: its first batches).
+    dip::batch_source sample_source = dip::make_batch_source(opt.data, model, opt.seed + 0x5eed);
+    std::vector<std::vector<dip::packed_microbatch>> samples;
+    for (int i = 0; i < 2; ++i) samples.push_back(sample_source.next_batch(std::size_t(opt.microbatches)));
+    dip::segment_tuning tuned = dip::tune_segments_per_rank(
+        model, costs, modality_options_for(false), samples,
+        {.memory_cap = gpu.memory, .weight_memory = {}, .comm = comm, .memory_strategies = opt.memory_strategies});
+    modality = std::move(tuned.partition);
+    std::vector<std::size_t> chosen;
+    for (const dip::segment_group& g : modality->groups) chosen.push_back(g.segments_per_rank);
+    if (chosen != tuned.trials.front().segments_per_rank) rule_segments = tuned.trials.front().segments_per_rank;
+  } else if (opt.partition == "dip" || dip_scheduled) {
+    modality = modality_partition_for(false);
+  }
   // Optimus keeps the backbone a plain pipeline: one chunk per rank for every chain.
   std::optional<dip::modality_partition> optimus;
   if (optimus_scheduled) optimus = modality_partition_for(true);
@@ -248,13 +275,17 @@ int run(const cli_options& opt, const dip::multimodal_model& model, const Costs&
             {.split_backward = name == "zb1p"}));
         dip::plan plan;
         if (name == "static-dip" || name == "optimus") {
-          const dip::dip_planner_options planner{.memory_cap = std::nullopt, .weight_memory = weights, .comm = comm};
+          // With --fit-memory they fit the GPU by recompute/offload afterwards (below); without it,
+          // by their in-flight limit alone (the cap lowers it).
+          const dip::dip_planner_options planner{
+              .memory_cap = opt.fit_memory ? std::nullopt : std::optional(gpu.memory), .weight_memory = weights, .comm = comm};
           plan = name == "optimus" ? dip::plan_optimus(graph, planner) : dip::plan_static_dip(graph, planner);
         } else if (name == "dip") {
           plan = dip::plan_dip_schedule(graph, {.memory_cap = gpu.memory,
                                                 .weight_memory = weights,
                                                 .comm = comm,
                                                 .search_ms = opt.search_ms,
+                                                .search_rollouts = opt.search_rollouts,
                                                 .threads = opt.threads,
                                                 .seed = opt.seed + std::uint64_t(it),
                                                 .memory_strategies = opt.memory_strategies});
@@ -346,7 +377,7 @@ int run(const cli_options& opt, const dip::multimodal_model& model, const Costs&
     nlohmann::json doc = {{"model", model.name()}, {"pp", pp}, {"tp", tp}, {"gpu", gpu.name},
                           {"microbatches", opt.microbatches}, {"data", opt.data}, {"partition", opt.partition},
                           {"placement", placement_doc}, {"placement_balance", balance}};
-    if (modality) doc["segments"] = segments_json(model, *modality);
+    if (modality) doc["segments"] = segments_json(model, *modality, rule_segments);
     nlohmann::json iterations = nlohmann::json::array();
     for (int it = 0; it < opt.iterations; ++it) {
       nlohmann::json per = nlohmann::json::object();
@@ -391,12 +422,13 @@ int run(const cli_options& opt, const dip::multimodal_model& model, const Costs&
                 model.name().c_str(), pp, tp, gpu.name.c_str(), opt.microbatches, opt.iterations, opt.data.c_str(),
                 opt.partition.c_str());
     if (modality) {
-      for (const nlohmann::json& g : segments_json(model, *modality)) {
-        std::printf("  chain %-24s B = %zu %ss per sub-microbatch, K = %zu segments per rank (paper rule: %zu), "
-                    "T = %.2f ms\n",
+      for (const nlohmann::json& g : segments_json(model, *modality, rule_segments)) {
+        std::printf("  chain %-24s B = %zu %ss per sub-microbatch, K = %zu segments per rank (rule: %zu, paper rule: "
+                    "%zu), T = %.2f ms\n",
                     g["modules"].dump().c_str(), g["sub_microbatch_size"].get<std::size_t>(),
                     g["item"].get<std::string>().c_str(), g["segments_per_rank"].get<std::size_t>(),
-                    g["paper_segments"].get<std::size_t>(), g["latency_ms"].get<double>());
+                    g["rule_segments"].get<std::size_t>(), g["paper_segments"].get<std::size_t>(),
+                    g["latency_ms"].get<double>());
       }
     }
     if (opt.show_placement && placement_doc.is_array()) {
@@ -457,6 +489,10 @@ int main(int argc, char** argv) {
   app.add_option("--partition", opt.partition,
                  "balanced (best contiguous split by time), megatron (by parameters) or dip (modality-aware)")
       ->capture_default_str();
+  app.add_option("--search-rollouts", opt.search_rollouts,
+                 "rollout budget of the dip schedule's segment search per batch (0: none; with --search-ms 0 and "
+                 "--threads 1 the plan is reproducible)")
+      ->capture_default_str();
   app.add_option("--search-ms", opt.search_ms, "time budget of the dip schedule's segment search per batch (0: none)")
       ->check(CLI::Range(0.0, 1e7))
       ->capture_default_str();
@@ -469,6 +505,14 @@ int main(int argc, char** argv) {
   app.add_option("--fit-memory", opt.fit_memory,
                  "make every other schedule fit the GPU's memory with the cheapest activation recompute/offload, as a "
                  "trainer would (true), or report its peak as it is (false)")
+      ->capture_default_str();
+  app.add_option("--segments-per-rank", opt.segments_per_rank,
+                 "segments (chunks) per rank of every chain in the modality-aware partition (default: the "
+                 "partitioner's K per chain; optimus always uses 1)")
+      ->check(CLI::Range(0, 64));
+  app.add_option("--tune-segments", opt.tune_segments,
+                 "choose each chain's segments per rank by planning two sample batches (around the partitioner's "
+                 "rule) rather than by the rule alone")
       ->capture_default_str();
   app.add_flag("--show-placement", opt.show_placement, "print which layers of which module sit on which rank");
   app.add_flag("--show-batch", opt.show_batch, "print each microbatch's samples, tokens, images, frames and sub-microbatches");

@@ -5,9 +5,10 @@
 // it into per-rank stage orders within the memory cap; phase 3 (memory strategies,
 // memory_strategy.hpp) lets phase 2 run with a looser cap, more microbatches in flight and fewer
 // bubbles, and brings memory back under the real cap by recomputing or offloading the
-// activations that cost least to treat so. The planner tries phase 2 at the real cap and at
-// looser ones (`relaxations`: the activation budget above the weights times 1.25, 1.5, 2, and
-// no cap), prices each with phase 3 and the simulator, and keeps the fastest plan.
+// activations that cost least to treat so. The planner tries phase 2 at the real cap, under
+// 1F1B's in-flight limit, and at looser caps (`relaxations`: the activation budget above the
+// weights times 1.25, 1.5, 2, and no cap), prices each with phase 3 and the simulator, and
+// keeps the fastest plan.
 #pragma once
 
 #include <limits>
@@ -19,6 +20,7 @@
 #include "dip/core/error.hpp"
 #include "dip/core/units.hpp"
 #include "dip/schedule/dual_queue.hpp"
+#include "dip/schedule/in_flight_caps.hpp"
 #include "dip/schedule/memory_strategy.hpp"
 #include "dip/schedule/plan.hpp"
 #include "dip/schedule/segment_search.hpp"
@@ -39,6 +41,14 @@ struct dip_planner_options {
   bool memory_strategies = true;     // phase 3 (needs a memory cap)
   std::vector<double> relaxations{1.25, 1.5, 2.0, 0.0};  // looser activation budgets to try; 0: no cap
   memory_strategy_model strategy_model{};
+  // Phase 3's solver while the planner prices its candidate plans: without the decision diagram,
+  // which tightens the proven gap (memory_solver.hpp) but chose the same strategies on every
+  // preset we measured, at about 3x the time (VLM-L: 1.27 s against 0.37 s per batch).
+  memory_solver_options memory_solver = [] {
+    memory_solver_options o;
+    o.dd_width = 0;
+    return o;
+  }();
 };
 
 // What the phases and the checks need from the planner's options, built in one place.
@@ -75,70 +85,84 @@ inline validation_options validation_options_of(const dip_planner_options& optio
 // does not fit as it is; a plan that fits is left alone. Throws what the chooser throws:
 // dip::error(errc::infeasible) when even the smallest strategies exceed the cap.
 inline void fit_memory(plan& p, bytes cap, const std::vector<bytes>& weight_memory,
-                       const memory_strategy_model& model = {}) {
+                       const memory_strategy_model& model = {}, const memory_solver_options& solver = {}) {
   if (!first_violation(p, {.memory_cap = cap, .weight_memory = weight_memory})) return;
   apply_memory_choice(p, choose_memory_strategies(
-                             p, {.memory_cap = cap, .weight_memory = weight_memory, .model = model, .solver = {}}));
+                             p, {.memory_cap = cap, .weight_memory = weight_memory, .model = model, .solver = solver}));
 }
 
-// Plans `graph` with dual-queue interleaving under `priority` (empty: the natural order), and
-// validates the plan, the memory cap included. Throws dip::error(errc::invalid_plan) naming the
-// violation when no order within the cap was found.
+// Plans `graph` with dual-queue interleaving under `priority` (empty: the searched order, or the
+// natural one without a search budget), and validates the plan, the memory cap included.
+// Phase 2 runs under several per-rank caps and the fastest simulated plan within the real cap
+// wins: the real cap; 1F1B's in-flight limit (in_flight_caps.hpp: filling memory up to the cap
+// is not always faster, and this makes the planner never slower than static-dip's order); and,
+// with memory strategies, the looser `relaxations`, each brought back under the real cap by
+// phase 3. Throws dip::error(errc::invalid_plan) naming the violation when nothing fits.
 inline plan plan_dip_schedule(std::shared_ptr<const stage_graph> graph, const dip_planner_options& options,
                               std::span<const std::uint32_t> priority = {}) {
   require(graph != nullptr, errc::invalid_argument, "plan_dip_schedule", "no stage graph");
   const segment_index segments(*graph);
   const std::vector<std::uint32_t> natural = default_segment_priority(segments);
-  const interleave_options interleave = interleave_options_of(*graph, options);
+  const interleave_options at_cap = interleave_options_of(*graph, options);
   std::vector<std::uint32_t> searched;
   if (priority.empty() && (options.search_ms > 0 || options.search_rollouts > 0)) {
     searched = search_segment_order(*graph, search_options_of(*graph, options)).priority;
     priority = searched;
   }
   const std::span<const std::uint32_t> chosen = priority.empty() ? std::span(natural) : priority;
-  const interleave_result order = interleave_stages(*graph, segments, chosen, interleave);
-  plan best = make_plan(graph, order.order);
   const validation_options checks = validation_options_of(options);
   const simulation_options sim = simulation_options_of(options);
-  if (!options.memory_cap || !options.memory_strategies) {
-    validate(best, checks);
-    return best;
-  }
-  // Phase 3 on the plan at the real cap (if phase 2 had to exceed it) and at looser caps.
+  const bool use_strategies = options.memory_cap && options.memory_strategies;
+
+  std::optional<plan> best;
   duration best_time = duration(std::numeric_limits<double>::infinity());
-  bool have_best = false;
-  const auto consider = [&](plan candidate) {
-    try {
-      fit_memory(candidate, *options.memory_cap, options.weight_memory, options.strategy_model);
-    } catch (const error& e) {
-      if (e.code() != errc::infeasible) throw;
-      return;  // even recompute and offload cannot fit this order
+  const auto consider = [&](std::span<const std::uint32_t> order, const interleave_options& caps) {
+    plan candidate = make_plan(graph, interleave_stages(*graph, segments, order, caps).order);
+    if (use_strategies) {
+      try {
+        fit_memory(candidate, *options.memory_cap, options.weight_memory, options.strategy_model, options.memory_solver);
+      } catch (const error& e) {
+        if (e.code() != errc::infeasible) throw;
+        return;  // even recompute and offload cannot fit this order
+      }
     }
     if (first_violation(candidate, checks)) return;
     const duration t = simulate(candidate, sim).makespan;
     if (t < best_time) {
       best_time = t;
       best = std::move(candidate);
-      have_best = true;
     }
   };
-  consider(best);
-  for (double factor : options.relaxations) {
-    interleave_options loose = interleave;
-    if (factor > 0) {
-      for (std::size_t r = 0; r < loose.memory_cap.size(); ++r) {
-        const bytes w = options.weight_memory.empty() ? bytes{} : options.weight_memory[r];
-        loose.memory_cap[r] = w + (*options.memory_cap - w) * factor;
-      }
-    } else {
-      loose.memory_cap.clear();
-    }
-    const interleave_result relaxed = interleave_stages(*graph, segments, chosen, loose);
-    consider(make_plan(graph, relaxed.order));
+  interleave_options in_flight = at_cap;
+  in_flight.memory_cap = one_f_one_b_caps(*graph, options.weight_memory, options.memory_cap);
+  consider(chosen, at_cap);
+  consider(chosen, in_flight);
+  if (!searched.empty()) {
+    // The search scores orders at the real cap only; the natural order keeps the result from
+    // ever being slower than planning without a search.
+    consider(natural, at_cap);
+    consider(natural, in_flight);
   }
-  if (!have_best) best = make_plan(graph, order.order);
-  validate(best, checks);  // throws, naming the violation, when nothing fit
-  return best;
+  if (use_strategies) {
+    for (double factor : options.relaxations) {
+      interleave_options loose = at_cap;
+      if (factor > 0) {
+        for (std::size_t r = 0; r < loose.memory_cap.size(); ++r) {
+          const bytes w = options.weight_memory.empty() ? bytes{} : options.weight_memory[r];
+          loose.memory_cap[r] = w + (*options.memory_cap - w) * factor;
+        }
+      } else {
+        loose.memory_cap.clear();
+      }
+      consider(chosen, loose);
+    }
+  }
+  if (!best) {
+    // Nothing fits: validating the plan at the real cap throws, naming the violation.
+    validate(make_plan(graph, interleave_stages(*graph, segments, chosen, at_cap).order), checks);
+    throw error(errc::invalid_plan, "plan_dip_schedule", "no order fits the memory cap");
+  }
+  return std::move(*best);
 }
 
 }  // namespace dip
