@@ -1,4 +1,5 @@
-// Presets: the seven modules and five models of the DIP paper's evaluation, plus plain LLMs.
+// Presets: the seven modules and five models of the DIP paper's evaluation, plus plain LLMs and
+// two tiny models for the reference executor (tiny-vlm, tiny-t2v).
 //
 // Module shapes (layers / hidden / FFN / heads / KV groups) are DESIGN.md's. Choices the paper
 // leaves open, stated here once:
@@ -141,10 +142,25 @@ inline multimodal_model plain_llm(std::string name, module_spec llm) {
   return model_builder(std::move(name)).add(std::move(llm)).build();
 }
 
+// Tiny models with the module structure of vlm-s and t2v-s but hidden sizes of 32-48 and four
+// blocks per module, so that the reference executor's CPU backend runs a whole batch in
+// milliseconds. Their encodings (patches, frames) are the real ones, so batch sources and the
+// planner see the same token counts as for the big presets.
+inline multimodal_model tiny_vision_language() {
+  return vision_language("tiny-vlm", vision_encoder("vit", 4, 32, 64, 2),
+                         language_model("llm", 4, 48, 96, 4, 2, 64, true));
+}
+
+inline multimodal_model tiny_text_to_video() {
+  return text_to_video("tiny-t2v", language_model("llm", 4, 32, 64, 2, 2, 64, false),
+                       diffusion_decoder("dit", 4, 48, 96, 2));
+}
+
 }  // namespace presets
 
 inline std::vector<std::string> preset_names() {
-  return {"vlm-s", "vlm-m", "vlm-l", "t2v-s", "t2v-l", "llama3-8b", "qwen2-32b", "qwen2-72b"};
+  return {"vlm-s", "vlm-m", "vlm-l", "t2v-s", "t2v-l", "llama3-8b", "qwen2-32b", "qwen2-72b",
+          "tiny-vlm", "tiny-t2v"};
 }
 
 // The model presets of DESIGN.md with their (TP, PP). An unknown name is a dip::error listing
@@ -166,6 +182,10 @@ inline model_preset find_preset(std::string_view name) {
   if (name == "llama3-8b") return {"llama3-8b", "Llama3-8B", plain_llm("llama3-8b", llama3_8b()), {4, 4}};
   if (name == "qwen2-32b") return {"qwen2-32b", "Qwen2-32B", plain_llm("qwen2-32b", qwen2_32b()), {8, 4}};
   if (name == "qwen2-72b") return {"qwen2-72b", "Qwen2-72B", plain_llm("qwen2-72b", qwen2_72b()), {8, 8}};
+  if (name == "tiny-vlm")
+    return {"tiny-vlm", "tiny ViT + tiny LLM (for the reference executor)", tiny_vision_language(), {1, 4}};
+  if (name == "tiny-t2v")
+    return {"tiny-t2v", "tiny LLM + tiny DiT (for the reference executor)", tiny_text_to_video(), {1, 4}};
   std::string known;
   for (const std::string& n : preset_names()) known += (known.empty() ? "" : ", ") + n;
   throw error(errc::not_found, "model preset",
