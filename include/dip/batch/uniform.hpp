@@ -37,7 +37,12 @@ inline work_unit uniform_module_work(const multimodal_model& model, const module
   }
   if (feeds_video) return work_unit::sequences_of(shape.captions, shape.caption_tokens);
   if (module.role == module_role::projector) {
-    return work_unit::sequences_of(shape.images, double(presets::image_tokens));
+    // The merged tokens of the model's image encoder (the presets' 169 where no module says).
+    double tokens = double(presets::image_tokens);
+    for (const module_spec& m : model.modules()) {
+      if (m.image) tokens = double(m.image->default_tokens);
+    }
+    return work_unit::sequences_of(shape.images, tokens);
   }
   return work_unit::sequence(shape.llm_tokens);
 }

@@ -115,7 +115,8 @@ inline std::int64_t hidden_of(const module_spec& m) {
 
 // Vision encoder -> projector (merged patches to LLM hidden) -> LLM.
 inline multimodal_model vision_language(std::string name, module_spec vit, module_spec llm) {
-  const std::int64_t merged = hidden_of(vit) * vit_merge * vit_merge;
+  const std::int64_t merge = vit.image ? vit.image->merge : vit_merge;
+  const std::int64_t merged = hidden_of(vit) * merge * merge;
   module_spec proj = mlp_projector("projector", modality::image(), merged, hidden_of(llm));
   return model_builder(std::move(name))
       .add(std::move(vit))
@@ -142,18 +143,22 @@ inline multimodal_model plain_llm(std::string name, module_spec llm) {
   return model_builder(std::move(name)).add(std::move(llm)).build();
 }
 
-// Tiny models with the module structure of vlm-s and t2v-s but hidden sizes of 32-48 and four
-// blocks per module, so that the reference executor's CPU backend runs a whole batch in
-// milliseconds. Their encodings (patches, frames) are the real ones, so batch sources and the
-// planner see the same token counts as for the big presets.
+// Tiny models with the module structure of vlm-s and t2v-s but hidden sizes of 32-48, four
+// blocks per module and coarse encodings, so that the reference executor's CPU backend runs a
+// whole batch in well under a second: a 728 px image is 8 x 8 patches of 91 px (the patch
+// embedding reads 48 features, a 4 x 4 RGB thumbnail of each patch) and 16 LLM tokens after a
+// 2 x 2 merge; a clip is 2 frames a second of 16 latent tokens each.
 inline multimodal_model tiny_vision_language() {
-  return vision_language("tiny-vlm", vision_encoder("vit", 4, 32, 64, 2),
-                         language_model("llm", 4, 48, 96, 4, 2, 64, true));
+  module_spec vit = transformer_module("vit", module_role::encoder, modality::image(), 4, {32, 64, 2, 2, false});
+  vit.layers.insert(vit.layers.begin(), linear_layer{48, 32});
+  vit.image = image_encoding{91, 2, 16};
+  return vision_language("tiny-vlm", std::move(vit), language_model("llm", 4, 48, 96, 4, 2, 64, true));
 }
 
 inline multimodal_model tiny_text_to_video() {
-  return text_to_video("tiny-t2v", language_model("llm", 4, 32, 64, 2, 2, 64, false),
-                       diffusion_decoder("dit", 4, 48, 96, 2));
+  module_spec dit = diffusion_decoder("dit", 4, 48, 96, 2);
+  dit.video = video_encoding{2.0, 16, 16.0};
+  return text_to_video("tiny-t2v", language_model("llm", 4, 32, 64, 2, 2, 64, false), std::move(dit));
 }
 
 }  // namespace presets

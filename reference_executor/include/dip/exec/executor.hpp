@@ -1,6 +1,12 @@
 // dip::exec::execute: runs a dip::plan for real, every rank in its own thread, on the exact
 // CPU backend; dip::exec::run_rank: one rank's walk over its actions.
 //
+// The walk (run_rank) and the stage bookkeeping (stage_runner: bundles, saved forwards, memory
+// strategies, weight jobs, peaks) are written once; the arithmetic comes from a compute backend
+// (the `compute_backend` concept below): cpu_compute here (Eigen, double, bit-exact), the CUDA
+// backend in reference_executor/cuda/ (cuBLAS bf16 GEMMs, device tensors). A backend's messages
+// are its own pack type, carried by a transport_like<Transport, pack_type>.
+//
 // A rank takes its actions from dip::rank_actions in order:
 // - compute F: runs its chunk's layers on the stage's units (chain_layout.hpp) from the bundles
 //   of its input edges, and keeps what the backward needs as the action's memory strategy says:
@@ -20,6 +26,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -112,10 +119,106 @@ struct rank_report {
   double seconds = 0;
 };
 
-// The compute backend of one rank on the CPU: stage computations and the activations they keep.
-class cpu_stage_runner {
+// A sink unit's loss and the gradient of its output, for any backend's tensor.
+template <class T>
+struct basic_unit_loss {
+  double value = 0;
+  T gradient;
+};
+
+// What the shared walk needs from one rank's compute backend. T = tensor_type: an immutable
+// value (copies may share storage; the runner never writes into a tensor it did not make).
+// Tapes and weight jobs report their bytes() for the activation-memory figures.
+template <class C>
+concept compute_backend = requires(C c, const C& cc, const microbatch_work& mb, std::size_t n, unit_key key,
+                                   basic_unit_state<typename C::tensor_type>& state,
+                                   const typename C::tensor_type& t, typename C::tensor_type value,
+                                   const sequence_lengths& lengths, std::vector<typename C::tape_type>* tapes,
+                                   std::vector<std::vector<typename C::job_type>>& layer_jobs,
+                                   const std::vector<typename C::job_type>& jobs,
+                                   const std::map<unit_key, typename C::tensor_type>& parts,
+                                   typename C::tape_type& tape, const basic_payload<typename C::tensor_type>& p,
+                                   typename C::pack_type message, const std::string& where) {
+  { c.start_unit(mb, n, key, std::function<const typename C::tensor_type*(unit_key)>(), where) }
+      -> std::same_as<basic_unit_state<typename C::tensor_type>>;
+  c.forward_layers(key, n, n, state, lengths, tapes);
+  { c.backward_layers(key, n, n, *tapes, t, value, value, layer_jobs) } -> std::same_as<typename C::tensor_type>;
+  { c.loss(n, key, t) } -> std::same_as<basic_unit_loss<typename C::tensor_type>>;
+  { c.output_gradient(parts, std::int64_t(), std::int64_t()) } -> std::same_as<typename C::tensor_type>;
+  { c.zero_context_gradient(t) } -> std::same_as<typename C::tensor_type>;
+  { c.divide(t, 1.0) } -> std::same_as<typename C::tensor_type>;
+  { c.weight_gradients(n, n, jobs) } -> std::same_as<std::vector<tensor>>;
+  c.offload(tape);
+  c.restore(tape);
+  { c.pack(p) } -> std::same_as<typename C::pack_type>;
+  { c.unpack(std::move(message), true, where) } -> std::same_as<basic_payload<typename C::tensor_type>>;
+  c.finish();
+  { byte_size(t) } -> std::convertible_to<std::size_t>;
+  { cc.tape_bytes(tape) } -> std::convertible_to<std::size_t>;
+};
+
+// The exact CPU backend: the layers of layers.hpp through unit_pass.hpp, in double precision.
+class cpu_compute {
  public:
-  cpu_stage_runner(const execution_context& ctx, rank_id rank) : ctx_(&ctx), rank_(rank) {}
+  using tensor_type = tensor;
+  using tape_type = layer_tape;
+  using job_type = weight_job;
+  using pack_type = tensor_pack;
+
+  explicit cpu_compute(const executable_model& model) : model_(&model) {}
+
+  unit_state start_unit(const microbatch_work& mb, std::size_t j, unit_key key,
+                        const std::function<const tensor*(unit_key)>& output_of, const std::string& where) const {
+    return dip::exec::start_unit(*model_, mb, j, key, output_of, where);
+  }
+  void forward_layers(unit_key key, std::size_t first, std::size_t last, unit_state& state,
+                      const sequence_lengths& lengths, std::vector<layer_tape>* tapes) const {
+    dip::exec::forward_layers(*model_, key, first, last, state, lengths, tapes);
+  }
+  tensor backward_layers(unit_key key, std::size_t first, std::size_t last, const std::vector<layer_tape>& tapes,
+                         const tensor& c, tensor dy, tensor& dc, std::vector<std::vector<weight_job>>& jobs) const {
+    return dip::exec::backward_layers(*model_, key, first, last, tapes, c, std::move(dy), dc, jobs);
+  }
+  basic_unit_loss<tensor> loss(std::size_t j, unit_key key, const tensor& y) const {
+    unit_loss l = compute_loss(*model_, j, key, y);
+    return {l.value, std::move(l.gradient)};
+  }
+  tensor output_gradient(const std::map<unit_key, tensor>& contributions, std::int64_t rows, std::int64_t width) const {
+    return output_gradient_from_context(contributions, rows, width);
+  }
+  tensor zero_context_gradient(const tensor& c) const { return dip::exec::zero_context_gradient(c); }
+  tensor divide(const tensor& t, double d) const { return t / d; }
+  std::vector<tensor> weight_gradients(std::size_t module, std::size_t layer, const std::vector<weight_job>& jobs) const {
+    return dip::exec::backward_weight(model_->at(module, layer), jobs);
+  }
+  // The host store is the same memory on the CPU: nothing to move.
+  void offload(layer_tape&) const {}
+  void restore(layer_tape&) const {}
+  std::size_t tape_bytes(const layer_tape& t) const { return t.bytes(); }
+  tensor_pack pack(const payload& p) const { return dip::exec::pack(p); }
+  payload unpack(tensor_pack p, bool forward, const std::string& where) const {
+    return dip::exec::unpack(std::move(p), forward, where);
+  }
+  void finish() const {}
+
+ private:
+  const executable_model* model_;
+};
+
+static_assert(compute_backend<cpu_compute>);
+
+// One rank's stage computations and the activations they keep, on compute backend `Compute`.
+template <compute_backend Compute>
+class stage_runner {
+ public:
+  using tensor_type = typename Compute::tensor_type;
+  using payload = basic_payload<tensor_type>;
+  using pack_type = typename Compute::pack_type;
+
+  stage_runner(const execution_context& ctx, rank_id rank, Compute compute)
+      : ctx_(&ctx), rank_(rank), compute_(std::move(compute)) {}
+
+  Compute& backend() noexcept { return compute_; }
 
   // Runs compute action `a`, taking its inputs from `edges` and putting its outputs there.
   void compute(const action& a, std::map<std::uint32_t, payload>& edges) {
@@ -132,25 +235,32 @@ class cpu_stage_runner {
   std::size_t live_bytes() const noexcept { return live_; }
 
  private:
+  using T = tensor_type;
+  using state_type = basic_unit_state<T>;
+  using activation_bundle = basic_activation_bundle<T>;
+  using gradient_bundle = basic_gradient_bundle<T>;
+  using tape_type = typename Compute::tape_type;
+  using job_type = typename Compute::job_type;
+
   struct unit_record {
     std::size_t first = 0, last = 0;  // layers run in this chunk
     sequence_lengths lengths;
-    tensor c;
-    std::vector<layer_tape> tapes;
-    tensor loss_gradient;  // sink units whose module ends here
-    std::size_t bytes() const {
-      std::size_t total = byte_size(c) + byte_size(loss_gradient);
-      for (const layer_tape& t : tapes) total += t.bytes();
-      return total;
-    }
+    T c;
+    std::vector<tape_type> tapes;
+    T loss_gradient;  // sink units whose module ends here
   };
+  std::size_t bytes_of(const unit_record& r) const {
+    std::size_t total = byte_size(r.c) + byte_size(r.loss_gradient);
+    for (const tape_type& t : r.tapes) total += compute_.tape_bytes(t);
+    return total;
+  }
   struct saved_forward {
     memory_strategy strategy = memory_strategy::keep;
     std::map<unit_key, unit_record> units;
     activation_bundle input;  // recompute only
     std::size_t bytes = 0;
   };
-  using pending_jobs = std::map<std::pair<unit_key, std::size_t>, std::vector<weight_job>>;  // (unit, layer)
+  using pending_jobs = std::map<std::pair<unit_key, std::size_t>, std::vector<job_type>>;  // (unit, layer)
 
   const stage_graph& graph() const { return ctx_->graph(); }
   std::string where(stage_id id) const {
@@ -183,9 +293,9 @@ class cpu_stage_runner {
       const std::size_t m = span.module.index();
       for (std::uint32_t u : ctx.layout.units(graph(), ctx.batch, chunk.chain, j, s.sub, m)) {
         const unit_key key{std::uint32_t(m), u};
-        unit_state state;
+        state_type state;
         if (span.first == 0) {
-          state = start_unit(*ctx.model, mb, j, key, [&](unit_key k) -> const tensor* {
+          state = compute_.start_unit(mb, j, key, [&](unit_key k) -> const T* {
             auto it = input.outputs.find(k);
             return it == input.outputs.end() ? nullptr : &it->second;
           }, at);
@@ -197,11 +307,11 @@ class cpu_stage_runner {
           input.states.erase(it);
         }
         unit_record r{span.first, span.last, unit_sequences(mb.modules[m][u]), state.c, {}, {}};
-        forward_layers(*ctx.model, key, span.first, span.last, state, r.lengths, tapes ? &r.tapes : nullptr);
+        compute_.forward_layers(key, span.first, span.last, state, r.lengths, tapes ? &r.tapes : nullptr);
         if (span.last < ctx.model->layer_count(m)) {
           input.states.emplace(key, std::move(state));
         } else if (ctx.model->is_sink(m)) {
-          unit_loss loss = compute_loss(*ctx.model, j, key, state.x);
+          basic_unit_loss<T> loss = compute_.loss(j, key, state.x);
           if (record_loss) report_.losses[{j, key.module, key.unit}] = loss.value;
           r.loss_gradient = std::move(loss.gradient);
         } else {
@@ -234,9 +344,12 @@ class cpu_stage_runner {
     if (recompute) saved.input = input;
     activation_bundle output = run_chunk(s, std::move(input), saved.units, !recompute, true);
     std::size_t bytes = recompute ? byte_size(saved.input) : 0;
-    for (auto& [key, r] : saved.units) bytes += r.bytes();
+    for (auto& [key, r] : saved.units) bytes += bytes_of(r);
     saved.bytes = bytes;
     if (a.strategy == memory_strategy::offload) {
+      for (auto& [key, r] : saved.units) {
+        for (tape_type& t : r.tapes) compute_.offload(t);
+      }
       // The device holds the tapes while F runs; then they live in the host store until B/I.
       grow(bytes);
       shrink(bytes);
@@ -260,6 +373,9 @@ class cpu_stage_runner {
       host_.erase(it);
       host_bytes_ -= saved.bytes;
       grow(saved.bytes);
+      for (auto& [key, r] : saved.units) {
+        for (tape_type& t : r.tapes) compute_.restore(t);
+      }
       return saved;
     }
     auto it = device_.find(forward_id);
@@ -270,7 +386,7 @@ class cpu_stage_runner {
       std::map<unit_key, unit_record> records;
       run_chunk(graph().at(forward_id), saved.input, records, true, false);
       std::size_t extra = 0;
-      for (auto& [key, r] : records) extra += r.bytes();
+      for (auto& [key, r] : records) extra += bytes_of(r);
       grow(extra);
       saved.bytes += extra;
       saved.units = std::move(records);
@@ -301,17 +417,17 @@ class cpu_stage_runner {
       for (std::uint32_t u : ctx.layout.units(graph(), ctx.batch, chunk.chain, j, s.sub, m)) {
         const unit_key key{std::uint32_t(m), u};
         unit_record& r = saved.units.at(key);
-        tensor dy, dc;
+        T dy, dc;
         if (span->last == ctx.model->layer_count(m)) {
           if (ctx.model->is_sink(m)) {
             dy = r.loss_gradient;
           } else {
             const std::int64_t rows = unit_rows(mb.modules[m][u]);
-            dy = output_gradient_from_context(grad.contributions[key], rows,
-                                              ctx.model->output_width(module_id::from_index(m)));
+            dy = compute_.output_gradient(grad.contributions[key], rows,
+                                          ctx.model->output_width(module_id::from_index(m)));
             grad.contributions.erase(key);
           }
-          dc = zero_context_gradient(r.c);
+          dc = compute_.zero_context_gradient(r.c);
         } else {
           auto it = grad.states.find(key);
           require(it != grad.states.end(), errc::invalid_plan, where(a.stage),
@@ -321,16 +437,16 @@ class cpu_stage_runner {
           dc = std::move(it->second.c);
           grad.states.erase(it);
         }
-        std::vector<std::vector<weight_job>> layer_jobs;
-        tensor dx = backward_layers(*ctx.model, key, r.first, r.last, r.tapes, r.c, std::move(dy), dc, layer_jobs);
+        std::vector<std::vector<job_type>> layer_jobs;
+        T dx = compute_.backward_layers(key, r.first, r.last, r.tapes, r.c, std::move(dy), dc, layer_jobs);
         for (std::size_t i = 0; i < layer_jobs.size(); ++i) {
-          for (const weight_job& job : layer_jobs[i]) job_bytes += job.bytes();
+          for (const job_type& job : layer_jobs[i]) job_bytes += job.bytes();
           jobs.emplace(std::pair{key, r.first + i}, std::move(layer_jobs[i]));
         }
         if (r.first > 0) {
-          grad.states.emplace(key, unit_state{std::move(dx), std::move(dc)});
-        } else if (dc.size() > 0) {
-          const tensor share = dc / double(context_rows(*ctx.model, mb, key));
+          grad.states.emplace(key, state_type{std::move(dx), std::move(dc)});
+        } else if (byte_size(dc) > 0) {
+          const T share = compute_.divide(dc, double(context_rows(*ctx.model, mb, key)));
           for (unit_key source : context_sources(*ctx.model, mb, key)) grad.contributions[source][key] = share;
         }
       }
@@ -378,38 +494,52 @@ class cpu_stage_runner {
     for (auto& [at, list] : jobs) {
       const auto& [key, layer_index] = at;
       report_.gradients.add(key.module, layer_index, j, key.unit,
-                            dip::exec::backward_weight(ctx_->model->at(key.module, layer_index), list));
+                            compute_.weight_gradients(key.module, layer_index, list));
     }
     shrink(bytes);
   }
 
   const execution_context* ctx_;
   rank_id rank_;
+  Compute compute_;
   rank_report report_;
   std::size_t live_ = 0, host_bytes_ = 0;
   std::map<stage_id, saved_forward> device_, host_;
   std::map<stage_id, std::pair<pending_jobs, std::size_t>> pending_;
 };
 
-// Runs rank `rank`'s actions on `transport`; the report's gradients, losses and peaks are the
-// rank's own. Throws dip::error for a plan the data cannot follow, whatever the transport throws.
-template <transport_like Transport>
-rank_report run_rank(const execution_context& ctx, rank_id rank, Transport& transport,
+using cpu_stage_runner = stage_runner<cpu_compute>;
+
+// Runs rank `rank`'s actions with `runner` (its compute backend) on `transport`; the report's
+// gradients, losses and peaks are the rank's own. Throws dip::error for a plan the data cannot
+// follow, whatever the transport or the backend throws.
+template <compute_backend Compute, transport_like<typename Compute::pack_type> Transport>
+rank_report run_rank(const execution_context& ctx, rank_id rank, stage_runner<Compute>& runner, Transport& transport,
                      const execute_options& options = {}) {
+  using payload_type = typename stage_runner<Compute>::payload;
+  using pack_type = typename Compute::pack_type;
   const auto start = std::chrono::steady_clock::now();
   const stage_graph& g = ctx.graph();
   const std::size_t me = rank.index();
-  cpu_stage_runner runner(ctx, rank);
-  std::map<std::uint32_t, payload> edges;          // data of edges this rank produced or received
-  std::map<std::uint32_t, tensor_pack> stash;       // received ahead of the plan's order
+  std::map<std::uint32_t, payload_type> edges;     // data of edges this rank produced or received
+  std::map<std::uint32_t, pack_type> stash;        // received ahead of the plan's order
+  std::vector<std::pair<std::uint32_t, std::string>> arrived;  // received in the open group, unpacked at its end
   std::vector<std::size_t> received(ctx.schedule->ranks.size(), 0);  // per peer: messages taken
   const auto is_forward_edge = [&](std::uint32_t e) { return g.at(g.edges()[e].from).kind == stage_kind::forward; };
+  const auto end_group = [&] {
+    transport.group_end();
+    for (const auto& [e, name] : arrived) {
+      auto node = stash.extract(e);
+      edges[e] = runner.backend().unpack(std::move(node.mapped()), is_forward_edge(e), name);
+    }
+    arrived.clear();
+  };
   bool in_group = false;
   for (const action& a : rank_actions(ctx.schedule, rank)) {
     if (options.before_action) options.before_action(rank, a);
     const bool communication = a.kind != action_kind::compute;
     if (communication && !in_group) transport.group_start();
-    if (!communication && in_group) transport.group_end();
+    if (!communication && in_group) end_group();
     in_group = communication;
     const std::string name = "rank " + std::to_string(rank.value()) + " '" + describe(g, a) + "'";
     switch (a.kind) {
@@ -417,11 +547,12 @@ rank_report run_rank(const execution_context& ctx, rank_id rank, Transport& tran
       case action_kind::send: {
         auto it = edges.find(a.edge);
         require(it != edges.end(), errc::invalid_plan, name, "sends data its rank has not computed");
-        transport.send(int(a.peer.index()), a.edge, pack(it->second));
+        transport.send(int(a.peer.index()), a.edge, runner.backend().pack(it->second));
         edges.erase(it);
         break;
       }
       case action_kind::recv: {
+        // The pack may be filled only when the group ends (NCCL): it is unpacked then.
         const std::size_t peer = a.peer.index();
         while (!stash.contains(a.edge)) {
           const auto& order = ctx.send_order[peer][me];
@@ -435,16 +566,42 @@ rank_report run_rank(const execution_context& ctx, rank_id rank, Transport& tran
           const std::vector<tensor_shape> expected = shapes();
           stash.emplace(tag, transport.recv(int(peer), tag, expected));
         }
-        auto node = stash.extract(a.edge);
-        edges[a.edge] = unpack(std::move(node.mapped()), is_forward_edge(a.edge), name);
+        arrived.emplace_back(a.edge, name);
         break;
       }
     }
   }
-  if (in_group) transport.group_end();
+  if (in_group) end_group();
+  runner.backend().finish();
   rank_report report = std::move(runner.report());
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return report;
+}
+
+// The same on the exact CPU backend.
+template <transport_like Transport>
+rank_report run_rank(const execution_context& ctx, rank_id rank, Transport& transport,
+                     const execute_options& options = {}) {
+  cpu_stage_runner runner(ctx, rank, cpu_compute(*ctx.model));
+  return run_rank(ctx, rank, runner, transport, options);
+}
+
+// The step's result from every rank's report: gradients reduced in the canonical order, losses
+// summed in (microbatch, module, unit) order, per-rank figures. Shared by every backend's execute.
+inline step_result combine_reports(std::vector<rank_report> reports) {
+  gradient_store all;
+  std::map<std::tuple<std::size_t, std::uint32_t, std::uint32_t>, double> losses;
+  step_result result;
+  for (rank_report& r : reports) {
+    all.merge(std::move(r.gradients));
+    losses.merge(r.losses);
+    result.peak_activation_bytes.push_back(r.peak_activation_bytes);
+    result.peak_offloaded_bytes.push_back(r.peak_offloaded_bytes);
+    result.rank_seconds.push_back(r.seconds);
+  }
+  result.gradients = all.reduce();
+  result.loss = total_loss(losses);
+  return result;
 }
 
 // Runs plan `p` of `model` on `batch` (the batch its graph was built from), one thread per
@@ -477,19 +634,7 @@ inline step_result execute(std::shared_ptr<const plan> p, const multimodal_model
     }
   }  // jthreads join here, whatever happened
   if (first_failure) std::rethrow_exception(first_failure);
-  gradient_store all;
-  std::map<std::tuple<std::size_t, std::uint32_t, std::uint32_t>, double> losses;
-  step_result result;
-  for (rank_report& r : reports) {
-    all.merge(std::move(r.gradients));
-    losses.merge(r.losses);
-    result.peak_activation_bytes.push_back(r.peak_activation_bytes);
-    result.peak_offloaded_bytes.push_back(r.peak_offloaded_bytes);
-    result.rank_seconds.push_back(r.seconds);
-  }
-  result.gradients = all.reduce();
-  result.loss = total_loss(losses);
-  return result;
+  return combine_reports(std::move(reports));
 }
 
 inline step_result execute(const plan& p, const multimodal_model& model, const batch_work& batch,

@@ -8,6 +8,9 @@
 // - group_start()/group_end() bracket consecutive communication calls (one ncclGroupStart/End).
 // - abort() wakes every blocked call, which then throws: how one failing rank stops the others.
 // The rank a transport object stands for is fixed when it is made (one per rank).
+// `Pack` is what a message is: a tensor_pack on the CPU (tensor 0 the bundle's header), the
+// compute backend's pack type elsewhere (the CUDA backend's holds device buffers). A transport
+// may fill a received pack only at group_end(): the executor reads it after the group.
 //
 // @code
 //   cpu_fabric fabric(2, std::chrono::seconds(10));
@@ -20,17 +23,18 @@
 #include <concepts>
 #include <cstdint>
 #include <span>
+#include <utility>
 
 #include "dip/exec/tensor.hpp"
 
 namespace dip::exec {
 
-template <class T>
-concept transport_like = requires(T t, int peer, std::uint64_t tag, tensor_pack pack,
+template <class T, class Pack = tensor_pack>
+concept transport_like = requires(T t, int peer, std::uint64_t tag, Pack pack,
                                   std::span<const tensor_shape> expected) {
   { t.rank() } -> std::convertible_to<int>;
   t.send(peer, tag, std::move(pack));
-  { t.recv(peer, tag, expected) } -> std::same_as<tensor_pack>;
+  { t.recv(peer, tag, expected) } -> std::same_as<Pack>;
   t.group_start();
   t.group_end();
   t.abort();

@@ -17,11 +17,14 @@
 namespace dip::exec {
 
 // A unit between layers: its hidden rows and its module's context summary (0x0 without one).
-struct unit_state {
-  tensor x;
-  tensor c;
+// T is the compute backend's tensor (exec::tensor on the CPU; byte_size(T) is found by ADL).
+template <class T>
+struct basic_unit_state {
+  T x;
+  T c;
   std::size_t bytes() const noexcept { return byte_size(x) + byte_size(c); }
 };
+using unit_state = basic_unit_state<tensor>;
 
 // What a module's first layer needs: its input and context summary. `output_of` finds a
 // producer unit's output (nullptr when missing: an error naming `where`).

@@ -1,0 +1,290 @@
+// dip-exec: plans a batch, runs the plan on the reference executor and prints the measured
+// iteration time against the simulated one.
+//
+//   model (preset | JSON) + ranks (--pp) + batches (--data --microbatches) + one --schedule
+//   -> (optionally) calibrate: time every layer on the backend, fit a profiled cost model
+//   -> plan with that model (or the analytic one) -> execute -> measured vs simulated
+//   -> --verify: the sequential reference, gradients compared (exit 1 if any differs)
+//
+// The CPU backend runs one thread per rank; with fewer cores than ranks the threads share them,
+// so the measured time exceeds the simulated one (which gives every rank its own device): the
+// report says so.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <dip/batch/source.hpp>
+#include <dip/batch/splitter.hpp>
+#include <dip/batch/uniform.hpp>
+#include <dip/cost/analytic.hpp>
+#include <dip/exec/calibration.hpp>
+#include <dip/exec/executor.hpp>
+#include <dip/exec/reference.hpp>
+#include <dip/io/model_json.hpp>
+#include <dip/model/presets.hpp>
+#include <dip/partition/baseline_partitions.hpp>
+#include <dip/partition/modality_partition.hpp>
+#include <dip/schedule/baselines.hpp>
+#include <dip/schedule/dip_planner.hpp>
+#include <dip/schedule/modality_baselines.hpp>
+#include <dip/schedule/validate.hpp>
+#include <dip/sim/simulator.hpp>
+
+namespace {
+
+struct options {
+  std::string model = "tiny-vlm";
+  int pp = 0;
+  std::string data;  // default: obelics for image models, video for video models
+  int microbatches = 8;
+  int iterations = 1;
+  std::uint64_t seed = 1;
+  std::string schedule = "dip";
+  int chunks = 2;
+  double search_ms = 50;
+  std::string backend = "cpu";
+  bool calibrate = true;
+  bool verify = false;
+  double memory_cap_mib = 0;  // 0: none
+  int timeout_ms = 60000;
+  bool json = false;
+  // Packing limits scaled to a CPU run (a trainer's are 8192 tokens and 48 images).
+  std::int64_t max_tokens = 512;
+  std::size_t max_images = 8;
+  std::size_t max_clips = 4;
+};
+
+bool is_modality_schedule(const std::string& s) { return s == "dip" || s == "static-dip" || s == "optimus"; }
+
+double max_gradient_difference(const dip::exec::step_result& a, const dip::exec::step_result& b, std::size_t& compared,
+                               std::size_t& identical) {
+  double worst = 0;
+  compared = identical = 0;
+  for (const auto& [key, grads] : a.gradients) {
+    const auto other = b.gradients.find(key);
+    if (other == b.gradients.end() || other->second.size() != grads.size()) return INFINITY;
+    for (std::size_t i = 0; i < grads.size(); ++i) {
+      if (grads[i].rows() != other->second[i].rows() || grads[i].cols() != other->second[i].cols()) return INFINITY;
+      const double d = grads[i].size() ? (grads[i] - other->second[i]).cwiseAbs().maxCoeff() : 0.0;
+      worst = std::max(worst, d);
+      ++compared;
+      identical += d == 0;
+    }
+  }
+  return b.gradients.size() == a.gradients.size() ? worst : INFINITY;
+}
+
+template <class Costs>
+int run(const options& opt, const dip::multimodal_model& model, const Costs& costs, int pp, const char* cost_name,
+        double calibration_seconds) {
+  const dip::communication_model comm{};  // in-process transfers: free next to compute
+  const std::string data = !opt.data.empty()                         ? opt.data
+                           : std::any_of(model.modules().begin(), model.modules().end(),
+                                         [](const dip::module_spec& m) { return m.video.has_value(); })
+                               ? "video"
+                               : "obelics";
+  const std::optional<dip::bytes> cap =
+      opt.memory_cap_mib > 0 ? std::optional(dip::mib(opt.memory_cap_mib)) : std::nullopt;
+
+  dip::placement place;
+  dip::sub_microbatch_policy policy = dip::unsplit_policy(model);
+  if (is_modality_schedule(opt.schedule)) {
+    dip::partition_options po;
+    po.ranks = pp;
+    if (opt.schedule == "optimus") {
+      for (const dip::module_spec& m : model.modules()) po.segments_per_rank[m.name] = 1;
+    }
+    dip::modality_partition part = dip::partition_modalities(model, costs, po);
+    place = part.placement;
+    policy = part.policy;
+  } else {
+    const int v = opt.schedule == "interleaved" ? opt.chunks : 1;
+    place = dip::balanced_partition(
+        model, costs, [&](const dip::module_spec& m) { return dip::uniform_module_work(model, m); }, pp, v);
+  }
+  const std::vector<dip::bytes> weights = dip::weight_bytes_per_rank(model, place, 1, 8.0);  // double weights
+
+  dip::batch_source source = dip::make_batch_source(
+      data, model, opt.seed,
+      {.max_tokens = opt.max_tokens, .max_images = opt.max_images, .max_clips = opt.max_clips, .max_seconds = 16});
+  nlohmann::json iterations = nlohmann::json::array();
+  bool all_verified = true;
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  if (!opt.json) {
+    std::printf("model %s, %d ranks, schedule %s, %d microbatches, data %s, backend %s, costs %s", model.name().c_str(),
+                pp, opt.schedule.c_str(), opt.microbatches, data.c_str(), opt.backend.c_str(), cost_name);
+    if (calibration_seconds > 0) std::printf(" (calibrated in %.2f s)", calibration_seconds);
+    std::printf("\n");
+    if (cores < unsigned(pp)) {
+      std::printf("note: %u cores for %d rank threads: ranks share cores, so measured exceeds simulated\n", cores, pp);
+    }
+  }
+  for (int it = 0; it < opt.iterations; ++it) {
+    const auto packed = source.next_batch(std::size_t(opt.microbatches));
+    const dip::batch_work batch = dip::to_batch_work(dip::split_batch(packed, model, policy, costs));
+    auto graph = std::make_shared<const dip::stage_graph>(
+        dip::build_stage_graph(model, place, batch, costs, {.split_backward = opt.schedule == "zb1p"}));
+    const dip::dip_planner_options planner{.memory_cap = cap,
+                                           .weight_memory = weights,
+                                           .comm = comm,
+                                           .search_ms = opt.search_ms,
+                                           .seed = opt.seed + std::uint64_t(it)};
+    dip::plan plan;
+    if (opt.schedule == "dip") {
+      plan = dip::plan_dip_schedule(graph, planner);
+    } else if (opt.schedule == "static-dip") {
+      plan = dip::plan_static_dip(graph, planner);
+    } else if (opt.schedule == "optimus") {
+      plan = dip::plan_optimus(graph, planner);
+    } else {
+      plan = dip::baseline_plan(opt.schedule, graph);
+    }
+    if (cap && opt.schedule != "dip") dip::fit_memory(plan, *cap, weights);
+    dip::validate(plan, {.memory_cap = cap, .weight_memory = weights});
+    const dip::simulation_result simulated =
+        dip::simulate(plan, {.comm = comm, .weight_memory = weights, .record_timeline = false});
+
+    const auto start = std::chrono::steady_clock::now();
+    const dip::exec::step_result measured =
+        dip::exec::execute(plan, model, batch, {.timeout = std::chrono::milliseconds(opt.timeout_ms), .before_action = {}});
+    const double wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+
+    nlohmann::json entry = {{"iteration", it},
+                            {"simulated_ms", dip::to_milliseconds(simulated.makespan)},
+                            {"measured_ms", wall_ms},
+                            {"loss", measured.loss}};
+    nlohmann::json ranks = nlohmann::json::array();
+    for (std::size_t r = 0; r < measured.rank_seconds.size(); ++r) {
+      ranks.push_back({{"measured_ms", measured.rank_seconds[r] * 1e3},
+                       {"simulated_busy_ms", dip::to_milliseconds(simulated.ranks[r].busy)},
+                       {"peak_activation_bytes", measured.peak_activation_bytes[r]},
+                       {"peak_offloaded_bytes", measured.peak_offloaded_bytes[r]},
+                       {"simulated_peak_bytes", simulated.ranks[r].peak_memory.base() - weights[r].base()}});
+    }
+    entry["ranks"] = ranks;
+    if (opt.verify) {
+      const dip::exec::step_result reference = dip::exec::run_sequential(model, batch);
+      std::size_t compared = 0, identical = 0;
+      const double diff = max_gradient_difference(measured, reference, compared, identical);
+      const bool ok = diff == 0.0 && measured.loss == reference.loss;  // the CPU backend is bitwise exact
+      all_verified = all_verified && ok;
+      entry["verify"] = {{"max_gradient_difference", std::isfinite(diff) ? nlohmann::json(diff) : nlohmann::json("mismatch")},
+                         {"tensors", compared},
+                         {"bitwise_identical", identical},
+                         {"loss_reference", reference.loss},
+                         {"ok", ok}};
+    }
+    if (!opt.json) {
+      std::printf("iteration %d: simulated %.2f ms, measured %.2f ms (measured / simulated %.2f), loss %.9g\n", it,
+                  dip::to_milliseconds(simulated.makespan), wall_ms, wall_ms / dip::to_milliseconds(simulated.makespan),
+                  measured.loss);
+      for (std::size_t r = 0; r < ranks.size(); ++r) {
+        std::printf("  rank %zu: measured %.2f ms, simulated busy %.2f ms, peak activations %.1f KiB (simulated %.1f KiB)",
+                    r, ranks[r]["measured_ms"].get<double>(), ranks[r]["simulated_busy_ms"].get<double>(),
+                    ranks[r]["peak_activation_bytes"].get<double>() / 1024,
+                    ranks[r]["simulated_peak_bytes"].get<double>() / 1024);
+        if (measured.peak_offloaded_bytes[r] > 0) {
+          std::printf(", offloaded %.1f KiB", double(measured.peak_offloaded_bytes[r]) / 1024);
+        }
+        std::printf("\n");
+      }
+      if (opt.verify) {
+        const nlohmann::json& v = entry["verify"];
+        std::printf("  verify: %zu of %zu gradient tensors bitwise identical, max |difference| %s, loss %s\n",
+                    v["bitwise_identical"].get<std::size_t>(), v["tensors"].get<std::size_t>(),
+                    v["max_gradient_difference"].dump().c_str(), v["ok"].get<bool>() ? "equal" : "DIFFERS");
+      }
+    }
+    iterations.push_back(std::move(entry));
+  }
+  if (opt.json) {
+    std::cout << nlohmann::json{{"model", model.name()},
+                                {"ranks", pp},
+                                {"schedule", opt.schedule},
+                                {"backend", opt.backend},
+                                {"costs", cost_name},
+                                {"calibration_seconds", calibration_seconds},
+                                {"cores", cores},
+                                {"iterations", iterations}}
+                     .dump(2)
+              << '\n';
+  }
+  if (!all_verified) {
+    std::fprintf(stderr, "dip-exec: gradients differ from the sequential reference\n");
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app("dip-exec: plan a batch, run it on the reference executor, compare measured with simulated time");
+  options opt;
+  app.add_option("--model,-m", opt.model, "a model preset (tiny-vlm, tiny-t2v, or any preset whose layers the executor "
+                                          "runs) or a model JSON file")
+      ->capture_default_str();
+  app.add_option("--pp", opt.pp, "pipeline-parallel ranks (default: the model's)")->check(CLI::Range(1, 64));
+  app.add_option("--data", opt.data, "laion, obelics, scienceqa, video, mixed or a JSONL trace (default: obelics, or "
+                                     "video for a text-to-video model)");
+  app.add_option("--microbatches", opt.microbatches, "microbatches per iteration")->check(CLI::Range(1, 4096))->capture_default_str();
+  app.add_option("--iterations", opt.iterations, "iterations (batches) to run")->check(CLI::Range(1, 1000))->capture_default_str();
+  app.add_option("--seed", opt.seed, "seed of the batch stream")->capture_default_str();
+  app.add_option("--schedule", opt.schedule, "dip, static-dip, optimus, 1f1b, interleaved, zb1p or gpipe")
+      ->check(CLI::IsMember({"dip", "static-dip", "optimus", "1f1b", "interleaved", "zb1p", "gpipe"}))
+      ->capture_default_str();
+  app.add_option("--chunks", opt.chunks, "model chunks per rank for 'interleaved'")->check(CLI::Range(1, 64))->capture_default_str();
+  app.add_option("--search-ms", opt.search_ms, "dip's segment search budget per batch")->check(CLI::Range(0.0, 1e6))->capture_default_str();
+  app.add_option("--backend", opt.backend, "cpu (the CUDA backends are separate programs, see reference_executor/README.md)")
+      ->check(CLI::IsMember({"cpu", "cuda", "cuda-single"}))
+      ->capture_default_str();
+  app.add_option("--calibrate", opt.calibrate,
+                 "time every layer on the backend and plan with the fitted cost model (false: the analytic H800 model, "
+                 "whose times are a GPU's)")
+      ->capture_default_str();
+  app.add_flag("--verify", opt.verify, "also run the sequential reference; exit 1 if any gradient differs");
+  app.add_option("--memory-cap-mib", opt.memory_cap_mib,
+                 "per-rank memory cap for planning (weights + activations; 0: none); a tight cap makes dip recompute "
+                 "or offload")
+      ->check(CLI::Range(0.0, 1e9));
+  app.add_option("--timeout-ms", opt.timeout_ms, "longest a receive may wait before the step fails")
+      ->check(CLI::Range(1, 3600000))
+      ->capture_default_str();
+  app.add_option("--max-tokens", opt.max_tokens, "LLM tokens per packed microbatch")
+      ->check(CLI::Range(std::int64_t(1), std::int64_t(1) << 40))
+      ->capture_default_str();
+  app.add_option("--max-images", opt.max_images, "images per packed microbatch")->check(CLI::Range(1, 100000))->capture_default_str();
+  app.add_option("--max-clips", opt.max_clips, "video clips per packed microbatch")->check(CLI::Range(1, 100000))->capture_default_str();
+  app.add_flag("--json", opt.json, "print one JSON object instead of text");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    if (opt.backend != "cpu") {
+      throw dip::error(dip::errc::invalid_argument, "--backend " + opt.backend,
+                       "dip-exec runs the CPU backend; the CUDA backend is dip-example-execute_cuda (built with CUDA)");
+    }
+    const std::vector<std::string> names = dip::preset_names();
+    const bool preset = std::find(names.begin(), names.end(), opt.model) != names.end();
+    const dip::multimodal_model model = preset ? dip::find_preset(opt.model).model : dip::read_model_file(opt.model).model;
+    const int pp = opt.pp ? opt.pp : preset ? dip::find_preset(opt.model).parallel.pp : dip::read_model_file(opt.model).pp.value_or(4);
+    if (opt.calibrate) {
+      const dip::exec::executable_model executable(model);
+      const dip::exec::calibration fitted = dip::exec::calibrate_cpu(executable);
+      return run(opt, model, fitted.costs, pp, "calibrated on the CPU backend", fitted.seconds);
+    }
+    return run(opt, model, dip::analytic_cost_model(dip::find_gpu("H800"), 1), pp, "analytic (H800)", 0.0);
+  } catch (const dip::error& e) {
+    std::fprintf(stderr, "dip-exec: error: %s\n", e.what());
+    return 2;
+  }
+}
