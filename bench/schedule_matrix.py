@@ -19,7 +19,7 @@ ap.add_argument("--microbatches", default="16")
 ap.add_argument("--iterations", default="3")
 ap.add_argument("--threads", default="1")
 ap.add_argument("--models", default="vlm-s,vlm-m,vlm-l,t2v-s,t2v-l")
-ap.add_argument("--ablation", default="vlm-s:obelics,vlm-s:laion,t2v-s:video",
+ap.add_argument("--ablation", default="vlm-s:obelics,vlm-s:laion,vlm-l:obelics,t2v-s:video",
                 help="model:data pairs for the ablation in the paper's order ('' to skip)")
 args = ap.parse_args()
 
