@@ -104,6 +104,7 @@ struct memory_solver_options {
   std::size_t node_limit = 20000;   // branch-and-bound nodes for a larger component
   int lagrangian_iterations = 120;  // subgradient steps per component
   std::size_t dd_width = 64;        // decision-diagram states per layer (0: none)
+  bool local_search = true;         // exchange moves on the incumbent before branch and bound
 };
 
 struct memory_solution {
@@ -230,6 +231,132 @@ inline double repair_and_improve(const memory_component& c, std::vector<std::uin
       x[i] = to;
       break;
     }
+  }
+  double total = 0;
+  for (std::size_t i = 0; i < n; ++i) total += c.t(i, x[i]);
+  return total;
+}
+
+// Local search by exchange, for the choices repair and the diagram leave: make item i faster
+// and pay for the bytes it adds where it overflows by making other items smaller, each step
+// the cheapest in time per byte still missing; keep the move when the total time falls.
+// Repair alone never makes an item faster at another's expense, and on pipeline ranks with a
+// few large items (an LLM chunk's activations next to many small encoder ones) that exchange is
+// where most of the remaining time is. Passes repeat until none improves (at most
+// `max_passes`). Returns the total time of `x`, which must be feasible.
+inline double improve_by_exchange(const memory_component& c, std::vector<std::uint32_t>& x, int max_passes = 4) {
+  const std::size_t n = c.size(), m = c.slack.size();
+  std::vector<double> load(m, 0.0);
+  std::vector<std::vector<std::uint32_t>> cover(m);
+  for (std::size_t i = 0; i < n; ++i) {
+    for (std::size_t s = c.sa[i]; s < c.sb[i]; ++s) {
+      load[s] += c.k(i, x[i]);
+      cover[s].push_back(std::uint32_t(i));
+    }
+  }
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> changed;  // (item, its choice before)
+  const auto set_choice = [&](std::uint32_t j, std::uint32_t to) {
+    const double delta = c.k(j, to) - c.k(j, x[j]);
+    for (std::size_t s = c.sa[j]; s < c.sb[j]; ++s) load[s] += delta;
+    changed.push_back({j, x[j]});
+    x[j] = to;
+  };
+  const auto undo_all = [&] {
+    while (!changed.empty()) {
+      const auto [j, before] = changed.back();
+      changed.pop_back();
+      const double delta = c.k(j, before) - c.k(j, x[j]);
+      for (std::size_t s = c.sa[j]; s < c.sb[j]; ++s) load[s] += delta;
+      x[j] = before;
+    }
+  };
+  const auto fits = [&](double value, std::size_t s) { return value <= c.slack[s]; };
+  for (int pass = 0; pass < max_passes; ++pass) {
+    bool improved = false;
+    for (std::uint32_t i = 0; i < n; ++i) {
+      bool moved = false;
+      for (std::uint32_t to = c.count(i) - 1; to > x[i]; --to) {
+        const double gain = c.t(i, x[i]) - c.t(i, to);
+        double cost = 0;
+        changed.clear();
+        set_choice(i, to);
+        bool ok = true;
+        for (std::size_t s = c.sa[i]; s < c.sb[i] && ok; ++s) {
+          while (ok && !fits(load[s], s)) {
+            const double excess = load[s] - c.slack[s];
+            double best_ratio = std::numeric_limits<double>::infinity();
+            std::uint32_t best_item = 0, best_to = 0;
+            for (std::uint32_t j : cover[s]) {
+              if (j == i) continue;
+              for (std::uint32_t down = 0; down < x[j]; ++down) {
+                const double saved = c.k(j, x[j]) - c.k(j, down);
+                if (saved <= 0) continue;
+                const double ratio = (c.t(j, down) - c.t(j, x[j])) / std::min(saved, excess);
+                if (ratio < best_ratio) {
+                  best_ratio = ratio;
+                  best_item = j;
+                  best_to = down;
+                }
+              }
+            }
+            if (!std::isfinite(best_ratio)) {
+              ok = false;
+              break;
+            }
+            cost += c.t(best_item, best_to) - c.t(best_item, x[best_item]);
+            ok = cost < gain;
+            set_choice(best_item, best_to);
+          }
+        }
+        if (ok && cost < gain - 1e-12 * std::max(gain, 1e-300)) {
+          changed.clear();
+          moved = true;
+          break;
+        }
+        undo_all();
+      }
+      improved = improved || moved;
+      if (moved) continue;
+      // The reverse move: make item i smaller and spend the bytes it frees on others, each step
+      // the largest time saved per byte that still fits everywhere the other item lives.
+      for (std::uint32_t to = 0; to < x[i]; ++to) {
+        const double cost = c.t(i, to) - c.t(i, x[i]);
+        changed.clear();
+        set_choice(i, to);
+        double gain = 0;
+        while (true) {
+          double best_ratio = 0;
+          std::uint32_t best_item = 0, best_to = 0;
+          for (std::size_t s = c.sa[i]; s < c.sb[i]; ++s) {
+            for (std::uint32_t j : cover[s]) {
+              if (j == i || s != std::max<std::size_t>(c.sa[i], c.sa[j])) continue;  // each j once
+              for (std::uint32_t up = x[j] + 1; up < c.count(j); ++up) {
+                const double more = c.k(j, up) - c.k(j, x[j]);
+                bool room = true;
+                for (std::size_t q = c.sa[j]; q < c.sb[j] && room; ++q) room = fits(load[q] + more, q);
+                if (!room) continue;
+                const double ratio = (c.t(j, x[j]) - c.t(j, up)) / std::max(more, 1.0);
+                if (ratio > best_ratio) {
+                  best_ratio = ratio;
+                  best_item = j;
+                  best_to = up;
+                }
+              }
+            }
+          }
+          if (best_ratio <= 0) break;
+          gain += c.t(best_item, x[best_item]) - c.t(best_item, best_to);
+          set_choice(best_item, best_to);
+        }
+        if (gain > cost + 1e-12 * std::max(cost, 1e-300)) {
+          changed.clear();
+          improved = true;
+          break;
+        }
+        undo_all();
+      }
+    }
+    if (!improved) break;
   }
   double total = 0;
   for (std::size_t i = 0; i < n; ++i) total += c.t(i, x[i]);
@@ -704,6 +831,15 @@ inline component_result solve_component(const memory_component& c, const memory_
       result.optimal = true;
       result.bound = result.value;
       return result;
+    }
+  }
+
+  if (options.local_search) {
+    std::vector<std::uint32_t> y = result.x;
+    const double v = improve_by_exchange(c, y);
+    if (v < result.value) {
+      result.value = v;
+      result.x = std::move(y);
     }
   }
 
