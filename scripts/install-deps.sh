@@ -2,10 +2,12 @@
 # Installs the Debian 12 packages dip needs to build and test, and only those that are missing.
 # Needs root when something is missing; otherwise prints the apt-get command and fails.
 # CUDA and NCCL are optional and not installed here (NVIDIA's own packages provide them).
+# Open MPI is optional too (only the CUDA executor's one-process-per-GPU launch uses it) but
+# installed, so that CI builds and checks that launch.
 set -euo pipefail
 
 packages=(cmake g++ libboost-dev libeigen3-dev doctest-dev nlohmann-json3-dev libcli11-dev
-          libbenchmark-dev python3)
+          libbenchmark-dev python3 libopenmpi-dev openmpi-bin)
 
 if ! command -v dpkg >/dev/null 2>&1; then
   echo "dip: no dpkg here (not Debian?); make sure these are installed: ${packages[*]} make" >&2
