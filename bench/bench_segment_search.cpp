@@ -7,47 +7,21 @@
 //   build/bench/dip-bench-segment_search --benchmark_counters_tabular=true
 #include <benchmark/benchmark.h>
 
+#include "vlm_l_workload.hpp"
+
 #include <memory>
 
-#include <dip/batch/source.hpp>
-#include <dip/batch/splitter.hpp>
-#include <dip/cost/analytic.hpp>
-#include <dip/model/presets.hpp>
-#include <dip/partition/modality_partition.hpp>
 #include <dip/schedule/segment_search.hpp>
-#include <dip/schedule/stage_graph.hpp>
 
 namespace {
 
-struct workload {
-  std::shared_ptr<const dip::stage_graph> graph;
-  dip::interleave_options interleave;
-};
-
-const workload& vlm_l() {
-  static const workload w = [] {
-    const dip::model_preset preset = dip::find_preset("vlm-l");
-    const dip::gpu_spec gpu = dip::find_gpu("H800");
-    const dip::analytic_cost_model costs(gpu, preset.parallel.tp);
-    dip::partition_options options;
-    options.ranks = preset.parallel.pp;
-    options.memory = {preset.parallel.tp, 16.0, gpu.memory};
-    const dip::modality_partition part = dip::partition_modalities(preset.model, costs, options);
-    dip::batch_source source = dip::make_batch_source("obelics", preset.model, 1);
-    const auto packed = source.next_batch(32);
-    const dip::batch_work batch = dip::to_batch_work(dip::split_batch(packed, preset.model, part.policy, costs));
-    workload out;
-    out.graph = std::make_shared<const dip::stage_graph>(dip::build_stage_graph(preset.model, part.placement, batch, costs));
-    out.interleave.weight_memory = part.weight_memory;
-    out.interleave.memory_cap.assign(std::size_t(options.ranks), gpu.memory);
-    out.interleave.comm = {{}, gpu.nvlink};
-    return out;
-  }();
+const dip_bench::search_workload& vlm_l() {
+  static const dip_bench::search_workload w = dip_bench::vlm_l_batches().next(32);
   return w;
 }
 
 void search(benchmark::State& state) {
-  const workload& w = vlm_l();
+  const dip_bench::search_workload& w = vlm_l();
   const dip::segment_index segments(*w.graph);
   const double natural =
       dip::to_milliseconds(dip::interleave_stages(*w.graph, segments, dip::default_segment_priority(segments), w.interleave)

@@ -18,6 +18,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "vlm_l_workload.hpp"
+
 #include <dip/batch/source.hpp>
 #include <dip/batch/splitter.hpp>
 #include <dip/cost/analytic.hpp>
@@ -39,26 +41,16 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   std::sort(budgets.begin(), budgets.end());
 
-  const dip::model_preset preset = dip::find_preset("vlm-l");
-  const dip::gpu_spec gpu = dip::find_gpu("H800");
-  const dip::analytic_cost_model costs(gpu, preset.parallel.tp);
-  dip::partition_options options;
-  options.ranks = preset.parallel.pp;
-  options.memory = {preset.parallel.tp, 16.0, gpu.memory};
-  const dip::modality_partition part = dip::partition_modalities(preset.model, costs, options);
-  dip::batch_source source = dip::make_batch_source("obelics", preset.model, 1);
+  dip_bench::vlm_l_batches source;
 
   // found[b][t][k]: makespan (ms) of batch b, thread count t, budget k; rollouts likewise.
   std::vector<std::vector<std::vector<double>>> found(static_cast<std::size_t>(batches)), rollouts(static_cast<std::size_t>(batches));
   std::vector<double> natural(static_cast<std::size_t>(batches));
   for (int b = 0; b < batches; ++b) {
-    const auto packed = source.next_batch(32);
-    const dip::batch_work batch = dip::to_batch_work(dip::split_batch(packed, preset.model, part.policy, costs));
-    const dip::stage_graph graph = dip::build_stage_graph(preset.model, part.placement, batch, costs);
+    const dip_bench::search_workload w = source.next(32);
+    const dip::stage_graph& graph = *w.graph;
     dip::segment_search_options search;
-    search.interleave.weight_memory = part.weight_memory;
-    search.interleave.memory_cap.assign(std::size_t(options.ranks), gpu.memory);
-    search.interleave.comm = {{}, gpu.nvlink};
+    search.interleave = w.interleave;
     search.seed = std::uint64_t(b) + 1;
     const dip::segment_index segments(graph);
     natural[std::size_t(b)] = dip::to_milliseconds(
