@@ -576,6 +576,30 @@ class decision_diagram {
   std::vector<std::vector<std::pair<std::uint32_t, std::uint32_t>>> trace_;
 };
 
+// Polyak's step length for the subgradient ascents below: theta * (target - value) / |g|^2,
+// theta starting at 2 and halving after 8 steps without a better dual value.
+struct polyak_step {
+  double theta = 2.0;
+  int stall = 0;
+
+  // Records a step's dual value; true when it beats `best` (updated), so the caller keeps the
+  // multipliers that gave it.
+  bool record(double value, double& best) {
+    if (value > best) {
+      best = value;
+      stall = 0;
+      return true;
+    }
+    if (++stall >= 8) {
+      theta *= 0.5;
+      stall = 0;
+    }
+    return false;
+  }
+  bool exhausted() const noexcept { return theta < 1e-6; }
+  double length(double target, double value, double norm) const noexcept { return theta * (target - value) / norm; }
+};
+
 // Solves one component: repair heuristic from all-fastest, subgradient on the Lagrangian dual
 // (one multiplier per segment; its value is a lower bound, and each step's choice is repaired
 // into a primal candidate), then depth-first branch and bound with that bound.
@@ -605,8 +629,7 @@ inline component_result solve_component(const memory_component& c, const memory_
   std::vector<double> lambda(m, 0.0), best_lambda(m, 0.0), lambda_prefix(m + 1, 0.0), g(m + 1, 0.0);
   double knapsack_bound = result.bound;
   {
-    double theta = 2.0;
-    int stall = 0;
+    polyak_step step_size;
     for (int it = 0; it < options.lagrangian_iterations; ++it) {
       lambda_prefix[0] = 0;
       for (std::size_t s = 0; s < m; ++s) lambda_prefix[s + 1] = lambda_prefix[s] + lambda[s];
@@ -629,14 +652,7 @@ inline component_result solve_component(const memory_component& c, const memory_
         g[c.sa[i]] += c.k(i, best);
         g[c.sb[i]] -= c.k(i, best);
       }
-      if (value > knapsack_bound) {
-        knapsack_bound = value;
-        best_lambda = lambda;
-        stall = 0;
-      } else if (++stall >= 8) {
-        theta *= 0.5;
-        stall = 0;
-      }
+      if (step_size.record(value, knapsack_bound)) best_lambda = lambda;
       double norm = 0, run = 0;
       for (std::size_t s = 0; s < m; ++s) {
         run += g[s];
@@ -651,8 +667,8 @@ inline component_result solve_component(const memory_component& c, const memory_
           result.x = std::move(y);
         }
       }
-      if (result.value - knapsack_bound <= tolerance(result.value) || norm == 0 || theta < 1e-6) break;
-      const double step = theta * (result.value - value) / norm;
+      if (result.value - knapsack_bound <= tolerance(result.value) || norm == 0 || step_size.exhausted()) break;
+      const double step = step_size.length(result.value, value, norm);
       for (std::size_t s = 0; s < m; ++s) lambda[s] = std::max(0.0, lambda[s] + step * g[s]);
     }
   }
@@ -725,8 +741,7 @@ inline component_result solve_component(const memory_component& c, const memory_
     }
     return constant;
   };
-  double theta = 2.0;
-  int stall = 0;
+  polyak_step step_size;
   double cover_bound = -std::numeric_limits<double>::infinity();
   for (int it = 0; it < options.lagrangian_iterations; ++it) {
     double value = price(mu, nu);
@@ -753,15 +768,10 @@ inline component_result solve_component(const memory_component& c, const memory_
         g_nu[c.sb[i]] += 1;
       }
     }
-    if (value > cover_bound) {
-      cover_bound = value;
+    if (step_size.record(value, cover_bound)) {
       result.bound = std::max(result.bound, value);
       best_mu = mu;
       best_nu = nu;
-      stall = 0;
-    } else if (++stall >= 8) {
-      theta *= 0.5;
-      stall = 0;
     }
     double norm = 0, run = 0;
     for (std::size_t s = 0; s < m; ++s) {
@@ -782,8 +792,8 @@ inline component_result solve_component(const memory_component& c, const memory_
         result.x = std::move(y);
       }
     }
-    if (result.value - result.bound <= tolerance(result.value) || norm == 0 || theta < 1e-6) break;
-    const double step = theta * (result.value - value) / norm;
+    if (result.value - result.bound <= tolerance(result.value) || norm == 0 || step_size.exhausted()) break;
+    const double step = step_size.length(result.value, value, norm);
     for (std::size_t s = 0; s < m; ++s) {
       mu[s] = std::max(0.0, mu[s] + step * g_mu[s]);
       nu[s] = std::max(0.0, nu[s] + step * g_nu[s]);
