@@ -821,6 +821,9 @@ inline component_result solve_component(const memory_component& c, const memory_
   }
   // Decision diagrams, states ranked by cost plus the knapsack relaxation's price of the bytes
   // they hold.
+  // The incumbent before the diagram: exchange moves start from it too, since a better start
+  // does not always reach the better local optimum.
+  std::vector<std::uint32_t> before_diagram = result.x;
   if (options.dd_width > 0) {
     lambda_prefix[0] = 0;
     for (std::size_t s = 0; s < m; ++s) lambda_prefix[s + 1] = lambda_prefix[s] + best_lambda[s];
@@ -845,11 +848,14 @@ inline component_result solve_component(const memory_component& c, const memory_
   }
 
   if (options.local_search) {
-    std::vector<std::uint32_t> y = result.x;
-    const double v = improve_by_exchange(c, y);
-    if (v < result.value) {
-      result.value = v;
-      result.x = std::move(y);
+    std::vector<std::vector<std::uint32_t>> starts{result.x};
+    if (before_diagram != result.x) starts.push_back(std::move(before_diagram));
+    for (std::vector<std::uint32_t>& y : starts) {
+      const double v = improve_by_exchange(c, y);
+      if (v < result.value) {
+        result.value = v;
+        result.x = std::move(y);
+      }
     }
   }
 
