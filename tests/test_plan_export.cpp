@@ -1,0 +1,455 @@
+// The action-list export (dip/io/plan_export.hpp): random plans round-trip through the JSON
+// field by field and read back valid; message shapes and wait points are the documented ones;
+// malformed documents are refused with the JSON path of the fault.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include <dip/cost/fixed_table.hpp>
+#include <dip/io/plan_export.hpp>
+#include <dip/model/model.hpp>
+#include <dip/schedule/plan.hpp>
+#include <dip/schedule/stage_graph.hpp>
+#include <dip/schedule/validate.hpp>
+#include <dip/sim/simulator.hpp>
+
+#include "plan_test_support.hpp"
+
+using namespace dip::literals;
+
+namespace {
+
+// A module of `layers` opaque layers handing on `width` features per token.
+dip::module_spec module_of_width(const std::string& name, std::size_t layers, std::int64_t width) {
+  dip::module_spec m = dip_test::opaque_module(name, layers);
+  for (dip::layer_spec& l : m.layers) std::get<dip::opaque_layer>(l).output_features = width;
+  return m;
+}
+
+// A random model, placement (one chain, or one per module), batch with sub-microbatches, a
+// random valid order, and random memory strategies on some forwards.
+struct random_case {
+  dip::multimodal_model model;
+  dip::batch_work batch;
+  dip::plan plan;
+};
+
+class case_maker {
+ public:
+  explicit case_maker(std::uint64_t seed) : rng_(seed) {}
+
+  random_case make() {
+    static const std::vector<std::vector<std::pair<const char*, const char*>>> shapes = {
+        {}, {{"vit", "lm"}}, {{"vit", "lm"}, {"aud", "lm"}}, {{"lm", "dit"}}, {{"vit", "lm"}, {"lm", "dit"}}};
+    const auto& shape = shapes[std::size_t(integer(0, int(shapes.size()) - 1))];
+    std::vector<std::string> names{"lm"};
+    for (const auto& [from, to] : shape) {
+      for (const char* n : {from, to}) {
+        if (std::find(names.begin(), names.end(), n) == names.end()) names.push_back(n);
+      }
+    }
+    dip::model_builder builder("random");
+    dip::fixed_cost_table costs;
+    for (const std::string& n : names) {
+      const std::size_t layers = std::size_t(integer(1, 6));
+      builder.add(module_of_width(n, layers, integer(0, 3) * 64));
+      std::vector<dip::fixed_layer_cost> per_layer;
+      for (std::size_t i = 0; i < layers; ++i) {
+        per_layer.push_back({{dip::milliseconds(uniform(0.1, 3)), dip::milliseconds(uniform(0.1, 3)),
+                              dip::milliseconds(uniform(0.1, 3)), dip::mib(uniform(1, 500)), dip::mib(uniform(0, 50))},
+                             integer(0, 1) * 100.0});
+      }
+      costs.set(n, per_layer);
+    }
+    for (const auto& [from, to] : shape) builder.connect(from, to);
+    random_case out{builder.build(), {}, {}};
+
+    dip::placement placement;
+    placement.ranks = integer(1, 4);
+    if (out.model.module_count() > 1 && integer(0, 1) == 1) {
+      for (const dip::module_spec& m : out.model.modules()) {
+        add_chain(placement, {{m.id, m.layers.size()}});
+        for (dip::module_id input : out.model.inputs_of(m.id)) placement.chain_inputs.back().push_back(input.index());
+      }
+    } else {
+      std::vector<std::pair<dip::module_id, std::size_t>> all;
+      for (dip::module_id m : out.model.topological_order()) all.emplace_back(m, out.model.module(m).layers.size());
+      add_chain(placement, all);
+    }
+    const int microbatches = integer(1, 4);
+    for (int j = 0; j < microbatches; ++j) {
+      dip::microbatch_work mb;
+      for (std::size_t m = 0; m < out.model.module_count(); ++m) {
+        mb.modules.emplace_back();
+        const int subs = integer(1, 3);
+        for (int s = 0; s < subs; ++s) mb.modules.back().push_back(dip::work_unit::sequence(double(integer(10, 500))));
+      }
+      out.batch.microbatches.push_back(std::move(mb));
+    }
+    auto graph = std::make_shared<const dip::stage_graph>(
+        dip::build_stage_graph(out.model, placement, out.batch, costs, {.split_backward = integer(0, 1) == 1}));
+    out.plan = dip::make_plan(graph, dip_test::random_order(*graph, rng_));
+    for (auto& list : out.plan.ranks) {
+      for (dip::action& a : list) {
+        if (a.kind == dip::action_kind::compute && graph->at(a.stage).kind == dip::stage_kind::forward) {
+          a.strategy = static_cast<dip::memory_strategy>(integer(0, 2));
+        }
+      }
+    }
+    return out;
+  }
+
+ private:
+  int integer(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng_); }
+  double uniform(double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng_); }
+
+  void add_chain(dip::placement& p, const std::vector<std::pair<dip::module_id, std::size_t>>& modules) {
+    std::vector<std::pair<dip::module_id, std::size_t>> layers;
+    for (const auto& [m, count] : modules) {
+      for (std::size_t i = 0; i < count; ++i) layers.emplace_back(m, i);
+    }
+    const int chunks = integer(1, std::min(5, int(layers.size())));
+    std::vector<std::size_t> cuts(layers.size() - 1);
+    for (std::size_t i = 0; i < cuts.size(); ++i) cuts[i] = i + 1;
+    std::shuffle(cuts.begin(), cuts.end(), rng_);
+    cuts.resize(std::size_t(chunks - 1));
+    cuts.push_back(0);
+    cuts.push_back(layers.size());
+    std::sort(cuts.begin(), cuts.end());
+    const std::size_t chain = p.chains.size();
+    p.chains.emplace_back();
+    p.chain_inputs.emplace_back();
+    for (std::size_t k = 0; k + 1 < cuts.size(); ++k) {
+      dip::chunk_spec chunk;
+      chunk.rank = dip::rank_id::from_index(std::size_t(integer(0, p.ranks - 1)));
+      chunk.chain = chain;
+      chunk.position = k;
+      for (std::size_t i = cuts[k]; i < cuts[k + 1]; ++i) {
+        if (chunk.spans.empty() || chunk.spans.back().module != layers[i].first) {
+          chunk.spans.push_back({layers[i].first, layers[i].second, layers[i].second + 1});
+        } else {
+          chunk.spans.back().last = layers[i].second + 1;
+        }
+      }
+      p.chains[chain].push_back(dip::chunk_id::from_index(p.chunks.size()));
+      p.chunks.push_back(std::move(chunk));
+    }
+  }
+
+  std::mt19937_64 rng_;
+};
+
+// Field-by-field equality of two exported plans, graph included.
+void check_same(const dip::exported_plan& a, const dip::exported_plan& b) {
+  CHECK(a.schedule_name == b.schedule_name);
+  CHECK(a.iteration == b.iteration);
+  CHECK(a.module_names == b.module_names);
+  CHECK(a.shapes == b.shapes);
+  CHECK(a.schedule.ranks == b.schedule.ranks);
+  const dip::stage_graph& g = *a.schedule.graph;
+  const dip::stage_graph& h = *b.schedule.graph;
+  CHECK(g.ranks() == h.ranks());
+  CHECK(g.split_backward() == h.split_backward());
+  CHECK(g.microbatch_count() == h.microbatch_count());
+  const dip::placement &p = g.placement(), &q = h.placement();
+  REQUIRE(p.chunks.size() == q.chunks.size());
+  for (std::size_t c = 0; c < p.chunks.size(); ++c) {
+    CHECK(p.chunks[c].spans == q.chunks[c].spans);
+    CHECK(p.chunks[c].rank == q.chunks[c].rank);
+    CHECK(p.chunks[c].chain == q.chunks[c].chain);
+    CHECK(p.chunks[c].position == q.chunks[c].position);
+  }
+  CHECK(p.chains == q.chains);
+  CHECK(p.chain_inputs == q.chain_inputs);
+  REQUIRE(g.size() == h.size());
+  for (std::size_t s = 0; s < g.size(); ++s) {
+    const dip::stage &x = g.stages()[s], &y = h.stages()[s];
+    CHECK(x.kind == y.kind);
+    CHECK(x.chunk == y.chunk);
+    CHECK(x.microbatch == y.microbatch);
+    CHECK(x.sub == y.sub);
+    CHECK(x.rank == y.rank);
+    CHECK(x.time == y.time);
+    CHECK(x.memory_delta == y.memory_delta);
+    CHECK(x.output == y.output);
+  }
+  REQUIRE(g.edges().size() == h.edges().size());
+  for (std::size_t e = 0; e < g.edges().size(); ++e) {
+    CHECK(g.edges()[e].from == h.edges()[e].from);
+    CHECK(g.edges()[e].to == h.edges()[e].to);
+    CHECK(g.edges()[e].size == h.edges()[e].size);
+  }
+  for (std::size_t j = 0; j < g.microbatch_count(); ++j) {
+    for (std::size_t k = 0; k < p.chains.size(); ++k) CHECK(g.sub_count(j, k) == h.sub_count(j, k));
+  }
+}
+
+// A small fixed plan and its document, for the malformed-input cases: vit (2 layers of width
+// 32) -> lm (2 layers of width 64) on 2 ranks, one chain per module, 2 microbatches.
+struct fixture {
+  dip::multimodal_model model;
+  dip::batch_work batch;
+  dip::exported_plan file;
+  nlohmann::json doc;
+};
+
+fixture make_fixture() {
+  fixture f{dip::model_builder("vlm").add(module_of_width("vit", 2, 32)).add(module_of_width("lm", 2, 64)).connect("vit", "lm").build(),
+            {}, {}, {}};
+  dip::fixed_cost_table costs;
+  costs.set_uniform("vit", 2, {{1_ms, 1_ms, 1_ms, dip::mib(10), dip::mib(1)}, 100});
+  costs.set_uniform("lm", 2, {{2_ms, 2_ms, 2_ms, dip::mib(20), dip::mib(2)}, 100});
+  dip::placement p;
+  p.ranks = 2;
+  const auto vit = f.model.at("vit"), lm = f.model.at("lm");
+  const auto r = [](int k) { return dip::rank_id::from_index(std::size_t(k)); };
+  p.chunks = {{{{vit, 0, 1}}, r(0), 0, 0}, {{{vit, 1, 2}}, r(1), 0, 1}, {{{lm, 0, 1}}, r(0), 1, 0}, {{{lm, 1, 2}}, r(1), 1, 1}};
+  p.chains = {{dip::chunk_id(0), dip::chunk_id(1)}, {dip::chunk_id(2), dip::chunk_id(3)}};
+  p.chain_inputs = {{}, {0}};
+  const auto seq = [](double n) { return dip::work_unit::sequence(n); };
+  // Microbatch 0: the vit runs 2 sub-microbatches (100 and 60 tokens), the lm 1 (300 tokens).
+  f.batch.microbatches.push_back({{{seq(100), seq(60)}, {seq(300)}}});
+  f.batch.microbatches.push_back({{{seq(80)}, {seq(200)}}});
+  auto graph = std::make_shared<const dip::stage_graph>(dip::build_stage_graph(f.model, p, f.batch, costs));
+  std::mt19937_64 rng(3);
+  f.file = dip::export_plan(dip::make_plan(graph, dip_test::random_order(*graph, rng)), f.model, f.batch, "test", 2);
+  f.doc = dip::plan_to_json(f.file);
+  return f;
+}
+
+// The error reading `doc` raises.
+dip::error read_error(const nlohmann::json& doc) {
+  try {
+    dip::plan_from_json(doc, "plan.json");
+  } catch (const dip::error& e) {
+    return e;
+  }
+  FAIL("plan_from_json accepted the document");
+  return dip::error(dip::errc::invalid_argument, "", "");
+}
+
+// Index of the first action of rank r with op `op`.
+std::size_t first_op(const nlohmann::json& doc, std::size_t r, const std::string& op) {
+  const nlohmann::json& actions = doc["ranks"][r]["actions"];
+  for (std::size_t i = 0; i < actions.size(); ++i) {
+    if (actions[i]["op"] == op) return i;
+  }
+  FAIL("no " << op << " on rank " << r);
+  return 0;
+}
+
+}  // namespace
+
+TEST_CASE("random plans round-trip through the action-list JSON, field by field, and read back valid") {
+  case_maker maker(20260109);
+  std::size_t actions = 0, messages = 0;
+  for (int index = 0; index < 300; ++index) {
+    CAPTURE(index);
+    const random_case c = maker.make();
+    const dip::exported_plan file = dip::export_plan(c.plan, c.model, c.batch, "random", index);
+    const nlohmann::ordered_json doc = dip::plan_to_json(file);
+    // Through text, as a file would go.
+    const dip::exported_plan back = dip::plan_from_json(nlohmann::json::parse(dip::plan_json_text(doc)), "plan.json");
+    check_same(file, back);
+    CHECK(dip::plan_to_json(back) == doc);
+    CHECK_FALSE(dip::first_violation(back.schedule).has_value());
+    CHECK(dip::simulate(back.schedule).makespan == dip::simulate(c.plan).makespan);
+    actions += c.plan.action_count();
+    for (const auto& list : c.plan.ranks) {
+      messages += std::size_t(std::count_if(list.begin(), list.end(),
+                                            [](const dip::action& a) { return a.kind != dip::action_kind::compute; }));
+    }
+  }
+  CHECK(messages > 0);
+  MESSAGE("round-tripped " << actions << " actions (" << messages << " messages) over 300 random plans");
+}
+
+TEST_CASE("a plan file is written and read back") {
+  const fixture f = make_fixture();
+  const std::filesystem::path path = std::filesystem::temp_directory_path() / "dip_test_plan_export.json";
+  dip::write_plan_file(path, f.file);
+  const dip::exported_plan back = dip::read_plan_file(path);
+  check_same(f.file, back);
+  std::filesystem::remove(path);
+  CHECK_THROWS_AS(dip::read_plan_file(path), dip::error);
+}
+
+TEST_CASE("messages carry the producing layer's tokens x hidden; a receive waits before its consumer") {
+  const fixture f = make_fixture();
+  const dip::stage_graph& g = *f.file.schedule.graph;
+  const auto edge_between = [&](dip::stage_id from, dip::stage_id to) {
+    for (std::size_t e = 0; e < g.edges().size(); ++e) {
+      if (g.edges()[e].from == from && g.edges()[e].to == to) return e;
+    }
+    FAIL("no edge");
+    return std::size_t(0);
+  };
+  using dip::chunk_id;
+  using dip::stage_kind;
+  // vit sub 1 of microbatch 0 (60 tokens) along its chain: 60 x 32, and its gradient back.
+  CHECK(f.file.shapes[edge_between(g.find(stage_kind::forward, chunk_id(0), 0, 1), g.find(stage_kind::forward, chunk_id(1), 0, 1))] ==
+        dip::message_shape{60, 32});
+  CHECK(f.file.shapes[edge_between(g.find(stage_kind::backward, chunk_id(1), 0, 1), g.find(stage_kind::backward, chunk_id(0), 0, 1))] ==
+        dip::message_shape{60, 32});
+  // Into the lm (one sub-microbatch): the vit output of each vit sub-microbatch.
+  CHECK(f.file.shapes[edge_between(g.find(stage_kind::forward, chunk_id(1), 0, 0), g.find(stage_kind::forward, chunk_id(2), 0))] ==
+        dip::message_shape{100, 32});
+  // Along the lm: 300 x 64 in microbatch 0, 200 x 64 in microbatch 1; the loss edge carries nothing.
+  CHECK(f.file.shapes[edge_between(g.find(stage_kind::forward, chunk_id(2), 0), g.find(stage_kind::forward, chunk_id(3), 0))] ==
+        dip::message_shape{300, 64});
+  CHECK(f.file.shapes[edge_between(g.find(stage_kind::forward, chunk_id(2), 1), g.find(stage_kind::forward, chunk_id(3), 1))] ==
+        dip::message_shape{200, 64});
+  CHECK(f.file.shapes[edge_between(g.find(stage_kind::forward, chunk_id(3), 1), g.find(stage_kind::backward, chunk_id(3), 1))] ==
+        dip::message_shape{});
+
+  // Every message names its edge as tag, the other end's rank as peer; every receive waits before
+  // the compute of its consumer.
+  for (std::size_t r = 0; r < f.doc["ranks"].size(); ++r) {
+    const nlohmann::json& actions = f.doc["ranks"][r]["actions"];
+    for (std::size_t i = 0; i < actions.size(); ++i) {
+      const nlohmann::json& a = actions[i];
+      if (a["op"] == "compute") continue;
+      CHECK(a["tag"] == a["edge"]);
+      const dip::stage_edge& e = g.edges()[a["edge"].get<std::size_t>()];
+      CHECK(a["peer"] == g.at(a["op"] == "send" ? e.to : e.from).rank.value());
+      if (a["op"] == "recv") {
+        const nlohmann::json& consumer = actions[a["wait_before"].get<std::size_t>()];
+        CHECK(a["wait_before"].get<std::size_t>() > i);
+        CHECK(consumer["op"] == "compute");
+        CHECK(consumer["stage"] == e.to.value());
+      }
+    }
+  }
+  CHECK(f.doc["format"] == "dip.plan");
+  CHECK(f.doc["version"] == dip::plan_export_version);
+  CHECK(f.doc["placement"]["chunks"][2]["spans"][0] == nlohmann::json{{"module", "lm"}, {"first_layer", 0}, {"last_layer", 0}});
+}
+
+TEST_CASE("malformed plan documents are refused, naming the JSON path") {
+  const fixture f = make_fixture();
+  const auto check_error = [&](nlohmann::json doc, dip::errc code, const std::string& where, const std::string& what) {
+    const dip::error e = read_error(doc);
+    CHECK(e.code() == code);
+    CHECK(e.where() == where);
+    CHECK_MESSAGE(e.detail().find(what) != std::string::npos, e.what());
+  };
+  CHECK_NOTHROW(dip::plan_from_json(f.doc, "plan.json"));
+  const std::size_t send = first_op(f.doc, 0, "send"), recv = first_op(f.doc, 1, "recv");
+  const std::string at_send = "plan.json: ranks[0].actions[" + std::to_string(send) + "]";
+  const std::string at_recv = "plan.json: ranks[1].actions[" + std::to_string(recv) + "]";
+
+  SUBCASE("wrong version or format") {
+    nlohmann::json doc = f.doc;
+    doc["version"] = 2;
+    check_error(doc, dip::errc::parse_error, "plan.json: version", "unsupported version 2");
+    doc = f.doc;
+    doc["format"] = "torch";
+    check_error(doc, dip::errc::parse_error, "plan.json: format", "expected 'dip.plan'");
+  }
+  SUBCASE("missing field") {
+    nlohmann::json doc = f.doc;
+    doc["ranks"][0]["actions"][send].erase("peer");
+    check_error(doc, dip::errc::parse_error, at_send + ".peer", "required field is missing");
+    doc = f.doc;
+    doc["stages"][3].erase("time_s");
+    check_error(doc, dip::errc::parse_error, "plan.json: stages[3].time_s", "required field is missing");
+    doc = f.doc;
+    doc.erase("split_backward");
+    check_error(doc, dip::errc::parse_error, "plan.json: split_backward", "required field is missing");
+  }
+  SUBCASE("wrong type") {
+    nlohmann::json doc = f.doc;
+    doc["stages"][0]["chunk"] = "zero";
+    check_error(doc, dip::errc::parse_error, "plan.json: stages[0].chunk", "expected an integer");
+    doc = f.doc;
+    doc["ranks"][1]["actions"] = nlohmann::json::object();
+    check_error(doc, dip::errc::parse_error, "plan.json: ranks[1].actions", "expected an array");
+    doc = f.doc;
+    doc["placement"]["chunks"][1]["spans"][0]["module"] = 1;
+    check_error(doc, dip::errc::parse_error, "plan.json: placement.chunks[1].spans[0].module", "expected a string");
+  }
+  SUBCASE("unknown field") {
+    nlohmann::json doc = f.doc;
+    doc["ranks"][0]["actions"][0]["strategy_name"] = "keep";
+    check_error(doc, dip::errc::parse_error, "plan.json: ranks[0].actions[0].strategy_name", "unknown field");
+  }
+  SUBCASE("dangling references") {
+    nlohmann::json doc = f.doc;
+    doc["ranks"][0]["actions"][send]["peer"] = 7;
+    check_error(doc, dip::errc::parse_error, at_send + ".peer", "dangling peer: no rank 7");
+    doc = f.doc;
+    doc["ranks"][0]["actions"][send]["edge"] = 100000;
+    check_error(doc, dip::errc::parse_error, at_send + ".edge", "expected an integer in [0, ");
+    doc = f.doc;
+    doc["ranks"][0]["actions"][0]["stage"] = 100000;
+    check_error(doc, dip::errc::parse_error, "plan.json: ranks[0].actions[0].stage", "expected an integer in [0, ");
+    doc = f.doc;
+    doc["edges"][0]["to"] = 100000;
+    check_error(doc, dip::errc::parse_error, "plan.json: edges[0].to", "expected an integer in [0, ");
+    doc = f.doc;
+    doc["placement"]["chunks"][0]["spans"][0]["module"] = "audio";
+    check_error(doc, dip::errc::parse_error, "plan.json: placement.chunks[0].spans[0].module", "no module named 'audio'");
+    doc = f.doc;
+    doc["placement"]["chains"][1]["inputs"] = {5};
+    check_error(doc, dip::errc::parse_error, "plan.json: placement.chains[1].inputs[0]", "expected a chain index");
+  }
+  SUBCASE("a field that disagrees with the table it repeats") {
+    nlohmann::json doc = f.doc;
+    doc["ranks"][0]["actions"][send]["tag"] = 12345;
+    check_error(doc, dip::errc::parse_error, at_send + ".tag", "disagrees");
+    doc = f.doc;
+    doc["ranks"][1]["actions"][recv]["tokens"] = 1;
+    check_error(doc, dip::errc::parse_error, at_recv + ".tokens", "disagrees with edges[");
+    doc = f.doc;
+    doc["ranks"][0]["actions"][0]["kind"] = "W";
+    check_error(doc, dip::errc::parse_error, "plan.json: ranks[0].actions[0].kind", "disagrees with stages[");
+    doc = f.doc;
+    doc["ranks"][1]["actions"][recv]["wait_before"] = 0;
+    check_error(doc, dip::errc::parse_error, at_recv + ".wait_before", "the message's consumer");
+    doc = f.doc;
+    doc["microbatches"] = 3;
+    check_error(doc, dip::errc::parse_error, "plan.json: microbatches", "the stages have 2");
+  }
+  SUBCASE("stages out of build_stage_graph's layout") {
+    nlohmann::json doc = f.doc;
+    std::swap(doc["stages"][0], doc["stages"][1]);
+    check_error(doc, dip::errc::parse_error, "plan.json: stages[0]", "out of place: expected F of chunk 0");
+    doc = f.doc;
+    doc["stages"][1]["rank"] = 1;
+    check_error(doc, dip::errc::parse_error, "plan.json: stages[1]", "its chunk on rank 0");
+  }
+  SUBCASE("a plan the validator rejects") {
+    nlohmann::json doc = f.doc;
+    nlohmann::json& actions = doc["ranks"][0]["actions"];
+    const auto backward = std::find_if(actions.begin(), actions.end(), [](const nlohmann::json& a) { return a["op"] == "compute" && a["kind"] == "B"; });
+    REQUIRE(backward != actions.end());
+    (*backward)["strategy"] = "recompute";  // only forwards take a memory strategy
+    const dip::error e = read_error(doc);
+    CHECK(e.code() == dip::errc::invalid_plan);
+    CHECK(e.where() == "plan.json: rank 0 action " + std::to_string(backward - actions.begin()));
+    CHECK_MESSAGE(e.detail().find("only forward stages take one") != std::string::npos, e.what());
+  }
+  SUBCASE("not JSON") {
+    CHECK_THROWS_WITH_AS(dip::read_plan_file("/no/such/plan.json"), doctest::Contains("cannot open"), dip::error);
+  }
+}
+
+TEST_CASE("export_plan refuses an invalid plan and a batch that is not the graph's") {
+  fixture f = make_fixture();
+  dip::plan broken = f.file.schedule;
+  std::reverse(broken.ranks[0].begin(), broken.ranks[0].end());
+  CHECK_THROWS_AS(dip::export_plan(broken, f.model, f.batch), dip::error);
+  dip::batch_work short_batch = f.batch;
+  short_batch.microbatches.pop_back();
+  CHECK_THROWS_WITH(dip::export_plan(f.file.schedule, f.model, short_batch),
+                    doctest::Contains("the batch has 1 microbatches, the plan's graph 2"));
+}
