@@ -1,8 +1,11 @@
-// Test support shared by the simulator and validator tests: models of opaque layers and random
-// valid compute orders for a stage graph.
+// Test support shared by the simulator, validator and export tests: models of opaque layers,
+// random multimodal cases (module graphs, placements, batches) and random valid compute orders
+// for a stage graph.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <string>
 #include <utility>
@@ -68,6 +71,100 @@ inline std::vector<std::vector<dip::stage_id>> random_order(const dip::stage_gra
     }
   }
   return order;
+}
+
+// --- random multimodal cases -------------------------------------------------------------------
+
+inline int random_int(std::mt19937_64& rng, int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); }
+
+// Module graphs the planner meets: an LM alone, encoders feeding it, or it feeding a decoder.
+// Names are in first-mention order, "lm" first.
+struct random_module_graph {
+  std::vector<std::string> names;
+  std::vector<std::pair<const char*, const char*>> edges;
+};
+
+inline random_module_graph random_module_graph_of(std::mt19937_64& rng) {
+  static const std::vector<std::vector<std::pair<const char*, const char*>>> shapes = {
+      {}, {{"vit", "lm"}}, {{"vit", "lm"}, {"aud", "lm"}}, {{"lm", "dit"}}, {{"vit", "lm"}, {"lm", "dit"}}};
+  random_module_graph out{{"lm"}, shapes[std::size_t(random_int(rng, 0, int(shapes.size()) - 1))]};
+  for (const auto& [from, to] : out.edges) {
+    for (const char* n : {from, to}) {
+      if (std::find(out.names.begin(), out.names.end(), n) == out.names.end()) out.names.push_back(n);
+    }
+  }
+  return out;
+}
+
+// One chain over `modules` (all their layers, in order), cut at random into 1..max_chunks chunks
+// placed on random ranks.
+inline void add_random_chain(dip::placement& p, const std::vector<std::pair<dip::module_id, std::size_t>>& modules,
+                             int max_chunks, std::mt19937_64& rng) {
+  std::vector<std::pair<dip::module_id, std::size_t>> layers;
+  for (const auto& [m, count] : modules) {
+    for (std::size_t i = 0; i < count; ++i) layers.emplace_back(m, i);
+  }
+  const int chunks = random_int(rng, 1, std::min(max_chunks, int(layers.size())));
+  std::vector<std::size_t> cuts(layers.size() - 1);
+  for (std::size_t i = 0; i < cuts.size(); ++i) cuts[i] = i + 1;
+  std::shuffle(cuts.begin(), cuts.end(), rng);
+  cuts.resize(std::size_t(chunks - 1));
+  cuts.push_back(0);
+  cuts.push_back(layers.size());
+  std::sort(cuts.begin(), cuts.end());
+  const std::size_t chain = p.chains.size();
+  p.chains.emplace_back();
+  p.chain_inputs.emplace_back();
+  for (std::size_t k = 0; k + 1 < cuts.size(); ++k) {
+    dip::chunk_spec chunk;
+    chunk.rank = dip::rank_id::from_index(std::size_t(random_int(rng, 0, p.ranks - 1)));
+    chunk.chain = chain;
+    chunk.position = k;
+    for (std::size_t i = cuts[k]; i < cuts[k + 1]; ++i) {
+      if (chunk.spans.empty() || chunk.spans.back().module != layers[i].first) {
+        chunk.spans.push_back({layers[i].first, layers[i].second, layers[i].second + 1});
+      } else {
+        chunk.spans.back().last = layers[i].second + 1;
+      }
+    }
+    p.chains[chain].push_back(dip::chunk_id::from_index(p.chunks.size()));
+    p.chunks.push_back(std::move(chunk));
+  }
+}
+
+// 1-4 ranks; half the time (with several modules) modality-aware, one chain per module fed by
+// the chains of its input modules, else one chain through every module in topological order.
+inline dip::placement random_placement(const dip::multimodal_model& model, int max_chunks, std::mt19937_64& rng) {
+  dip::placement placement;
+  placement.ranks = random_int(rng, 1, 4);
+  if (model.module_count() > 1 && random_int(rng, 0, 1) == 1) {
+    for (const dip::module_spec& m : model.modules()) {
+      add_random_chain(placement, {{m.id, m.layers.size()}}, max_chunks, rng);
+      for (dip::module_id input : model.inputs_of(m.id)) placement.chain_inputs.back().push_back(input.index());
+    }
+  } else {
+    std::vector<std::pair<dip::module_id, std::size_t>> all;
+    for (dip::module_id m : model.topological_order()) all.emplace_back(m, model.module(m).layers.size());
+    add_random_chain(placement, all, max_chunks, rng);
+  }
+  return placement;
+}
+
+// 1-4 microbatches, each module split into 1-3 sub-microbatches of `tokens(rng)` tokens.
+inline dip::batch_work random_batch(const dip::multimodal_model& model, std::mt19937_64& rng,
+                                    const std::function<double(std::mt19937_64&)>& tokens) {
+  dip::batch_work batch;
+  const int microbatches = random_int(rng, 1, 4);
+  for (int j = 0; j < microbatches; ++j) {
+    dip::microbatch_work mb;
+    for (std::size_t m = 0; m < model.module_count(); ++m) {
+      mb.modules.emplace_back();
+      const int subs = random_int(rng, 1, 3);
+      for (int s = 0; s < subs; ++s) mb.modules.back().push_back(dip::work_unit::sequence(tokens(rng)));
+    }
+    batch.microbatches.push_back(std::move(mb));
+  }
+  return batch;
 }
 
 }  // namespace dip_test

@@ -48,18 +48,10 @@ class case_maker {
   explicit case_maker(std::uint64_t seed) : rng_(seed) {}
 
   random_case make() {
-    static const std::vector<std::vector<std::pair<const char*, const char*>>> shapes = {
-        {}, {{"vit", "lm"}}, {{"vit", "lm"}, {"aud", "lm"}}, {{"lm", "dit"}}, {{"vit", "lm"}, {"lm", "dit"}}};
-    const auto& shape = shapes[std::size_t(integer(0, int(shapes.size()) - 1))];
-    std::vector<std::string> names{"lm"};
-    for (const auto& [from, to] : shape) {
-      for (const char* n : {from, to}) {
-        if (std::find(names.begin(), names.end(), n) == names.end()) names.push_back(n);
-      }
-    }
+    const dip_test::random_module_graph shape = dip_test::random_module_graph_of(rng_);
     dip::model_builder builder("random");
     dip::fixed_cost_table costs;
-    for (const std::string& n : names) {
+    for (const std::string& n : shape.names) {
       const std::size_t layers = std::size_t(integer(1, 6));
       builder.add(module_of_width(n, layers, integer(0, 3) * 64));
       std::vector<dip::fixed_layer_cost> per_layer;
@@ -70,31 +62,11 @@ class case_maker {
       }
       costs.set(n, per_layer);
     }
-    for (const auto& [from, to] : shape) builder.connect(from, to);
+    for (const auto& [from, to] : shape.edges) builder.connect(from, to);
     random_case out{builder.build(), {}, {}};
-
-    dip::placement placement;
-    placement.ranks = integer(1, 4);
-    if (out.model.module_count() > 1 && integer(0, 1) == 1) {
-      for (const dip::module_spec& m : out.model.modules()) {
-        add_chain(placement, {{m.id, m.layers.size()}});
-        for (dip::module_id input : out.model.inputs_of(m.id)) placement.chain_inputs.back().push_back(input.index());
-      }
-    } else {
-      std::vector<std::pair<dip::module_id, std::size_t>> all;
-      for (dip::module_id m : out.model.topological_order()) all.emplace_back(m, out.model.module(m).layers.size());
-      add_chain(placement, all);
-    }
-    const int microbatches = integer(1, 4);
-    for (int j = 0; j < microbatches; ++j) {
-      dip::microbatch_work mb;
-      for (std::size_t m = 0; m < out.model.module_count(); ++m) {
-        mb.modules.emplace_back();
-        const int subs = integer(1, 3);
-        for (int s = 0; s < subs; ++s) mb.modules.back().push_back(dip::work_unit::sequence(double(integer(10, 500))));
-      }
-      out.batch.microbatches.push_back(std::move(mb));
-    }
+    const dip::placement placement = dip_test::random_placement(out.model, 5, rng_);
+    out.batch = dip_test::random_batch(out.model, rng_,
+                                       [](std::mt19937_64& r) { return double(dip_test::random_int(r, 10, 500)); });
     auto graph = std::make_shared<const dip::stage_graph>(
         dip::build_stage_graph(out.model, placement, out.batch, costs, {.split_backward = integer(0, 1) == 1}));
     out.plan = dip::make_plan(graph, dip_test::random_order(*graph, rng_));
@@ -111,39 +83,6 @@ class case_maker {
  private:
   int integer(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng_); }
   double uniform(double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng_); }
-
-  void add_chain(dip::placement& p, const std::vector<std::pair<dip::module_id, std::size_t>>& modules) {
-    std::vector<std::pair<dip::module_id, std::size_t>> layers;
-    for (const auto& [m, count] : modules) {
-      for (std::size_t i = 0; i < count; ++i) layers.emplace_back(m, i);
-    }
-    const int chunks = integer(1, std::min(5, int(layers.size())));
-    std::vector<std::size_t> cuts(layers.size() - 1);
-    for (std::size_t i = 0; i < cuts.size(); ++i) cuts[i] = i + 1;
-    std::shuffle(cuts.begin(), cuts.end(), rng_);
-    cuts.resize(std::size_t(chunks - 1));
-    cuts.push_back(0);
-    cuts.push_back(layers.size());
-    std::sort(cuts.begin(), cuts.end());
-    const std::size_t chain = p.chains.size();
-    p.chains.emplace_back();
-    p.chain_inputs.emplace_back();
-    for (std::size_t k = 0; k + 1 < cuts.size(); ++k) {
-      dip::chunk_spec chunk;
-      chunk.rank = dip::rank_id::from_index(std::size_t(integer(0, p.ranks - 1)));
-      chunk.chain = chain;
-      chunk.position = k;
-      for (std::size_t i = cuts[k]; i < cuts[k + 1]; ++i) {
-        if (chunk.spans.empty() || chunk.spans.back().module != layers[i].first) {
-          chunk.spans.push_back({layers[i].first, layers[i].second, layers[i].second + 1});
-        } else {
-          chunk.spans.back().last = layers[i].second + 1;
-        }
-      }
-      p.chains[chain].push_back(dip::chunk_id::from_index(p.chunks.size()));
-      p.chunks.push_back(std::move(chunk));
-    }
-  }
 
   std::mt19937_64 rng_;
 };

@@ -40,53 +40,21 @@ class case_generator {
   std::mt19937_64& rng() { return rng_; }
 
   dip::plan make_plan() {
-    // Module graphs: an LM alone, encoders feeding it, or it feeding a decoder.
-    static const std::vector<std::vector<std::pair<const char*, const char*>>> shapes = {
-        {}, {{"vit", "lm"}}, {{"vit", "lm"}, {"aud", "lm"}}, {{"lm", "dit"}}, {{"vit", "lm"}, {"lm", "dit"}}};
-    const auto& shape = shapes[std::size_t(integer(0, int(shapes.size()) - 1))];
-    std::vector<std::string> names{"lm"};
-    for (const auto& [from, to] : shape) {
-      for (const char* n : {from, to}) {
-        if (std::find(names.begin(), names.end(), n) == names.end()) names.push_back(n);
-      }
-    }
+    const dip_test::random_module_graph shape = dip_test::random_module_graph_of(rng_);
     dip::model_builder builder("random");
     dip::fixed_cost_table costs;
-    for (const std::string& n : names) {
+    for (const std::string& n : shape.names) {
       const std::size_t layers = std::size_t(integer(1, 8));
       builder.add(opaque_module(n, layers));
       std::vector<dip::fixed_layer_cost> per_layer;
       for (std::size_t i = 0; i < layers; ++i) per_layer.push_back(random_layer_cost());
       costs.set(n, per_layer);
     }
-    for (const auto& [from, to] : shape) builder.connect(from, to);
+    for (const auto& [from, to] : shape.edges) builder.connect(from, to);
     const dip::multimodal_model model = builder.build();
-
-    dip::placement placement;
-    placement.ranks = integer(1, 4);
-    if (model.module_count() > 1 && coin()) {
-      // Modality-aware: one chain per module, fed by the chains of its input modules.
-      for (const dip::module_spec& m : model.modules()) {
-        add_chain(placement, {{m.id, m.layers.size()}});
-        for (dip::module_id input : model.inputs_of(m.id)) placement.chain_inputs.back().push_back(input.index());
-      }
-    } else {
-      std::vector<std::pair<dip::module_id, std::size_t>> all;
-      for (dip::module_id m : model.topological_order()) all.emplace_back(m, model.module(m).layers.size());
-      add_chain(placement, all);
-    }
-
-    dip::batch_work batch;
-    const int microbatches = integer(1, 4);
-    for (int j = 0; j < microbatches; ++j) {
-      dip::microbatch_work mb;
-      for (std::size_t m = 0; m < model.module_count(); ++m) {
-        mb.modules.emplace_back();
-        const int subs = integer(1, 3);
-        for (int s = 0; s < subs; ++s) mb.modules.back().push_back(dip::work_unit::sequence(uniform(50, 500)));
-      }
-      batch.microbatches.push_back(std::move(mb));
-    }
+    const dip::placement placement = dip_test::random_placement(model, 6, rng_);
+    const dip::batch_work batch = dip_test::random_batch(
+        model, rng_, [](std::mt19937_64& r) { return std::uniform_real_distribution<double>(50, 500)(r); });
     auto graph = std::make_shared<const dip::stage_graph>(
         dip::build_stage_graph(model, placement, batch, costs, {.split_backward = coin()}));
     return dip::make_plan(graph, dip_test::random_order(*graph, rng_));
@@ -111,41 +79,6 @@ class case_generator {
     c.cost = {time(), time(), time(), size(1000), size(100)};
     c.reference_tokens = coin() ? 0.0 : uniform(100, 1000);  // some layers scale with the work
     return c;
-  }
-
-  // One chain over `modules` (all their layers, in order), cut at random into 1-6 chunks placed
-  // on random ranks.
-  void add_chain(dip::placement& p, const std::vector<std::pair<dip::module_id, std::size_t>>& modules) {
-    std::vector<std::pair<dip::module_id, std::size_t>> layers;
-    for (const auto& [m, count] : modules) {
-      for (std::size_t i = 0; i < count; ++i) layers.emplace_back(m, i);
-    }
-    const int chunks = integer(1, std::min(6, int(layers.size())));
-    std::vector<std::size_t> cuts(layers.size() - 1);
-    for (std::size_t i = 0; i < cuts.size(); ++i) cuts[i] = i + 1;
-    std::shuffle(cuts.begin(), cuts.end(), rng_);
-    cuts.resize(std::size_t(chunks - 1));
-    cuts.push_back(0);
-    cuts.push_back(layers.size());
-    std::sort(cuts.begin(), cuts.end());
-    const std::size_t chain = p.chains.size();
-    p.chains.emplace_back();
-    p.chain_inputs.emplace_back();
-    for (std::size_t k = 0; k + 1 < cuts.size(); ++k) {
-      dip::chunk_spec chunk;
-      chunk.rank = dip::rank_id::from_index(std::size_t(integer(0, p.ranks - 1)));
-      chunk.chain = chain;
-      chunk.position = k;
-      for (std::size_t i = cuts[k]; i < cuts[k + 1]; ++i) {
-        if (chunk.spans.empty() || chunk.spans.back().module != layers[i].first) {
-          chunk.spans.push_back({layers[i].first, layers[i].second, layers[i].second + 1});
-        } else {
-          chunk.spans.back().last = layers[i].second + 1;
-        }
-      }
-      p.chains[chain].push_back(dip::chunk_id::from_index(p.chunks.size()));
-      p.chunks.push_back(std::move(chunk));
-    }
   }
 
   std::mt19937_64 rng_;
