@@ -31,6 +31,8 @@ void run(benchmark::State& state, dip::bin_packing_algorithm algorithm) {
   }
   const double sum = std::accumulate(w.begin(), w.end(), 0.0);
   state.counters["ratio"] = largest / std::max(*std::max_element(w.begin(), w.end()), sum / double(bins));
+  state.counters["items_per_s"] =
+      benchmark::Counter(double(w.size()) * double(state.iterations()), benchmark::Counter::kIsRate);
 }
 
 void bm_lpt(benchmark::State& s) { run(s, dip::bin_packing_algorithm::lpt); }

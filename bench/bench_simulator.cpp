@@ -88,6 +88,8 @@ void simulate_large_plan(benchmark::State& state) {
   }
   state.SetItemsProcessed(std::int64_t(state.iterations()) * std::int64_t(actions));
   state.counters["actions"] = double(actions);
+  state.counters["actions_per_s"] =
+      benchmark::Counter(double(actions) * double(state.iterations()), benchmark::Counter::kIsRate);
   state.counters["makespan_s"] = makespan;
   state.counters["bubble"] = bubble;
 }

@@ -342,7 +342,7 @@ TEST_CASE("unknown data lists the known names; errors in a trace name it") {
   } catch (const dip::error& e) {
     CHECK(e.code() == dip::errc::not_found);
     CHECK(std::string(e.what()) ==
-          "--data: unknown data 'laoin' (known: uniform, laion, obelics, scienceqa, video, mixed, or a path to a .jsonl trace)");
+          "--data: unknown data 'laoin' (known: uniform, laion, obelics, scienceqa, video, mixed, dynamic, or a path to a .jsonl trace)");
   }
   CHECK_THROWS_WITH_AS(dip::make_batch_source("missing.jsonl", vlm(), 1), doctest::Contains("cannot open"), dip::error);
   dip::batch_source wrong = dip::make_batch_source(data_file("video_trace.jsonl"), vlm(), 1);

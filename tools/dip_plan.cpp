@@ -26,8 +26,11 @@
 #include <dip/batch/source.hpp>
 #include <dip/batch/splitter.hpp>
 #include <dip/batch/uniform.hpp>
+#include <dip/cost/model_flops.hpp>
 #include <dip/dip.hpp>
 #include <dip/io/chrome_trace.hpp>
+#include <dip/io/plan_export.hpp>
+#include <dip/io/torch_schedule_csv.hpp>
 #include <dip/partition/baseline_partitions.hpp>
 #include <dip/partition/modality_partition.hpp>
 #include <dip/partition/placement_report.hpp>
@@ -47,6 +50,7 @@ struct cli_options {
   int pp = 0;  // 0: the preset's or the file's
   int tp = 0;
   std::string gpu;
+  double memory_cap_gib = 0;  // 0: the GPU preset's memory
   int microbatches = 8;
   int iterations = 1;
   unsigned long long seed = 0;
@@ -60,11 +64,15 @@ struct cli_options {
   bool memory_strategies = true;
   bool fit_memory = true;
   int segments_per_rank = 0;  // 0: the partitioner's K per chain
+  int sub_microbatch_size = 0;  // 0: the partitioner's B; else B of every image or clip chain
   bool tune_segments = true;  // tune K by planning sample batches (segment_tuning.hpp)
   std::string partition = "balanced";
   bool show_placement = false;
   bool show_batch = false;
   std::string trace;
+  std::string export_file;   // --export: first iteration, first schedule (docs/plan-format.md)
+  std::string export_dir;    // --export-dir: every iteration and schedule
+  std::string export_torch;  // --export-torch: the same plan as torch.distributed.pipelining CSV
   bool json = false;
 };
 
@@ -150,6 +158,25 @@ std::vector<std::string> split_list(const std::string& text) {
   return items;
 }
 
+// --export and --export-torch: the first iteration's plan of the first schedule, or an error
+// naming the flag when that schedule failed or the CSV format cannot express its plan.
+void write_first_plan_exports(const cli_options& opt, const std::optional<dip::exported_plan>& exported,
+                              const std::string& schedule, const std::string& failure) {
+  for (const std::string* flag : {&opt.export_file, &opt.export_torch}) {
+    dip::require(flag->empty() || exported.has_value(), dip::errc::infeasible,
+                 flag == &opt.export_file ? "--export" : "--export-torch",
+                 "the first schedule, " + schedule + ", has no plan in iteration 0: " + failure);
+  }
+  if (!opt.export_file.empty()) dip::write_plan_file(opt.export_file, *exported);
+  if (!opt.export_torch.empty()) {
+    try {
+      dip::write_torch_csv(opt.export_torch, dip::to_torch_schedule(exported->schedule));
+    } catch (const dip::error& e) {
+      throw dip::error(e.code(), "--export-torch", "cannot write " + schedule + "'s plan as a torch schedule: " + e.detail());
+    }
+  }
+}
+
 // Everything a run needs once the model and its cost model are known.
 template <dip::cost_model_like Costs>
 int run(const cli_options& opt, const dip::multimodal_model& model, const Costs& costs, int pp, int tp,
@@ -188,6 +215,16 @@ int run(const cli_options& opt, const dip::multimodal_model& model, const Costs&
     dip::partition_options options;
     options.ranks = pp;
     options.memory = memory;
+    if (opt.sub_microbatch_size > 0) {
+      // B counts images (or clips) per sub-microbatch: it is fixed for the chains that split
+      // those; text chains keep the partitioner's choice.
+      for (const dip::module_spec& m : model.modules()) {
+        const dip::item_kind kind = dip::module_item_kind(model, m.id);
+        if (kind == dip::item_kind::image || kind == dip::item_kind::clip) {
+          options.sub_microbatch_size[m.name] = std::size_t(opt.sub_microbatch_size);
+        }
+      }
+    }
     const int segments = one_chunk_per_rank ? 1 : opt.segments_per_rank;
     if (segments > 0) {
       for (const dip::module_spec& m : model.modules()) options.segments_per_rank[m.name] = std::size_t(segments);
@@ -249,6 +286,7 @@ int run(const cli_options& opt, const dip::multimodal_model& model, const Costs&
 
   dip::batch_source source = dip::make_batch_source(opt.data, model, opt.seed);
   std::vector<std::vector<schedule_outcome>> outcomes(std::size_t(opt.iterations));
+  std::vector<dip::model_flops_count> iteration_flops(std::size_t(opt.iterations));
   std::vector<nlohmann::json> batch_summaries(std::size_t(opt.iterations), nlohmann::json::array());
   nlohmann::json trace_events = nlohmann::json::array();
 
@@ -260,12 +298,19 @@ int run(const cli_options& opt, const dip::multimodal_model& model, const Costs&
         !modality_policy || opt.partition == "dip"
             ? batch
             : dip::to_batch_work(dip::split_batch(packed, model, *modality_policy, costs));
+    // Useful work of the batch, whatever the schedule (no recompute): what MFU divides by.
+    iteration_flops[std::size_t(it)] = dip::batch_model_flops(model, batch);
     for (std::size_t j = 0; j < packed.size(); ++j) {
-      batch_summaries[std::size_t(it)].push_back(dip::to_json(dip::summarize(packed[j], split[j], model)));
+      nlohmann::json row = dip::to_json(dip::summarize(packed[j], split[j], model));
+      std::int64_t latent_tokens = 0;  // the diffusion decoder's tokens (text-to-video)
+      for (const dip::packed_clip& clip : packed[j].clips) latent_tokens += clip.latent_tokens;
+      row["latent_tokens"] = latent_tokens;
+      batch_summaries[std::size_t(it)].push_back(std::move(row));
     }
     for (std::size_t si = 0; si < schedules.size(); ++si) {
       const std::string& name = schedules[si];
       schedule_outcome& out = outcomes[std::size_t(it)].emplace_back();
+      std::optional<dip::exported_plan> exported;  // for --export, --export-dir, --export-torch
       try {
         const auto start = std::chrono::steady_clock::now();
         const dip::placement& place = placement_for(name);
@@ -310,6 +355,9 @@ int run(const cli_options& opt, const dip::multimodal_model& model, const Costs&
         const dip::simulation_result result =
             dip::simulate(plan, {.comm = comm, .weight_memory = weights, .record_timeline = traced});
         if (traced) dip::append_chrome_trace(trace_events, plan, result, int(si), name);
+        if (!opt.export_dir.empty() || (it == 0 && si == 0 && (!opt.export_file.empty() || !opt.export_torch.empty()))) {
+          exported = dip::export_plan(plan, model, is_modality_schedule(name) ? modality_batch : batch, name, it);
+        }
         out.ok = true;
         out.makespan = result.makespan;
         out.bubble = result.bubble_ratio;
@@ -317,6 +365,10 @@ int run(const cli_options& opt, const dip::multimodal_model& model, const Costs&
         for (const dip::rank_stats& r : result.ranks) out.peak = std::max(out.peak, r.peak_memory);
       } catch (const dip::error& e) {
         out.error = e.what();
+      }
+      if (it == 0 && si == 0) write_first_plan_exports(opt, exported, name, out.error);
+      if (exported && !opt.export_dir.empty()) {
+        dip::write_plan_file(std::filesystem::path(opt.export_dir) / (name + "-" + std::to_string(it) + ".json"), *exported);
       }
     }
   }
@@ -376,6 +428,7 @@ int run(const cli_options& opt, const dip::multimodal_model& model, const Costs&
   if (opt.json) {
     nlohmann::json doc = {{"model", model.name()}, {"pp", pp}, {"tp", tp}, {"gpu", gpu.name},
                           {"microbatches", opt.microbatches}, {"data", opt.data}, {"partition", opt.partition},
+                          {"gpus", pp * tp}, {"peak_flops_per_gpu", gpu.peak_bf16.base()},
                           {"placement", placement_doc}, {"placement_balance", balance}};
     if (modality) doc["segments"] = segments_json(model, *modality, rule_segments);
     nlohmann::json iterations = nlohmann::json::array();
@@ -396,8 +449,11 @@ int run(const cli_options& opt, const dip::multimodal_model& model, const Costs&
                               {"peak_memory_bytes", o.peak.base()},
                               {"plan_ms", o.plan_ms}};
       }
+      const dip::model_flops_count& flops = iteration_flops[std::size_t(it)];
       iterations.push_back({{"index", it},
                             {"lower_bound_ms", lower},
+                            {"model_flops", flops.flops},
+                            {"model_flops_opaque_layers", flops.opaque_layers},
                             {"microbatches", batch_summaries[std::size_t(it)]},
                             {"schedules", per}});
     }
@@ -465,6 +521,12 @@ int run(const cli_options& opt, const dip::multimodal_model& model, const Costs&
   return any_ok ? 0 : 1;
 }
 
+// The GPU with the memory cap the user asked for (--memory-cap-gib), else as the preset has it.
+dip::gpu_spec with_memory_cap(dip::gpu_spec gpu, const cli_options& opt) {
+  if (opt.memory_cap_gib > 0) gpu.memory = dip::gib(opt.memory_cap_gib);
+  return gpu;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -476,6 +538,10 @@ int main(int argc, char** argv) {
   app.add_option("--pp", opt.pp, "pipeline-parallel ranks (default: the model's)")->check(CLI::Range(1, 4096));
   app.add_option("--tp", opt.tp, "tensor-parallel degree (default: the model's)")->check(CLI::Range(1, 4096));
   app.add_option("--gpu", opt.gpu, "GPU preset: H800, H100, H200, H20 (default: the model's, else H800)");
+  app.add_option("--memory-cap-gib", opt.memory_cap_gib,
+                 "memory per GPU that plans may use, GiB (default: the GPU preset's; e.g. less to leave room for "
+                 "the framework)")
+      ->check(CLI::Range(0.001, 1e6));
   app.add_option("--microbatches", opt.microbatches, "microbatches per iteration")
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
@@ -484,7 +550,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--seed", opt.seed, "seed of the batch stream")->capture_default_str();
   app.add_option("--data", opt.data,
-                 "batch stream: uniform, laion, obelics, scienceqa, video, mixed, or a .jsonl trace file")
+                 "batch stream: uniform, laion, obelics, scienceqa, video, mixed, dynamic, or a .jsonl trace file")
       ->capture_default_str();
   app.add_option("--partition", opt.partition,
                  "balanced (best contiguous split by time), megatron (by parameters) or dip (modality-aware)")
@@ -510,6 +576,10 @@ int main(int argc, char** argv) {
                  "segments (chunks) per rank of every chain in the modality-aware partition (default: the "
                  "partitioner's K per chain; optimus always uses 1)")
       ->check(CLI::Range(0, 64));
+  app.add_option("--sub-microbatch-size", opt.sub_microbatch_size,
+                 "images (or clips) per sub-microbatch B of the modality-aware partition's image and video chains "
+                 "(default: the partitioner's choice, the smallest B within 95% of peak throughput)")
+      ->check(CLI::Range(0, 1024));
   app.add_option("--tune-segments", opt.tune_segments,
                  "choose each chain's segments per rank by planning two sample batches (around the partitioner's "
                  "rule) rather than by the rule alone")
@@ -525,6 +595,14 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 1e9))
       ->capture_default_str();
   app.add_option("--trace", opt.trace, "write the first iteration's simulated timeline as Chrome trace JSON");
+  app.add_option("--export", opt.export_file,
+                 "write the first iteration's plan of the first schedule as an action-list JSON file "
+                 "(docs/plan-format.md)");
+  app.add_option("--export-dir", opt.export_dir,
+                 "write every iteration's plan of every schedule to DIR/<schedule>-<iteration>.json (DIR must exist)");
+  app.add_option("--export-torch", opt.export_torch,
+                 "write the first iteration's plan of the first schedule as a torch.distributed.pipelining "
+                 "compute_only CSV (uniform microbatches, one chain, no recompute/offload)");
   app.add_flag("--json", opt.json, "print one JSON object instead of a table");
   CLI11_PARSE(app, argc, argv);
 
@@ -534,13 +612,13 @@ int main(int argc, char** argv) {
       const dip::model_file file = dip::read_model_file(opt.model);
       const int tp = opt.tp ? opt.tp : file.tp.value_or(1);
       const int pp = opt.pp ? opt.pp : file.pp.value_or(1);
-      const dip::gpu_spec gpu = dip::find_gpu(!opt.gpu.empty() ? opt.gpu : file.gpu.value_or("H800"));
+      const dip::gpu_spec gpu = with_memory_cap(dip::find_gpu(!opt.gpu.empty() ? opt.gpu : file.gpu.value_or("H800")), opt);
       return run(opt, file.model, dip::cost_model_for(file, gpu, tp), pp, tp, gpu);
     }
     const dip::model_preset preset = dip::find_preset(opt.model);
     const int tp = opt.tp ? opt.tp : preset.parallel.tp;
     const int pp = opt.pp ? opt.pp : preset.parallel.pp;
-    const dip::gpu_spec gpu = dip::find_gpu(!opt.gpu.empty() ? opt.gpu : preset.gpu);
+    const dip::gpu_spec gpu = with_memory_cap(dip::find_gpu(!opt.gpu.empty() ? opt.gpu : preset.gpu), opt);
     return run(opt, preset.model, dip::analytic_cost_model(gpu, tp), pp, tp, gpu);
   } catch (const dip::error& e) {
     std::fprintf(stderr, "dip-plan: error: %s\n", e.what());

@@ -14,6 +14,8 @@
 // - "uniform": every microbatch the same, the shape of batch/uniform.hpp; split with
 //   unsplit_policy it gives exactly uniform_batch(model, n, uniform_module_work) for the presets.
 // - a synthetic name (synthetic.hpp): an endless stream from that seed.
+// - "dynamic" (dynamic.hpp, vision-language models only): the paper's rising and falling image
+//   counts, each microbatch the uniform packed sequence with that many images.
 // - a path to a JSON Lines trace (trace.hpp): its samples in file order, wrapping around at the
 //   end; the seed is not used.
 // Samples are packed by the model's rules (packing.hpp); the open microbatch carries over from
@@ -30,6 +32,7 @@
 #include <string_view>
 #include <vector>
 
+#include "dip/batch/dynamic.hpp"
 #include "dip/batch/packing.hpp"
 #include "dip/batch/synthetic.hpp"
 #include "dip/batch/trace.hpp"
@@ -81,6 +84,7 @@ inline packed_microbatch uniform_packed_microbatch(const multimodal_model& model
 inline std::vector<std::string> batch_source_names() {
   std::vector<std::string> names{"uniform"};
   for (const std::string& n : synthetic_source_names()) names.push_back(n);
+  names.push_back("dynamic");
   return names;
 }
 
@@ -103,6 +107,14 @@ class batch_source {
     require(microbatches >= 1, errc::invalid_argument, "--microbatches", "must be >= 1");
     ++batches_;
     if (uniform_) return std::vector<packed_microbatch>(microbatches, *uniform_);
+    if (dynamic_) {
+      std::vector<packed_microbatch> batch;
+      for (std::size_t images : dynamic_->next_batch(microbatches)) {
+        batch.push_back(by_image_count_.at(images));
+        batch.back().samples = {drawn_++};
+      }
+      return batch;
+    }
     std::uint64_t dropped_in_a_row = 0;  // guards against a trace whose every sample is dropped
     while (packer_.ready() < microbatches) {
       const std::uint64_t dropped_before = packer_.stats().dropped_samples;
@@ -138,6 +150,8 @@ class batch_source {
   sequence_packer packer_;
   std::optional<packed_microbatch> uniform_;
   std::optional<synthetic_samples> synthetic_;
+  std::optional<dynamic_image_counts> dynamic_;
+  std::vector<packed_microbatch> by_image_count_;  // "dynamic": the microbatch with k images at k
   std::shared_ptr<const std::vector<training_sample>> trace_;
   std::uint64_t drawn_ = 0;
   std::uint64_t batches_ = 0;
@@ -152,6 +166,17 @@ inline batch_source make_batch_source(std::string_view data, const multimodal_mo
     source.uniform_ = uniform_packed_microbatch(model);
   } else if (is_synthetic_source(data)) {
     source.synthetic_.emplace(data, seed);
+  } else if (data == "dynamic") {
+    require(packing_kind_of(model) == packing_kind::vision_language, errc::invalid_argument, "--data",
+            "'dynamic' varies images per microbatch: it needs a vision-language model");
+    source.dynamic_.emplace(seed);
+    uniform_microbatch_shape shape;
+    for (std::size_t k = 0; k <= std::size_t(dynamic_workload::peak_high); ++k) {
+      shape.images = double(k);
+      source.by_image_count_.push_back(uniform_packed_microbatch(model, shape));
+      require(source.by_image_count_.back().text_tokens >= 0, errc::invalid_argument, "--data",
+              "'dynamic': " + std::to_string(k) + " images do not fit one packed sequence of this model");
+    }
   } else {
     const std::string path(data);
     const bool looks_like_trace = path.ends_with(".jsonl") || bool(std::ifstream(path));
