@@ -60,8 +60,8 @@ def parse_args():
     ap.add_argument("--models", default="vlm-s,vlm-m,vlm-l,t2v-s,t2v-l")
     ap.add_argument("--iterations", type=int, default=3, help="iterations (batches) per cell of the main table")
     ap.add_argument("--search-ms", default="200", help="dip's search budget per batch in the time-budgeted runs")
-    ap.add_argument("--ablation", default="vlm-s:obelics,vlm-s:laion,vlm-l:obelics,t2v-s:video",
-                    help="model:data pairs of the ablation")
+    ap.add_argument("--ablation", default="vlm-s:obelics,vlm-s:obelics:56,vlm-s:laion,vlm-l:obelics,t2v-s:video",
+                    help="model:data pairs of the ablation, each optionally :cap (GiB per GPU plans may use)")
     ap.add_argument("--ablation-rollouts", default="300", help="the ablation's search budget in rollouts (reproducible)")
     ap.add_argument("--curve-batches", default="3", help="batches the search curve averages over")
     args = ap.parse_args()

@@ -189,7 +189,9 @@ class Ablation:
 
     def __init__(self, ctx):
         self.ctx = ctx
-        self.pairs = [p.split(":") for p in (["vlm-s:obelics"] if ctx.quick else ctx.args.ablation.split(",")) if p]
+        # model:data or model:data:cap (GiB per GPU that plans may use; default the GPU's).
+        self.pairs = [(p.split(":") + [None])[:3]
+                      for p in (["vlm-s:obelics"] if ctx.quick else ctx.args.ablation.split(",")) if p]
         self.microbatches = 8 if ctx.quick else 16
         self.iterations = 1 if ctx.quick else ctx.args.iterations
         self.rollouts = "50" if ctx.quick else ctx.args.ablation_rollouts
@@ -201,7 +203,9 @@ class Ablation:
         ctx, rows = self.ctx, []
         off = ("--memory-strategies", "false", "--fit-memory", "false")
         roll = ("--search-rollouts", self.rollouts)
-        for model, data in self.pairs:
+        for model, data, cap in self.pairs:
+            capped = ("--memory-cap-gib", cap) if cap else ()
+            label = f"{data} @{cap} GiB" if cap else data
             steps = [("1f1b", "megatron", "200", ()),
                      ("static-dip", "balanced", "200", off + ("--segments-per-rank", "1")),
                      ("dip", "balanced", "0", off),
@@ -209,14 +213,14 @@ class Ablation:
                      ("dip", "balanced", "0", roll)]
             first = None
             for i, (schedule, partition, search, extra) in enumerate(steps):
-                doc = jobs.run(f"ablation {model} {data} step {i + 1}",
+                doc = jobs.run(f"ablation {model} {label} step {i + 1}",
                                ctx.plan_argv(model, data, [schedule], partition, self.microbatches, self.iterations,
-                                             search, extra), accept=(0, 1)).json()
+                                             search, extra + capped), accept=(0, 1)).json()
                 m = schedule_metrics(doc, schedule)
                 value = m.get("mean_iteration_ms")
                 first = first if i else value
-                paper = model == "vlm-s" and data == "obelics"
-                rows.append({"model": model, "data": data, "step": i + 1, "name": ABLATION_STEPS[i], "iteration_ms": value,
+                paper = model == "vlm-s" and data == "obelics" and not cap
+                rows.append({"model": model, "data": label, "step": i + 1, "name": ABLATION_STEPS[i], "iteration_ms": value,
                              "speedup_vs_step1": first / value if first and value else None,
                              "paper_s": PAPER_ABLATION_S[i] if paper else None,
                              "paper_speedup_vs_step1": PAPER_ABLATION_S[0] / PAPER_ABLATION_S[i] if paper else None,
@@ -228,8 +232,9 @@ class Ablation:
         text = [f"### Ablation in the paper's order (mean iteration ms; speedup over step 1; "
                 f"{self.microbatches} microbatches x {self.iterations} iterations, {self.rollouts} rollouts)\n"]
         table = []
-        for model, data in self.pairs:
-            r = [x for x in rows if x["model"] == model and x["data"] == data]
+        for model, data, cap in self.pairs:
+            label = f"{data} @{cap} GiB" if cap else data
+            r = [x for x in rows if x["model"] == model and x["data"] == label]
             table.append([model, data] + [f"{fmt(x['iteration_ms'])} ({fmt(x['speedup_vs_step1'], '{:.2f}x', '-')})" for x in r])
         text.append(markdown_table(["model", "data"] + ABLATION_STEPS, table))
         text.append("\nRelative steps against the paper (VLM-S; the paper's seconds are for its testbed, ours are "

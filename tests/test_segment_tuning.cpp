@@ -98,6 +98,33 @@ TEST_CASE("segment tuning: a K the layers cannot take is a failed trial, not an 
   CHECK_THROWS_AS(dip::tune_segments_per_rank(s.preset.model, s.costs, s.options, {}, s.planner()), dip::error);
 }
 
+TEST_CASE("segment tuning: under a tight cap, a K that fits only with memory strategies is still a candidate") {
+  // VLM-S with 56 GiB per GPU: one LLM segment per rank does not fit by phase 2 alone on these
+  // samples, but with recompute it plans (and on the real batches it is the fastest K).
+  setup s("vlm-s");
+  s.gpu.memory = dip::gib(56);
+  s.options.memory = {s.preset.parallel.tp, 16.0, s.gpu.memory};
+  const auto samples = s.samples("obelics", 1 + 0x5eed, 2);
+  const dip::segment_tuning tuned = dip::tune_segments_per_rank(s.preset.model, s.costs, s.options, samples, s.planner());
+  const auto helped = std::find_if(tuned.trials.begin(), tuned.trials.end(), [](const dip::segment_trial& t) {
+    return t.with_memory_strategies && t.mean_makespan.has_value();
+  });
+  REQUIRE(helped != tuned.trials.end());
+  // Without memory strategies the same K is a failed trial.
+  dip::dip_planner_options no_strategies = s.planner();
+  no_strategies.memory_strategies = false;
+  const dip::segment_tuning plain =
+      dip::tune_segments_per_rank(s.preset.model, s.costs, s.options, samples, no_strategies);
+  const auto same = std::find_if(plain.trials.begin(), plain.trials.end(), [&](const dip::segment_trial& t) {
+    return t.segments_per_rank == helped->segments_per_rank;
+  });
+  if (same != plain.trials.end()) {
+    CHECK(!same->mean_makespan.has_value());
+    CHECK(!same->failure.empty());
+  }
+  for (const dip::segment_trial& t : plain.trials) CHECK(!t.with_memory_strategies);
+}
+
 TEST_CASE("the DIP planner without search is never slower than static-dip's order (it tries 1F1B's in-flight caps)") {
   const setup s("vlm-l");
   const dip::modality_partition part = dip::partition_modalities(s.preset.model, s.costs, s.options);

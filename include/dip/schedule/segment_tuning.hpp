@@ -7,7 +7,10 @@
 // picks. The placement is fixed for a whole training run (weights live on their ranks), so this
 // is an offline step: plan a few sample batches with the DIP planner (phase 2 alone, without
 // search or memory strategies, so each trial takes milliseconds) for each candidate K and keep
-// the fastest, by coordinate descent over the chains starting from the rule's K.
+// the fastest, by coordinate descent over the chains starting from the rule's K. A K that phase
+// 2 alone cannot fit under the cap is planned again with memory strategies (when the planner
+// allows them): under a tight cap the fastest K may be one that only fits by recomputing, and
+// judging it unplannable would pick a K that fits without help but runs slower.
 #pragma once
 
 #include <cstddef>
@@ -35,6 +38,7 @@ namespace dip {
 struct segment_trial {
   std::vector<std::size_t> segments_per_rank;  // K per chain (group), in group order
   std::optional<duration> mean_makespan;       // nothing: the partition or a plan did not fit
+  bool with_memory_strategies = false;         // planned with phase 3 (phase 2 alone did not fit)
   std::string failure;                         // why, when it did not
 };
 
@@ -62,7 +66,8 @@ inline partition_options with_segments(partition_options options, const modality
 
 // Tunes K per chain for `samples` (each a global batch of packed microbatches; one or two
 // batches of the training data are enough). `planner` gives the memory cap and link; its search
-// budget and memory strategies are not used and its weight memory is recomputed per placement. Throws
+// budget is not used, its memory strategies only for a K that phase 2 alone cannot fit, and its
+// weight memory is recomputed per placement. Throws
 // dip::error(errc::invalid_argument) without samples, and what partition_modalities throws when
 // even the rule's K does not partition.
 template <cost_model_like Costs>
@@ -71,28 +76,43 @@ segment_tuning tune_segments_per_rank(const multimodal_model& model, const Costs
                                       dip_planner_options planner, const segment_tuning_options& tuning = {}) {
   require(!samples.empty(), errc::invalid_argument, "tune_segments_per_rank", "no sample batches");
   // Phase 2 alone (no search, no memory strategies): each trial then takes milliseconds, where
-  // phase 3 on every relaxed cap takes seconds on VLM-L.
+  // phase 3 on every relaxed cap takes seconds on VLM-L. Phase 3 only where phase 2 cannot fit.
   planner.search_ms = 0;
   planner.search_rollouts = 0;
+  const bool strategies_allowed = planner.memory_strategies && planner.memory_cap.has_value();
   planner.memory_strategies = false;
   segment_tuning result{partition_modalities(model, costs, options), {}};
   std::map<std::vector<std::size_t>, std::optional<duration>> seen;
 
   const auto evaluate = [&](const std::vector<std::size_t>& segments) -> std::optional<duration> {
     if (auto found = seen.find(segments); found != seen.end()) return found->second;
-    segment_trial trial{segments, std::nullopt, {}};
+    segment_trial trial{segments, std::nullopt, false, {}};
     std::optional<modality_partition> partition;
-    try {
-      partition = partition_modalities(model, costs, detail::with_segments(options, result.partition, model, segments));
-      planner.weight_memory = partition->weight_memory;
+    const auto mean_over_samples = [&](const dip_planner_options& with) {
       duration total{};
       for (const std::vector<packed_microbatch>& batch : samples) {
         const std::vector<split_microbatch> split = split_batch(batch, model, partition->policy, costs);
         auto graph = std::make_shared<const stage_graph>(
             build_stage_graph(model, partition->placement, to_batch_work(split), costs));
-        total += simulate(plan_dip_schedule(graph, planner), simulation_options_of(planner)).makespan;
+        total += simulate(plan_dip_schedule(graph, with), simulation_options_of(with)).makespan;
       }
-      trial.mean_makespan = total / double(samples.size());
+      return total / double(samples.size());
+    };
+    try {
+      partition = partition_modalities(model, costs, detail::with_segments(options, result.partition, model, segments));
+      planner.weight_memory = partition->weight_memory;
+      try {
+        trial.mean_makespan = mean_over_samples(planner);
+      } catch (const error& e) {
+        if (!strategies_allowed || e.code() != errc::invalid_plan) throw;
+        // Phase 3 on the orders phase 2 makes at the real cap only: the looser caps cost seconds
+        // a trial on VLM-L, and tuning wants a ranking of K, not the best plan.
+        dip_planner_options with_strategies = planner;
+        with_strategies.memory_strategies = true;
+        with_strategies.relaxations.clear();
+        trial.with_memory_strategies = true;
+        trial.mean_makespan = mean_over_samples(with_strategies);
+      }
     } catch (const error& e) {
       // A K the chain's layers cannot take, weights that do not fit, or no plan within the cap.
       trial.failure = e.what();
