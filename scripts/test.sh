@@ -5,6 +5,9 @@
 #
 # DIP_SANITIZE="address thread" additionally builds build-asan (ASan+UBSan) and/or build-tsan
 # (TSan), without CUDA, and runs the unit tests and examples there.
+#
+# Then the short fuzz runs: scripts/fuzz.sh in build-fuzz, DIP_FUZZ_SECONDS per target (default
+# 20; 0 skips them), when clang++ is found (fuzz/README.md).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -28,3 +31,12 @@ for sanitizer in ${DIP_SANITIZE:-}; do
   cmake --build "$dir" -j "$jobs"
   ctest --test-dir "$dir" --output-on-failure -j "$jobs" -L "unit|example"
 done
+
+fuzz_seconds=${DIP_FUZZ_SECONDS:-20}
+if [ "$fuzz_seconds" = 0 ]; then
+  echo "dip: fuzzing skipped (DIP_FUZZ_SECONDS=0)"
+elif command -v clang++ >/dev/null 2>&1; then
+  scripts/fuzz.sh "$fuzz_seconds"
+else
+  echo "dip: fuzzing skipped: no clang++ (libFuzzer needs Clang; scripts/install-deps.sh installs it)"
+fi

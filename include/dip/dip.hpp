@@ -1,9 +1,11 @@
 // dip: dynamic interleaved pipeline planning for multimodal model training.
 //
-// The umbrella header: everything in include/dip/ that needs only a C++20 compiler and the
-// header-only dependencies (Boost.Graph, Eigen, nlohmann-json). CUDA/NCCL code lives in
-// reference_executor/ and is never reached from here. Each header below also compiles on its
-// own, so a trainer may include just what it uses.
+// The umbrella header: the foundation every use of dip needs (core, model, cost models, model
+// files, the version). The planning areas are opt-in, one header per algorithm, each compiling
+// on its own: dip/batch/ (traces, sources, splitting), dip/partition/ (placements), dip/schedule/
+// (stage graph, baselines, the DIP planner, the asynchronous planner), dip/sim/ (the simulator),
+// dip/io/ (plan exports, Chrome traces); docs/concepts.md says which header holds what.
+// CUDA/NCCL code lives in reference_executor/ and is never reached from here.
 #pragma once
 
 // core: errors, units, ids, coroutine generator
@@ -32,9 +34,5 @@
 // io: model files
 #include "dip/io/model_json.hpp"
 
-namespace dip {
-inline constexpr int version_major = 0;
-inline constexpr int version_minor = 1;
-inline constexpr int version_patch = 0;
-inline constexpr const char* version_string = "0.1.0";
-}  // namespace dip
+// DIP_VERSION_STRING, dip::version()
+#include "dip/version.hpp"

@@ -147,7 +147,7 @@ class sequence_packer {
 
   // Packs `sample`, the `index`-th of the stream (for bookkeeping and messages). Throws
   // dip::error for content the model cannot train on: clips for a vision-language model,
-  // images for a text-to-video model.
+  // images for a text-to-video model, a clip cut into more than 65536 pieces.
   void add(const training_sample& sample, std::uint64_t index) {
     ++stats_.samples;
     switch (kind_) {
@@ -233,6 +233,11 @@ class sequence_packer {
     open_.sequence_lengths.push_back(text + image_sum);
   }
 
+  // A clip that would be cut into more pieces than this is refused (dip::error invalid_argument):
+  // a day of video at 1.3 s pieces. Every piece is packed, so a clip of 1e300 s (or a model
+  // whose max_clip_seconds is a sliver) would otherwise loop for ages, and the count overflow.
+  static constexpr double max_pieces_per_clip = 65536;
+
   void add_clips(std::uint64_t index, const training_sample& sample) {
     if (sample.clips.empty()) {
       ++stats_.dropped_samples;  // a caption without a clip gives the decoder nothing to learn
@@ -243,6 +248,11 @@ class sequence_packer {
     for (const trace_clip& clip : sample.clips) {
       std::int64_t pieces = 1;
       if (clip.seconds > longest) {
+        if (!(clip.seconds / longest <= max_pieces_per_clip)) {
+          throw error(errc::invalid_argument, "sample " + std::to_string(index),
+                      "a clip of " + std::to_string(clip.seconds) + " s would be cut into more than 65536 pieces of " +
+                          std::to_string(longest) + " s (the model's max_clip_seconds)");
+        }
         pieces = detail::ceil_count(clip.seconds / longest);
         ++stats_.cut_clips;
         stats_.clip_pieces += std::uint64_t(pieces);

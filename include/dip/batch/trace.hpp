@@ -7,8 +7,9 @@
 //   {"text_tokens": 80, "clips": [{"seconds": 12.3}]}
 // `text_tokens` is required (an integer >= 0); `images` and `clips` are optional. An image is an
 // explicit LLM-token count, a pixel size, or `{}` for the model's default size. Anything else (an
-// unknown field, a wrong type, a negative, zero-size or non-finite value, a sample with nothing
-// in it, an empty file) is a dip::error of category parse_error whose where() names the file,
+// unknown field, a wrong type, a negative, zero-size or non-finite value, more than
+// max_images_per_sample images, an image above 2^40 pixels, a sample with nothing in it, an
+// empty file) is a dip::error of category parse_error whose where() names the file,
 // the line and the field: "data.jsonl:17 field 'images[1].width'".
 #pragma once
 
@@ -120,6 +121,10 @@ inline const video_encoding* find_video_encoding(const multimodal_model& model) 
 
 // --- reading traces ----------------------------------------------------------------------------
 
+// Far above any real sample (OBELICS documents keep at most 30 images; a microbatch packs at most
+// 48): a larger count is corrupt data, and `"images": 1e12` would otherwise allocate terabytes.
+inline constexpr std::size_t max_images_per_sample = 4096;
+
 namespace detail {
 
 // Field access for one trace line, with errors located as "file:line field 'path'".
@@ -136,13 +141,14 @@ class trace_line_reader {
     throw error(errc::parse_error, where(field), what);
   }
 
-  // An integer in [minimum, 2^40]; 2.0 is accepted, 2.5 is not.
-  std::int64_t integer(const nlohmann::json& value, std::string_view field, std::int64_t minimum) const {
+  // An integer in [minimum, maximum]; 2.0 is accepted, 2.5 is not.
+  std::int64_t integer(const nlohmann::json& value, std::string_view field, std::int64_t minimum,
+                       std::int64_t maximum = std::int64_t{1} << 40) const {
     if (!value.is_number()) fail(field, "expected an integer, got " + std::string(value.type_name()));
     const double x = value.get<double>();
-    constexpr double maximum = double(std::int64_t{1} << 40);
-    if (!std::isfinite(x) || std::floor(x) != x || x < double(minimum) || x > maximum) {
-      fail(field, "expected an integer in [" + std::to_string(minimum) + ", 2^40], got " + value.dump());
+    if (!std::isfinite(x) || std::floor(x) != x || x < double(minimum) || x > double(maximum)) {
+      const std::string upper = maximum == std::int64_t{1} << 40 ? "2^40" : std::to_string(maximum);
+      fail(field, "expected an integer in [" + std::to_string(minimum) + ", " + upper + "], got " + value.dump());
     }
     return std::int64_t(x);
   }
@@ -197,6 +203,12 @@ inline trace_image parse_trace_image(const nlohmann::json& value, const trace_li
   if (image.tokens && image.width) {
     r.fail(path + ".tokens", "give either tokens or width/height, not both");
   }
+  // Bounds the tokens resolve_image derives (at most one per pixel) as explicit ones are bounded,
+  // so that tokens x merge^2 cannot overflow.
+  if (image.width && double(*image.width) * double(*image.height) > double(std::int64_t{1} << 40)) {
+    r.fail(path, "an image of " + std::to_string(*image.width) + " x " + std::to_string(*image.height) +
+                     " pixels is above 2^40 pixels");
+  }
   return image;
 }
 
@@ -223,9 +235,13 @@ inline training_sample parse_trace_sample(std::string_view text, std::string_vie
 
   if (const auto images = value.find("images"); images != value.end()) {
     if (images->is_number()) {
-      const std::int64_t count = r.integer(*images, "images", 0);
+      const std::int64_t count = r.integer(*images, "images", 0, std::int64_t(max_images_per_sample));
       sample.images.assign(std::size_t(count), trace_image::default_size());
     } else if (images->is_array()) {
+      if (images->size() > max_images_per_sample) {
+        r.fail("images", std::to_string(images->size()) + " images in one sample; at most " +
+                             std::to_string(max_images_per_sample));
+      }
       for (std::size_t i = 0; i < images->size(); ++i) {
         sample.images.push_back(detail::parse_trace_image((*images)[i], r, "images[" + std::to_string(i) + "]"));
       }

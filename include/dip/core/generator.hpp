@@ -57,8 +57,11 @@ using generator = std::generator<T>;
 
 namespace dip {
 
+// A view through view_base rather than view_interface: view_interface adds nothing to an input-only
+// range (its members need forward ranges), and Clang before 16 checks those members' constraints
+// while generator<T> is still incomplete, which rejects every function returning a generator.
 template <class T>
-class generator : public std::ranges::view_interface<generator<T>> {
+class generator : public std::ranges::view_base {
  public:
   using value_type = std::remove_cvref_t<T>;
   using reference = std::conditional_t<std::is_reference_v<T>, T, const T&>;

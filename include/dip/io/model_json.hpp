@@ -78,8 +78,11 @@ inline fixed_layer_cost read_layer_cost(object_reader& cost) {
 
 inline layer_spec read_block(object_reader& layer) {
   const std::string kind = layer.optional_string("kind").value_or("transformer");
-  const std::int64_t hidden = layer.integer("hidden");
-  const std::int64_t ffn = layer.integer("ffn");
+  // 2^20 is far above any model (hidden 16k, ffn 53k) and keeps a layer's parameter count,
+  // about 4 x hidden x (hidden + ffn) per block and vocab x hidden per embedding, within int64.
+  constexpr std::int64_t max_width = std::int64_t{1} << 20;
+  const std::int64_t hidden = layer.integer("hidden", 1, max_width);
+  const std::int64_t ffn = layer.integer("ffn", 1, max_width);
   const std::int64_t heads = layer.integer("heads");
   const std::int64_t kv_groups = layer.optional_integer("kv_groups").value_or(heads);
   const bool gated = layer.boolean("gated_mlp", kind == "transformer");
@@ -168,14 +171,17 @@ inline module_spec read_module(const nlohmann::json& json, const std::string& so
 
   if (const nlohmann::json* image = in.find("image")) {
     object_reader img(*image, source, path + ".image");
-    m.image = image_encoding{img.integer("patch_size"), img.optional_integer("merge").value_or(1),
+    // merge <= 1024 keeps an image's encoder tokens (LLM tokens x merge^2) within int64.
+    m.image = image_encoding{img.integer("patch_size"), img.optional_integer("merge", 1, 1024).value_or(1),
                              img.integer("default_tokens")};
     img.finish();
   }
   if (const nlohmann::json* video = in.find("video")) {
     object_reader vid(*video, source, path + ".video");
-    m.video = video_encoding{vid.number("fps", 0.0, true), vid.integer("tokens_per_frame"),
-                             vid.number("max_clip_seconds", 0.0, true)};
+    const double fps = vid.number("fps", 0.0, true);
+    // Far above any video model (8-30 fps); keeps a clip's frames, ceil(seconds x fps), an integer.
+    if (fps > 1000) vid.fail("fps", "expected at most 1000 frames per second, got " + vid.required("fps").dump());
+    m.video = video_encoding{fps, vid.integer("tokens_per_frame"), vid.number("max_clip_seconds", 0.0, true)};
     vid.finish();
   }
   if (const nlohmann::json* list = in.find("inputs")) {

@@ -285,7 +285,10 @@ modality_partition partition_modalities(const multimodal_model& model, const Cos
   for (std::size_t g = 0; g < result.groups.size(); ++g) {
     segment_group& group = result.groups[g];
     const std::size_t most = std::max<std::size_t>(weights[g].size() / ranks, 1);
-    group.paper_segments = std::max<std::size_t>(1, std::size_t(std::floor(to_seconds(group.latency) / t1 + 1e-9)));
+    // The ratio is unbounded when the fastest chain takes next to no time (measured costs scaled
+    // down to nothing); a chain cannot have more segments than layers, so clamp before the cast.
+    const double ratio = t1 > 0 ? std::floor(to_seconds(group.latency) / t1 + 1e-9) : 1.0;
+    group.paper_segments = std::size_t(std::clamp(ratio, 1.0, double(std::max<std::size_t>(weights[g].size(), 1))));
     if (auto fixed = detail::fixed_for_group(options.segments_per_rank, model, group.modules, "segments per rank")) {
       require(*fixed <= most, errc::infeasible, "segments per rank of module '" + model.module(group.leader).name + "'",
               std::to_string(*fixed) + " x " + std::to_string(ranks) + " ranks is more chunks than its " +

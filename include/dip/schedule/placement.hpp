@@ -3,8 +3,9 @@
 // Chunks are grouped into *chains*: a chain is a sequence of chunks that a (sub-)microbatch
 // passes through in order, forward, and in reverse, backward. A classic pipeline (GPipe, 1F1B,
 // Megatron's interleaving) is one chain over the model's layers in topological order; DIP's
-// modality-aware placement (a later issue) gives every module its own chain. Chains form a DAG
-// like the modules they hold: `chain_inputs[k]` lists the chains whose output chain k consumes.
+// modality-aware placement (dip/partition/modality_partition.hpp) gives every module (or group
+// of modules split alike) its own chain. Chains form a DAG like the modules they hold:
+// `chain_inputs[k]` lists the chains whose output chain k consumes.
 #pragma once
 
 #include <algorithm>

@@ -1,0 +1,12 @@
+# Runs Doxygen (-DDOXYGEN, -DDOXYFILE) and fails if it wrote any warning to -DWARNINGS.
+execute_process(COMMAND "${DOXYGEN}" "${DOXYFILE}" RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "doxygen failed (exit status ${rc}):\n${out}")
+endif()
+file(STRINGS "${WARNINGS}" warnings REGEX "warning:")
+list(LENGTH warnings count)
+if(count GREATER 0)
+  file(READ "${WARNINGS}" text)
+  message(FATAL_ERROR "doxygen: ${count} warnings:\n${text}")
+endif()
+message(STATUS "doxygen: no warnings")

@@ -1,0 +1,376 @@
+// dip._dip: the Python bindings (pybind11). The `dip` package (python/dip/__init__.py) re-exports
+// what is here; docs/python.md is the user's guide and API reference.
+//
+// Everything crosses the boundary as plain Python values (str, int, float, lists, dicts) or as
+// the three small classes Model, Plan and Action, so Python code never holds a reference into a
+// C++ structure that could dangle. Planning releases the GIL: other Python threads run while a
+// schedule is searched.
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <dip/batch/source.hpp>
+#include <dip/core/error.hpp>
+#include <dip/dip.hpp>
+
+#include "json_python.hpp"
+#include "model_handle.hpp"
+#include "plan_batch.hpp"
+#include "plan_view.hpp"
+#include "sample_batch.hpp"
+
+namespace py = pybind11;
+using namespace dip::python;
+
+namespace {
+
+// dip.Error: a ValueError (bad input is what dip reports) with the library's where/what/code.
+PyObject* dip_error_type = nullptr;
+
+void translate_dip_errors(std::exception_ptr thrown) {
+  try {
+    if (thrown) std::rethrow_exception(thrown);
+  } catch (const dip::error& e) {
+    py::object type = py::reinterpret_borrow<py::object>(dip_error_type);
+    py::object value = type(e.what());
+    value.attr("where") = e.where();
+    value.attr("what") = e.detail();
+    value.attr("code") = std::string(dip::to_string(e.code()));
+    PyErr_SetObject(dip_error_type, value.ptr());
+  }
+}
+
+// A batch must be a list of microbatches, each a list of sample dicts; anything else is a
+// TypeError naming the position. Values inside a sample are checked by the trace reader.
+nlohmann::json batch_to_json(py::handle batch) {
+  const auto is_sequence = [](py::handle h) { return py::isinstance<py::list>(h) || py::isinstance<py::tuple>(h); };
+  if (!is_sequence(batch)) {
+    throw py::type_error("batch: expected a list of microbatches (each a list of sample dicts), got " +
+                         std::string(py::str(batch.get_type().attr("__name__"))));
+  }
+  nlohmann::json out = nlohmann::json::array();
+  std::size_t j = 0;
+  for (py::handle microbatch : batch) {
+    const std::string where = "batch[" + std::to_string(j) + "]";
+    if (!is_sequence(microbatch)) {
+      throw py::type_error(where + ": expected a list of sample dicts, got " +
+                           std::string(py::str(microbatch.get_type().attr("__name__"))));
+    }
+    nlohmann::json samples = nlohmann::json::array();
+    std::size_t i = 0;
+    for (py::handle sample : microbatch) {
+      const std::string at = sample_where(j, i++);
+      if (!py::isinstance<py::dict>(sample)) {
+        throw py::type_error(at + ": expected a sample dict such as {\"text_tokens\": 512, \"images\": 2}, got " +
+                             std::string(py::str(sample.get_type().attr("__name__"))));
+      }
+      samples.push_back(to_json(sample, at));
+    }
+    out.push_back(std::move(samples));
+    ++j;
+  }
+  return out;
+}
+
+// Packs a Python batch; samples the packer had to cut become UserWarnings.
+std::vector<dip::packed_microbatch> pack_python_batch(py::handle batch, const model_handle& model) {
+  packed_batch packed = pack_batch(batch_to_json(batch), model.model);
+  for (const std::string& note : packed.truncations) {
+    if (PyErr_WarnEx(PyExc_UserWarning, note.c_str(), 1) != 0) throw py::error_already_set();
+  }
+  return std::move(packed.microbatches);
+}
+
+py::dict module_dict(const dip::multimodal_model& model, const dip::module_spec& m) {
+  py::list inputs;
+  for (dip::module_id id : model.inputs_of(m.id)) inputs.append(model.module(id).name);
+  py::dict d;
+  d["name"] = m.name;
+  d["role"] = std::string(dip::to_string(m.role));
+  d["modality"] = m.modality.name();
+  d["layers"] = m.layers.size();
+  d["parameters"] = dip::parameter_count(m);
+  d["item"] = std::string(dip::to_string(dip::module_item_kind(model, m.id)));
+  d["inputs"] = inputs;
+  return d;
+}
+
+py::dict microbatch_dict(const dip::microbatch_summary& s) {
+  return to_python(dip::to_json(s)).cast<py::dict>();
+}
+
+py::dict action_dict(const action_view& a) {
+  py::dict d;
+  d["kind"] = a.kind;
+  d["stage"] = a.stage;
+  d["module"] = a.module;
+  d["chunk"] = a.chunk;
+  d["chain"] = a.chain;
+  d["microbatch"] = a.microbatch;
+  d["sub"] = a.sub;
+  d["strategy"] = a.strategy;
+  d["peer"] = a.peer ? py::object(py::int_(*a.peer)) : py::none();
+  d["edge"] = a.edge ? py::object(py::int_(*a.edge)) : py::none();
+  d["start_ms"] = a.start_ms;
+  d["end_ms"] = a.end_ms;
+  d["label"] = a.label;
+  return d;
+}
+
+// A source of batches that keeps its model alive (batch_source itself needs the model only
+// while it is made, samples_of needs it for every batch).
+struct python_batch_source {
+  std::shared_ptr<const model_handle> model;
+  dip::batch_source source;
+
+  py::list next_batch(std::size_t microbatches) {
+    const std::vector<dip::packed_microbatch> batch = source.next_batch(microbatches);
+    return to_python(batch_as_samples(batch, model->model, source.name())).cast<py::list>();
+  }
+};
+
+template <class T>
+T value_or(const std::optional<T>& value, T fallback) {
+  return value ? *value : fallback;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_dip, m) {
+  m.doc() = "dip: pipeline-parallel schedules for multimodal model training (C++ core; use the `dip` package)";
+  m.attr("__version__") = dip::version_string;
+
+  dip_error_type = PyErr_NewExceptionWithDoc(
+      "dip.Error",
+      "An error dip reports for bad input or an impossible request. A ValueError with three "
+      "attributes: `where` (the location: 'batch[2][0] field \\'images\\'', 'schedule', a file and "
+      "field), `what` (the message without the location) and `code` (the category: 'invalid "
+      "argument', 'parse error', 'not found', 'graph error', 'infeasible', 'deadlock', 'invalid plan').",
+      PyExc_ValueError, nullptr);
+  if (dip_error_type == nullptr) throw py::error_already_set();
+  m.attr("Error") = py::handle(dip_error_type);
+  py::register_exception_translator(&translate_dip_errors);
+
+  m.def("presets", &dip::preset_names, "Names of the model presets, for Model.preset().");
+  m.def("schedules", &schedule_names, "Names of the schedules plan() accepts.");
+  m.def(
+      "gpus",
+      [] {
+        std::vector<std::string> names;
+        for (const dip::gpu_spec& g : dip::gpu_presets()) names.push_back(g.name);
+        return names;
+      },
+      "Names of the GPU presets, for plan(gpu=...).");
+  m.def("batch_sources", &dip::batch_source_names,
+        "Names of the built-in batch sources, for batch_from_source() (a path to a .jsonl trace works too).");
+
+  py::class_<model_handle, std::shared_ptr<model_handle>>(m, "Model", R"(A model: its modules and the cluster defaults plan() uses.
+
+Make one with Model.preset(name) or Model.from_json(path_or_text).)")
+      .def_static(
+          "preset", [](const std::string& name) { return std::make_shared<model_handle>(model_from_preset(name)); },
+          py::arg("name"), "The model preset `name` (see dip.presets()). Raises dip.Error for an unknown name.")
+      .def_static(
+          "from_json",
+          [](py::object path_or_text) {
+            if (py::isinstance<py::str>(path_or_text)) {
+              return std::make_shared<model_handle>(model_from_json(path_or_text.cast<std::string>()));
+            }
+            const std::string path = py::str(py::module_::import("os").attr("fspath")(path_or_text));
+            return std::make_shared<model_handle>(
+                model_from_file(dip::read_model_file(std::filesystem::path(path)), path));
+          },
+          py::arg("path_or_text"),
+          "A model from a JSON model file (docs/model-format.md): a path (str or os.PathLike), or the JSON text "
+          "itself when the string starts with '{'. Raises dip.Error naming the file and field of a mistake.")
+      .def_property_readonly("name", [](const model_handle& h) { return h.model.name(); })
+      .def_property_readonly("description", [](const model_handle& h) { return h.description; },
+                             "The preset's description ('ViT-5B + Llama3-8B'); '' for a model file.")
+      .def_property_readonly("source", [](const model_handle& h) { return h.source; },
+                             "'preset', the model file's path, or '<string>'.")
+      .def_property_readonly("pp", [](const model_handle& h) { return h.pp; },
+                             "Default pipeline-parallel ranks (the preset's, the file's, else 1).")
+      .def_property_readonly("tp", [](const model_handle& h) { return h.tp; },
+                             "Default tensor-parallel degree (the preset's, the file's, else 1).")
+      .def_property_readonly("gpu", [](const model_handle& h) { return h.gpu; },
+                             "Default GPU preset (the preset's, the file's, else 'H800').")
+      .def_property_readonly(
+          "kind", [](const model_handle& h) { return std::string(dip::to_string(dip::packing_kind_of(h.model))); },
+          "How batches are packed for it: 'vision-language', 'text-to-video' or 'text'.")
+      .def_property_readonly("parameter_count", [](const model_handle& h) { return h.model.parameter_count(); })
+      .def_property_readonly(
+          "modules",
+          [](const model_handle& h) {
+            py::list modules;
+            for (const dip::module_spec& spec : h.model.modules()) modules.append(module_dict(h.model, spec));
+            return modules;
+          },
+          "The modules in id order, each a dict: name, role, modality, layers, parameters, item (what its "
+          "sub-microbatches count: image, clip, caption or sequence) and inputs (names of the modules feeding it).")
+      .def("__repr__", [](const model_handle& h) {
+        std::string modules;
+        for (const dip::module_spec& spec : h.model.modules()) modules += (modules.empty() ? "" : ", ") + spec.name;
+        return "<dip.Model '" + h.model.name() + "' (" + modules + "), pp " + std::to_string(h.pp) + ", tp " +
+               std::to_string(h.tp) + ", " + h.gpu + ">";
+      });
+
+  py::class_<action_view>(m, "Action", "One action of a rank's list (see docs/python.md, 'Actions').")
+      .def_readonly("kind", &action_view::kind, "'compute', 'send' or 'recv'.")
+      .def_readonly("stage", &action_view::stage,
+                    "'F' (forward), 'B' (backward), 'I' (input gradient), 'W' (weight gradient); for send/recv, the "
+                    "stage that produced the message.")
+      .def_readonly("module", &action_view::module, "Module(s) of the stage's chunk, '+'-joined if several.")
+      .def_readonly("chunk", &action_view::chunk)
+      .def_readonly("chain", &action_view::chain)
+      .def_readonly("microbatch", &action_view::microbatch)
+      .def_readonly("sub", &action_view::sub, "Sub-microbatch within the microbatch (0 when not split).")
+      .def_readonly("strategy", &action_view::strategy, "'keep', 'recompute' or 'offload' (a forward's activations).")
+      .def_readonly("peer", &action_view::peer, "send: the receiving rank; recv: the sending rank; else None.")
+      .def_readonly("edge", &action_view::edge, "send/recv: the message id, equal on the matching send and recv.")
+      .def_readonly("start_ms", &action_view::start_ms, "Simulated start.")
+      .def_readonly("end_ms", &action_view::end_ms, "Simulated end (a recv: when the data is there).")
+      .def_readonly("label", &action_view::label, "Short text, e.g. 'F3.1@c2' or 'send F3@c1 -> F3@c2 to rank 2'.")
+      .def("to_dict", &action_dict, "The action as a plain dict.")
+      .def("__repr__", [](const action_view& a) { return "<dip.Action " + a.label + ">"; });
+
+  py::class_<plan_view>(m, "Plan", "A validated, simulated plan of one batch under one schedule.")
+      .def_readonly("model", &plan_view::model)
+      .def_readonly("schedule", &plan_view::schedule)
+      .def_readonly("partition", &plan_view::partition,
+                    "The placement it ran on: 'balanced', 'megatron', 'dip' (modality-aware) or 'optimus'.")
+      .def_readonly("pp", &plan_view::pp)
+      .def_readonly("tp", &plan_view::tp)
+      .def_readonly("gpu", &plan_view::gpu)
+      .def_readonly("memory_cap_bytes", &plan_view::memory_cap_bytes, "Memory per GPU the plan had to fit.")
+      .def_readonly("makespan_ms", &plan_view::makespan_ms, "Simulated iteration time.")
+      .def_readonly("bubble_ratio", &plan_view::bubble_ratio, "1 - busy time / (ranks x makespan).")
+      .def_readonly("lower_bound_ms", &plan_view::lower_bound_ms,
+                    "What no schedule of this batch on this placement can beat (communication not counted).")
+      .def_property_readonly(
+          "lower_bounds",
+          [](const plan_view& v) {
+            py::dict d;
+            d["busiest_rank_ms"] = v.busiest_rank_ms;
+            d["critical_path_ms"] = v.critical_path_ms;
+            d["average_work_ms"] = v.average_work_ms;
+            return d;
+          },
+          "The three bounds lower_bound_ms is the largest of.")
+      .def_property_readonly("peak_memory_bytes", &plan_view::peak_memory, "Largest peak over the ranks.")
+      .def_readonly("peak_memory_bytes_per_rank", &plan_view::peak_memory_per_rank,
+                    "Per rank: weights, gradients, optimiser state and the most activations held at once.")
+      .def_readonly("weight_memory_bytes_per_rank", &plan_view::weight_memory_per_rank)
+      .def_readonly("busy_ms", &plan_view::busy_ms, "Per rank: time spent computing.")
+      .def_readonly("plan_ms", &plan_view::plan_ms, "Wall time of planning (graph, schedule, memory fit).")
+      .def_readonly("ranks", &plan_view::ranks, "Per rank, its actions in order (lists of dip.Action).")
+      .def_property_readonly(
+          "microbatches",
+          [](const plan_view& v) {
+            py::list list;
+            for (const dip::microbatch_summary& s : v.microbatches) list.append(microbatch_dict(s));
+            return list;
+          },
+          "Per microbatch, what it holds after packing: samples, text_tokens, image_tokens, images, clips, frames "
+          "and sub_microbatches per module.")
+      .def("__repr__", [](const plan_view& v) {
+        char text[256];
+        std::snprintf(text, sizeof text, "<dip.Plan %s of '%s' on %d ranks: %.3f ms, bubble %.4f, peak %s>",
+                      v.schedule.c_str(), v.model.c_str(), v.pp, v.makespan_ms, v.bubble_ratio,
+                      dip::to_string(dip::bytes(double(v.peak_memory()))).c_str());
+        return std::string(text);
+      });
+
+  m.def(
+      "plan",
+      [](std::shared_ptr<const model_handle> model, py::object batch, const std::string& schedule,
+         std::optional<int> pp, std::optional<int> tp, std::optional<std::string> gpu,
+         std::optional<std::string> partition, std::optional<double> memory_cap_gib, double search_ms,
+         std::size_t search_rollouts, std::uint64_t seed, unsigned threads, int chunks, double p2p_latency_us,
+         bool memory_strategies, bool fit_memory, bool tune_segments, std::optional<int> segments_per_rank,
+         std::optional<int> sub_microbatch_size, std::optional<py::list> tuning_batches) {
+        // None means "the model's" or "the default"; 0 would too in plan_request, so refuse it
+        // here rather than let pp=0 quietly mean the preset's.
+        for (const auto& [value, name] : {std::pair{pp, "pp"}, std::pair{tp, "tp"}}) {
+          dip::require(!value || *value >= 1, dip::errc::invalid_argument, name, "must be >= 1 (or None)");
+        }
+        dip::require(!memory_cap_gib || *memory_cap_gib > 0, dip::errc::invalid_argument, "memory_cap_gib",
+                     "must be > 0 (or None for the GPU's memory)");
+        plan_request request;
+        request.schedule = schedule;
+        request.pp = value_or(pp, 0);
+        request.tp = value_or(tp, 0);
+        request.gpu = value_or(gpu, std::string());
+        request.partition = value_or(partition, std::string("balanced"));
+        request.memory_cap_gib = value_or(memory_cap_gib, 0.0);
+        request.search_ms = search_ms;
+        request.search_rollouts = search_rollouts;
+        request.seed = seed;
+        request.threads = threads;
+        request.chunks = chunks;
+        request.p2p_latency_us = p2p_latency_us;
+        request.memory_strategies = memory_strategies;
+        request.fit_memory = fit_memory;
+        request.tune_segments = tune_segments;
+        request.segments_per_rank = value_or(segments_per_rank, 0);
+        request.sub_microbatch_size = value_or(sub_microbatch_size, 0);
+        check_request(request);  // before packing: a typo in the schedule is the first thing to hear about
+
+        const std::vector<dip::packed_microbatch> packed = pack_python_batch(batch, *model);
+        std::vector<std::vector<dip::packed_microbatch>> tuning;
+        if (tuning_batches) {
+          for (py::handle b : *tuning_batches) tuning.push_back(pack_python_batch(b, *model));
+        }
+        py::gil_scoped_release unlocked;
+        const planned_batch planned = plan_packed_batch(*model, packed, request, tuning);
+        return view_of(planned, model->model, packed);
+      },
+      py::arg("model"), py::arg("batch"), py::arg("schedule") = "dip", py::kw_only(), py::arg("pp") = py::none(),
+      py::arg("tp") = py::none(), py::arg("gpu") = py::none(), py::arg("partition") = py::none(),
+      py::arg("memory_cap_gib") = py::none(), py::arg("search_ms") = 200.0, py::arg("search_rollouts") = 0,
+      py::arg("seed") = 0, py::arg("threads") = 1, py::arg("chunks") = 2, py::arg("p2p_latency_us") = 0.0,
+      py::arg("memory_strategies") = true, py::arg("fit_memory") = true, py::arg("tune_segments") = true,
+      py::arg("segments_per_rank") = py::none(), py::arg("sub_microbatch_size") = py::none(),
+      py::arg("tuning_batches") = py::none(),
+      R"(Plans one batch with one schedule, validates the plan and simulates it; returns a dip.Plan.
+
+batch: a list of microbatches, each a list of sample dicts as in a trace file
+  ({"text_tokens": N, "images": K}, {"text_tokens": N, "images": [{"width": W, "height": H}]},
+  {"text_tokens": N, "clips": [{"seconds": S}]}); each microbatch must fit one packed microbatch.
+schedule: one of dip.schedules(): dip, static-dip, optimus, gpipe, 1f1b, interleaved, zb1p.
+The keyword arguments are dip-plan's flags of the same names (docs/dip-plan.md); None means the
+model's value (pp, tp, gpu), the GPU's memory (memory_cap_gib) or the planner's choice.
+partition: placement of the classic schedules, 'balanced' (default), 'megatron' or 'dip'.
+tuning_batches: batches to tune the segments per rank on (dip, static-dip); default: this batch.
+Raises dip.Error (a ValueError) naming what is wrong, TypeError for a batch of the wrong shape.)");
+
+  py::class_<python_batch_source>(m, "BatchSource", R"(A stream of batches from a built-in source or a .jsonl trace.
+
+Batches come back as lists of microbatches of sample dicts, ready for plan(). Samples are packed
+by the model's rules, and a microbatch left open carries over to the next batch, as in dip-plan.)")
+      .def(py::init([](const std::string& name, std::shared_ptr<const model_handle> model, std::uint64_t seed) {
+             return python_batch_source{model, dip::make_batch_source(name, model->model, seed)};
+           }),
+           py::arg("name"), py::arg("model"), py::arg("seed") = 1,
+           "name: one of dip.batch_sources() or a path to a .jsonl trace; seed: of a synthetic stream.")
+      .def_property_readonly("name", [](const python_batch_source& s) { return s.source.name(); })
+      .def("next_batch", &python_batch_source::next_batch, py::arg("microbatches") = 8,
+           "The next batch: `microbatches` lists of sample dicts.");
+
+  // Classes print as dip.Model, not dip._dip.Model: users meet them through the package.
+  for (const char* name : {"Model", "Action", "Plan", "BatchSource"}) m.attr(name).attr("__module__") = "dip";
+
+  m.def(
+      "batch_from_source",
+      [](const std::string& name, std::shared_ptr<const model_handle> model, std::size_t microbatches,
+         std::uint64_t seed) {
+        python_batch_source source{model, dip::make_batch_source(name, model->model, seed)};
+        return source.next_batch(microbatches);
+      },
+      py::arg("name"), py::arg("model"), py::arg("microbatches") = 8, py::arg("seed") = 1,
+      "The first batch of BatchSource(name, model, seed): a list of `microbatches` lists of sample dicts.");
+}

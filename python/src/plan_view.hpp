@@ -1,0 +1,134 @@
+// A planned batch as Python sees it: plain values only (names, ints, milliseconds), built once
+// when planning returns so that Python never reaches into the stage graph.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <dip/batch/packing.hpp>
+#include <dip/batch/splitter.hpp>
+#include <dip/core/units.hpp>
+#include <dip/schedule/memory_strategy.hpp>
+#include <dip/schedule/plan.hpp>
+
+#include "plan_batch.hpp"
+
+namespace dip::python {
+
+// One action of one rank's list. For send and recv, stage/module/chunk/microbatch/sub describe
+// the producing stage of the message (the tensor that travels); `edge` pairs a send with its recv.
+struct action_view {
+  std::string kind;      // "compute", "send", "recv"
+  std::string stage;     // "F", "B", "I", "W"
+  std::string module;    // the chunk's modules, "+"-joined when it spans several ("vit+projector")
+  int chunk = 0;
+  int chain = 0;
+  int microbatch = 0;
+  int sub = 0;
+  std::string strategy;  // "keep", "recompute", "offload" (compute of a forward; else "keep")
+  std::optional<int> peer;  // send: the receiver; recv: the sender
+  std::optional<int> edge;  // send/recv: the stage-graph edge (message id)
+  double start_ms = 0;   // simulated: compute runs [start, end); send: on the link until arrival;
+  double end_ms = 0;     // recv: from waiting to having the data
+  std::string label;     // "F3.1@c2", "send F3@c1 -> F3@c2 to rank 2"
+};
+
+struct plan_view {
+  std::string model;
+  std::string schedule;
+  std::string partition;
+  int pp = 0;
+  int tp = 0;
+  std::string gpu;
+  std::int64_t memory_cap_bytes = 0;
+  double makespan_ms = 0;
+  double bubble_ratio = 0;
+  double lower_bound_ms = 0;
+  double busiest_rank_ms = 0;
+  double critical_path_ms = 0;
+  double average_work_ms = 0;
+  std::vector<std::int64_t> peak_memory_per_rank;
+  std::vector<std::int64_t> weight_memory_per_rank;
+  std::vector<double> busy_ms;
+  double plan_ms = 0;
+  std::vector<std::vector<action_view>> ranks;
+  std::vector<microbatch_summary> microbatches;
+  std::int64_t peak_memory() const {
+    std::int64_t peak = 0;
+    for (std::int64_t p : peak_memory_per_rank) peak = std::max(peak, p);
+    return peak;
+  }
+};
+
+inline std::string chunk_modules(const multimodal_model& model, const chunk_spec& chunk) {
+  std::string names;
+  for (const layer_span& span : chunk.spans) {
+    const std::string& name = model.module(span.module).name;
+    if (names == name || names.ends_with("+" + name)) continue;
+    names += (names.empty() ? "" : "+") + name;
+  }
+  return names;
+}
+
+inline plan_view view_of(const planned_batch& planned, const multimodal_model& model,
+                         const std::vector<packed_microbatch>& packed) {
+  const stage_graph& graph = *planned.result.graph;
+  const simulation_result& sim = planned.simulation;
+  plan_view v;
+  v.model = model.name();
+  v.schedule = planned.schedule;
+  v.partition = planned.partition;
+  v.pp = planned.pp;
+  v.tp = planned.tp;
+  v.gpu = planned.gpu.name;
+  v.memory_cap_bytes = std::int64_t(planned.gpu.memory.base());
+  v.makespan_ms = to_milliseconds(sim.makespan);
+  v.bubble_ratio = sim.bubble_ratio;
+  v.lower_bound_ms = to_milliseconds(sim.bounds.best());
+  v.busiest_rank_ms = to_milliseconds(sim.bounds.busiest_rank);
+  v.critical_path_ms = to_milliseconds(sim.bounds.critical_path);
+  v.average_work_ms = to_milliseconds(sim.bounds.average_work);
+  for (const rank_stats& r : sim.ranks) {
+    v.peak_memory_per_rank.push_back(std::int64_t(r.peak_memory.base()));
+    v.busy_ms.push_back(to_milliseconds(r.busy));
+  }
+  for (bytes w : planned.weight_memory) v.weight_memory_per_rank.push_back(std::int64_t(w.base()));
+  v.plan_ms = planned.plan_ms;
+
+  v.ranks.resize(planned.result.ranks.size());
+  for (std::size_t r = 0; r < planned.result.ranks.size(); ++r) {
+    for (const action& a : planned.result.ranks[r]) {
+      const dip::stage& s = graph.at(a.stage);
+      const chunk_spec& chunk = graph.placement().chunk(s.chunk);
+      action_view out;
+      out.kind = a.kind == action_kind::compute ? "compute" : a.kind == action_kind::send ? "send" : "recv";
+      out.stage = std::string(1, to_char(s.kind));
+      out.module = chunk_modules(model, chunk);
+      out.chunk = int(s.chunk.index());
+      out.chain = int(chunk.chain);
+      out.microbatch = int(s.microbatch.index());
+      out.sub = int(s.sub);
+      out.strategy = std::string(to_string(a.strategy));
+      if (a.kind != action_kind::compute) {
+        out.peer = int(a.peer.index());
+        out.edge = int(a.edge);
+      }
+      out.label = describe(graph, a);
+      v.ranks[r].push_back(std::move(out));
+    }
+  }
+  // The timeline is ordered by rank, then action index.
+  for (const timed_action& t : sim.timeline) {
+    action_view& a = v.ranks.at(t.rank.index()).at(t.index);
+    a.start_ms = to_milliseconds(t.start);
+    a.end_ms = to_milliseconds(t.end);
+  }
+  for (std::size_t j = 0; j < packed.size() && j < planned.split.size(); ++j) {
+    v.microbatches.push_back(summarize(packed[j], planned.split[j], model));
+  }
+  return v;
+}
+
+}  // namespace dip::python
