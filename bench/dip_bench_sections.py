@@ -235,7 +235,7 @@ class Ablation:
         for model, data, cap in self.pairs:
             label = f"{data} @{cap} GiB" if cap else data
             r = [x for x in rows if x["model"] == model and x["data"] == label]
-            table.append([model, data] + [f"{fmt(x['iteration_ms'])} ({fmt(x['speedup_vs_step1'], '{:.2f}x', '-')})" for x in r])
+            table.append([model, label] + [f"{fmt(x['iteration_ms'])} ({fmt(x['speedup_vs_step1'], '{:.2f}x', '-')})" for x in r])
         text.append(markdown_table(["model", "data"] + ABLATION_STEPS, table))
         text.append("\nRelative steps against the paper (VLM-S; the paper's seconds are for its testbed, ours are "
                     "simulated ms, so only the ratios compare):\n")

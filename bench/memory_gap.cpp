@@ -14,7 +14,7 @@
 //  - synthetic pipeline-like ranks (memory_instances.hpp) of 100 to 1000 pairs.
 // Two chooser settings: the planner's (no decision diagram) and the library default.
 //
-//   build/bench/dip-memory-gap [--quick] [--time-limit-s 60] [--csv FILE]
+//   build/bench/dip-memory-gap [--quick] [--time-limit-s 60] [--csv FILE] [--fail-above-pct 5]
 #include <coin/Cbc_C_Interface.h>
 
 #include <algorithm>
@@ -190,6 +190,8 @@ int main(int argc, char** argv) {
   app.add_option("--time-limit-s", time_limit_s, "CBC's time limit per instance")->check(CLI::PositiveNumber);
   app.add_option("--batches", batches, "batches per preset and data stream")->check(CLI::Range(1, 100));
   app.add_option("--csv", csv_path, "also write one row per instance as CSV");
+  double fail_above_pct = INFINITY;
+  app.add_option("--fail-above-pct", fail_above_pct, "exit 1 when a choice's gap exceeds this (the issue's target: 5)");
   CLI11_PARSE(app, argc, argv);
 
   std::vector<instance> all;
@@ -282,5 +284,9 @@ int main(int argc, char** argv) {
               "the exact excess over the optimum on the %d of %d instances CBC solved. Worst gap of the planner's "
               "choice %.2f%%, of the default choice %.2f%%.\n",
               time_limit_s, solved, count, 100 * worst_planner, 100 * worst_default);
+  if (100 * std::max(worst_planner, worst_default) > fail_above_pct) {
+    std::fprintf(stderr, "dip-memory-gap: a gap exceeds %.2f%%\n", fail_above_pct);
+    return 1;
+  }
   return 0;
 }

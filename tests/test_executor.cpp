@@ -5,6 +5,8 @@
 // in errors, never hangs; and recompute/offload lower the peak activation memory.
 #include <doctest/doctest.h>
 
+#include <random>
+
 #include <algorithm>
 #include <chrono>
 #include <memory>
@@ -93,6 +95,30 @@ dip::batch_work uneven_batch(std::size_t microbatches) {
     const std::size_t consumer_subs = 1 + encoder_subs % 2;  // never the encoder's count
     for (std::size_t s = 0; s < consumer_subs; ++s) {
       mb.modules[2].push_back(dip::work_unit::sequences_of(double(1 + s), double(8 + 4 * ((j + s) % 3))));
+    }
+    batch.microbatches.push_back(std::move(mb));
+  }
+  return batch;
+}
+
+// uneven_batch's shape with random sizes: 1-3 encoder sub-microbatches (projector alike), the
+// consumer split its own way, random tokens.
+dip::batch_work random_uneven_batch(std::mt19937_64& rng) {
+  const auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  dip::batch_work batch;
+  const int microbatches = pick(1, 6);
+  for (int j = 0; j < microbatches; ++j) {
+    dip::microbatch_work mb;
+    mb.modules.resize(3);
+    const int encoder_subs = pick(1, 3);
+    for (int s = 0; s < encoder_subs; ++s) {
+      const double sequences = pick(1, 2);
+      mb.modules[0].push_back(dip::work_unit::sequences_of(sequences, double(pick(2, 12))));
+      mb.modules[1].push_back(dip::work_unit::sequences_of(1, double(pick(1, 4))));
+    }
+    const int consumer_subs = pick(1, 2);
+    for (int s = 0; s < consumer_subs; ++s) {
+      mb.modules[2].push_back(dip::work_unit::sequences_of(double(pick(1, 2)), double(pick(4, 16))));
     }
     batch.microbatches.push_back(std::move(mb));
   }
@@ -280,4 +306,37 @@ TEST_CASE("broken plans and failing ranks end in errors naming the ranks, with e
                          doctest::Contains("injected failure"), dip::error);
     CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(5));
   }
+}
+
+TEST_CASE("property: DIP plans of random batches, ranks and strategies give gradients bit-identical to the sequential run") {
+  std::mt19937_64 rng(20261121);
+  int executed = 0;
+  for (int c = 0; c < 24; ++c) {
+    CAPTURE(c);
+    const std::string name = c % 2 == 0 ? "tiny-vlm" : "tiny-t2v";
+    CAPTURE(name);
+    const tiny_setup setup(name);
+    const dip::batch_work batch = random_uneven_batch(rng);
+    dip::partition_options o;
+    o.ranks = std::uniform_int_distribution<int>(2, 4)(rng);
+    CAPTURE(o.ranks);
+    const dip::modality_partition part = dip::partition_modalities(setup.preset.model, setup.costs, o);
+    const auto graph = std::make_shared<const dip::stage_graph>(
+        dip::build_stage_graph(setup.preset.model, part.placement, batch, setup.costs));
+    dip::dip_planner_options options;
+    options.search_rollouts = std::size_t(rng() % 16);
+    options.seed = rng();
+    dip::plan planned = dip::plan_dip_schedule(graph, options);
+    for (auto& list : planned.ranks) {
+      for (dip::action& a : list) {
+        if (a.kind == dip::action_kind::compute && graph->at(a.stage).kind == dip::stage_kind::forward) {
+          a.strategy = dip::memory_strategy(rng() % 3);
+        }
+      }
+    }
+    check_bitwise_equal(dip::exec::execute(planned, setup.preset.model, batch),
+                        dip::exec::run_sequential(setup.preset.model, batch));
+    ++executed;
+  }
+  CHECK(executed == 24);
 }
