@@ -35,8 +35,8 @@
 #include <dip/partition/baseline_partitions.hpp>
 #include <dip/partition/modality_partition.hpp>
 #include <dip/schedule/baselines.hpp>
-#include <dip/schedule/dip_planner.hpp>
-#include <dip/schedule/modality_baselines.hpp>
+#include <dip/planner/dip_planner.hpp>
+#include <dip/planner/modality_baselines.hpp>
 #include <dip/schedule/validate.hpp>
 #include <dip/sim/simulator.hpp>
 
@@ -178,13 +178,13 @@ int run(const options& opt, const dip::multimodal_model& model, const Costs& cos
                                            .seed = opt.seed + std::uint64_t(it)};
     dip::plan plan;
     if (opt.schedule == "dip") {
-      plan = dip::plan_dip_schedule(graph, planner);
+      plan = dip::plan_dip(graph, planner);
     } else if (opt.schedule == "static-dip") {
       plan = dip::plan_static_dip(graph, planner);
     } else if (opt.schedule == "optimus") {
       plan = dip::plan_optimus(graph, planner);
     } else {
-      plan = dip::baseline_plan(opt.schedule, graph);
+      plan = dip::plan_baseline(opt.schedule, graph);
     }
     if (cap && opt.schedule != "dip") dip::fit_memory(plan, *cap, weights);
     dip::validate(plan, {.memory_cap = cap, .weight_memory = weights});

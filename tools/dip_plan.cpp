@@ -1,8 +1,12 @@
 // dip-plan: plans and simulates pipeline schedules for a model, a cluster and a batch stream.
 //
 //   model (preset | JSON) + cluster (--pp --tp --gpu) + batches (--data --microbatches)
-//     --> per schedule: placement -> stage graph -> plan (validated) -> simulation
+//     --> dip::planner (dip/planner/planner.hpp): per batch and schedule, a validated,
+//         simulated plan (or the reason it was refused)
 //     --> table | --json, and --trace FILE (Chrome trace of the first iteration)
+//
+// run() reads as the steps: planner from the flags -> plan every iteration -> describe the
+// placement -> summarise -> print.
 //
 // See docs/dip-plan.md for every flag and the JSON output.
 #include <algorithm>
@@ -22,26 +26,12 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
-#include <dip/batch/module_items.hpp>
-#include <dip/batch/source.hpp>
-#include <dip/batch/splitter.hpp>
-#include <dip/batch/uniform.hpp>
-#include <dip/cost/model_flops.hpp>
+#include <dip/batch/model_flops.hpp>
 #include <dip/dip.hpp>
 #include <dip/io/chrome_trace.hpp>
 #include <dip/io/plan_export.hpp>
 #include <dip/io/torch_schedule_csv.hpp>
-#include <dip/partition/baseline_partitions.hpp>
-#include <dip/partition/modality_partition.hpp>
 #include <dip/partition/placement_report.hpp>
-#include <dip/schedule/baselines.hpp>
-#include <dip/schedule/dip_planner.hpp>
-#include <dip/schedule/memory_strategy.hpp>
-#include <dip/schedule/modality_baselines.hpp>
-#include <dip/schedule/plan.hpp>
-#include <dip/schedule/segment_tuning.hpp>
-#include <dip/schedule/validate.hpp>
-#include <dip/sim/simulator.hpp>
 
 namespace {
 
@@ -177,232 +167,134 @@ void write_first_plan_exports(const cli_options& opt, const std::optional<dip::e
   }
 }
 
-// Everything a run needs once the model and its cost model are known.
-template <dip::cost_model_like Costs>
-int run(const cli_options& opt, const dip::multimodal_model& model, const Costs& costs, int pp, int tp,
-        const dip::gpu_spec& gpu) {
-  // "none": only the placement and the batches (--show-placement, --show-batch, --json).
-  const std::vector<std::string> schedules = opt.schedules == "none" ? std::vector<std::string>{} : split_list(opt.schedules);
-  dip::require(opt.schedules == "none" || !schedules.empty(), dip::errc::invalid_argument, "--schedules",
+// --schedules as a list of registered names ("none": an empty list).
+std::vector<std::string> requested_schedules(const cli_options& opt, const dip::schedule_registry& registry) {
+  if (opt.schedules == "none") return {};
+  const std::vector<std::string> schedules = split_list(opt.schedules);
+  dip::require(!schedules.empty(), dip::errc::invalid_argument, "--schedules",
                "lists no schedule (use 'none' to plan only the placement and the batches)");
   for (const std::string& s : schedules) {
-    bool known = s == "dip" || s == "static-dip" || s == "optimus";
-    for (const std::string& b : dip::baseline_names()) known = known || b == s;
-    std::string all = "dip, static-dip, optimus";
-    for (const std::string& b : dip::baseline_names()) all += ", " + b;
-    dip::require(known, dip::errc::not_found, "--schedules", "unknown schedule '" + s + "' (known: " + all + ")");
+    dip::require(registry.contains(s), dip::errc::not_found, "--schedules",
+                 "unknown schedule '" + s + "' (known: " + registry.known() + ")");
   }
-  dip::require(opt.partition == "balanced" || opt.partition == "megatron" || opt.partition == "dip",
-               dip::errc::not_found, "--partition",
-               "unknown partition '" + opt.partition + "' (known: balanced, megatron, dip)");
-  const auto uniform_work = [&](const dip::module_spec& m) { return dip::uniform_module_work(model, m); };
-  // Pipeline neighbours share a node when the whole pipeline fits in one; otherwise the slowest
-  // link they may cross is the network.
-  const dip::communication_model comm{dip::microseconds(opt.latency_us),
-                                      tp * pp <= gpu.gpus_per_node ? gpu.nvlink : gpu.network};
-  const dip::weight_memory_rule memory{tp, 16.0, gpu.memory};
+  return schedules;
+}
 
-  // The modality-aware partition is fixed for the run; the classic ones depend on the chunks
-  // per rank (v) of each schedule.
-  // The "dip" schedule always runs on it, whatever --partition says.
-  const auto is_modality_schedule = [](const std::string& name) {
-    return name == "dip" || name == "static-dip" || name == "optimus";
-  };
-  const bool dip_scheduled =
-      std::any_of(schedules.begin(), schedules.end(), [&](const std::string& s) { return s == "dip" || s == "static-dip"; });
-  const bool optimus_scheduled = std::find(schedules.begin(), schedules.end(), "optimus") != schedules.end();
-  const auto modality_options_for = [&](bool one_chunk_per_rank) {
-    dip::partition_options options;
-    options.ranks = pp;
-    options.memory = memory;
-    if (opt.sub_microbatch_size > 0) {
-      // B counts images (or clips) per sub-microbatch: it is fixed for the chains that split
-      // those; text chains keep the partitioner's choice.
-      for (const dip::module_spec& m : model.modules()) {
-        const dip::item_kind kind = dip::module_item_kind(model, m.id);
-        if (kind == dip::item_kind::image || kind == dip::item_kind::clip) {
-          options.sub_microbatch_size[m.name] = std::size_t(opt.sub_microbatch_size);
-        }
-      }
-    }
-    const int segments = one_chunk_per_rank ? 1 : opt.segments_per_rank;
-    if (segments > 0) {
-      for (const dip::module_spec& m : model.modules()) options.segments_per_rank[m.name] = std::size_t(segments);
-    }
-    return options;
-  };
-  const auto modality_partition_for = [&](bool one_chunk_per_rank) {
-    return dip::partition_modalities(model, costs, modality_options_for(one_chunk_per_rank));
-  };
-  std::optional<dip::modality_partition> modality;
-  std::vector<std::size_t> rule_segments;  // the partitioner's K per chain, when tuning changed it
-  if ((opt.partition == "dip" || dip_scheduled) && opt.segments_per_rank == 0 && opt.tune_segments) {
-    // Two sample batches from a differently seeded stream (a trace file: its first batches).
-    dip::batch_source sample_source = dip::make_batch_source(opt.data, model, opt.seed + 0x5eed);
-    std::vector<std::vector<dip::packed_microbatch>> samples;
-    for (int i = 0; i < 2; ++i) samples.push_back(sample_source.next_batch(std::size_t(opt.microbatches)));
-    dip::segment_tuning tuned = dip::tune_segments_per_rank(
-        model, costs, modality_options_for(false), samples,
-        {.memory_cap = gpu.memory, .weight_memory = {}, .comm = comm, .memory_strategies = opt.memory_strategies});
-    modality = std::move(tuned.partition);
-    std::vector<std::size_t> chosen;
-    for (const dip::segment_group& g : modality->groups) chosen.push_back(g.segments_per_rank);
-    if (chosen != tuned.trials.front().segments_per_rank) rule_segments = tuned.trials.front().segments_per_rank;
-  } else if (opt.partition == "dip" || dip_scheduled) {
-    modality = modality_partition_for(false);
+// The planner's options from the flags. K is tuned on two sample batches from a differently
+// seeded stream (a trace file: its first batches).
+dip::planner_options planner_options_of(const cli_options& opt, const dip::multimodal_model& model) {
+  dip::planner_options o;
+  o.partition = opt.partition;
+  o.interleaved_chunks = std::size_t(opt.chunks);
+  o.segments_per_rank = std::size_t(opt.segments_per_rank);
+  o.sub_microbatch_size = std::size_t(opt.sub_microbatch_size);
+  o.tune_segments = opt.tune_segments;
+  if (opt.tune_segments && opt.segments_per_rank == 0) {
+    dip::batch_source samples = dip::make_batch_source(opt.data, model, opt.seed + 0x5eed);
+    for (int i = 0; i < 2; ++i) o.tuning_batches.push_back(samples.next_batch(std::size_t(opt.microbatches)));
   }
-  // Optimus keeps the backbone a plain pipeline: one chunk per rank for every chain.
-  std::optional<dip::modality_partition> optimus;
-  if (optimus_scheduled) optimus = modality_partition_for(true);
-  const dip::sub_microbatch_policy policy = opt.partition == "dip" ? modality->policy : dip::unsplit_policy(model);
-  // Both modality-aware partitions split microbatches alike (B and the chains do not depend on
-  // the segments per rank), so one split serves dip, static-dip and optimus.
-  const dip::sub_microbatch_policy* modality_policy =
-      modality ? &modality->policy : optimus ? &optimus->policy : nullptr;
-  // One unit of work per module, as placements report chunk times: a sub-microbatch of B items
-  // under the DIP partition, a whole uniform microbatch otherwise.
-  const auto unit_work_under = [&](const dip::sub_microbatch_policy& split) {
-    return [&](const dip::module_spec& m) {
-    const std::size_t b = split.items_per_sub[m.id.index()];
-    if (b == 0) return uniform_work(m);
-    return dip::repeat(dip::default_item_profile(model, m.id).item, double(b));
-    };
-  };
-  std::map<int, dip::placement> placements;  // classic partitions, by chunks per rank
-  const auto placement_for = [&](const std::string& schedule) -> const dip::placement& {
-    if (schedule == "optimus") return optimus->placement;
-    if (opt.partition == "dip" || is_modality_schedule(schedule)) return modality->placement;
-    const int v = schedule == "interleaved" ? opt.chunks : 1;
-    auto found = placements.find(v);
-    if (found == placements.end()) {
-      found = placements
-                  .emplace(v, opt.partition == "megatron"
-                                  ? dip::megatron_partition(model, pp, v, memory)
-                                  : dip::balanced_partition(model, costs, uniform_work, pp, v, memory))
-                  .first;
-    }
-    return found->second;
-  };
+  o.search_ms = opt.search_ms;
+  o.search_rollouts = opt.search_rollouts;
+  o.threads = opt.threads;
+  o.seed = opt.seed;
+  o.memory_strategies = opt.memory_strategies;
+  o.fit_memory = opt.fit_memory;
+  o.record_timeline = !opt.trace.empty();
+  return o;
+}
 
-  dip::batch_source source = dip::make_batch_source(opt.data, model, opt.seed);
-  std::vector<std::vector<schedule_outcome>> outcomes(std::size_t(opt.iterations));
-  std::vector<dip::model_flops_count> iteration_flops(std::size_t(opt.iterations));
-  std::vector<nlohmann::json> batch_summaries(std::size_t(opt.iterations), nlohmann::json::array());
+// Everything dip-plan learns from planning the iterations.
+struct run_results {
+  std::vector<std::vector<schedule_outcome>> outcomes;  // [iteration][schedule]
+  std::vector<dip::model_flops_count> flops;            // per iteration
+  std::vector<nlohmann::json> batch_summaries;          // per iteration, per microbatch
   nlohmann::json trace_events = nlohmann::json::array();
+  dip::packing_stats packing;                           // what packing cut from the samples
+};
 
+// How one batch's microbatches look (for --show-batch and --json), split as the classic
+// schedules split them.
+nlohmann::json batch_summary(const std::vector<dip::packed_microbatch>& packed,
+                             const std::vector<dip::split_microbatch>& split, const dip::multimodal_model& model) {
+  nlohmann::json rows = nlohmann::json::array();
+  for (std::size_t j = 0; j < packed.size(); ++j) {
+    nlohmann::json row = dip::to_json(dip::summarize(packed[j], split[j], model));
+    std::int64_t latent_tokens = 0;  // the diffusion decoder's tokens (text-to-video)
+    for (const dip::packed_clip& clip : packed[j].clips) latent_tokens += clip.latent_tokens;
+    row["latent_tokens"] = latent_tokens;
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+// Plans schedule `name` for batch `it`; a refusal becomes the outcome's error (and a line on stderr).
+template <class Planner>
+schedule_outcome plan_one(const Planner& planner, const cli_options& opt, const std::vector<dip::packed_microbatch>& packed,
+                          const std::string& name, int it, std::size_t si, run_results& results) {
+  schedule_outcome out;
+  std::optional<dip::exported_plan> exported;  // for --export, --export-dir, --export-torch
+  try {
+    const dip::planned_batch planned = planner.plan(packed, name, std::uint64_t(it));
+    out.plan_ms = planned.times.plan_ms;
+    if (!opt.trace.empty() && it == 0) {
+      dip::append_chrome_trace(results.trace_events, planned.plan, planned.simulation, int(si), name);
+    }
+    if (!opt.export_dir.empty() || (it == 0 && si == 0 && (!opt.export_file.empty() || !opt.export_torch.empty()))) {
+      exported = dip::export_plan(planned.plan, planner.model(), planned.work, name, it);
+    }
+    out.ok = true;
+    out.makespan = planned.simulation.makespan;
+    out.bubble = planned.simulation.bubble_ratio;
+    out.lower_bound = planned.simulation.bounds.best();
+    for (const dip::rank_stats& r : planned.simulation.ranks) out.peak = std::max(out.peak, r.peak_memory);
+  } catch (const dip::error& e) {
+    out.error = e.what();
+    std::fprintf(stderr, "dip-plan: %s refused in iteration %d: %s\n", name.c_str(), it, e.what());
+  }
+  if (it == 0 && si == 0) write_first_plan_exports(opt, exported, name, out.error);
+  if (exported && !opt.export_dir.empty()) {
+    dip::write_plan_file(std::filesystem::path(opt.export_dir) / (name + "-" + std::to_string(it) + ".json"), *exported);
+  }
+  return out;
+}
+
+// Every iteration: the next batch, its summary and FLOPs, and each schedule's plan.
+template <class Planner>
+run_results plan_iterations(const Planner& planner, const cli_options& opt, const std::vector<std::string>& schedules) {
+  const dip::multimodal_model& model = planner.model();
+  // Batches are summarised as the classic schedules split them (by the DIP partition's rule
+  // under --partition dip, whole otherwise).
+  const dip::sub_microbatch_policy classic_split =
+      opt.partition == "dip" ? planner.policy_of("dip") : dip::unsplit_policy(model);
+  dip::batch_source source = dip::make_batch_source(opt.data, model, opt.seed);
+  run_results results;
   for (int it = 0; it < opt.iterations; ++it) {
     const std::vector<dip::packed_microbatch> packed = source.next_batch(std::size_t(opt.microbatches));
-    const std::vector<dip::split_microbatch> split = dip::split_batch(packed, model, policy, costs);
-    const dip::batch_work batch = dip::to_batch_work(split);
-    const dip::batch_work modality_batch =
-        !modality_policy || opt.partition == "dip"
-            ? batch
-            : dip::to_batch_work(dip::split_batch(packed, model, *modality_policy, costs));
+    const std::vector<dip::split_microbatch> split = dip::split_batch(packed, model, classic_split, planner.costs());
     // Useful work of the batch, whatever the schedule (no recompute): what MFU divides by.
-    iteration_flops[std::size_t(it)] = dip::batch_model_flops(model, batch);
-    for (std::size_t j = 0; j < packed.size(); ++j) {
-      nlohmann::json row = dip::to_json(dip::summarize(packed[j], split[j], model));
-      std::int64_t latent_tokens = 0;  // the diffusion decoder's tokens (text-to-video)
-      for (const dip::packed_clip& clip : packed[j].clips) latent_tokens += clip.latent_tokens;
-      row["latent_tokens"] = latent_tokens;
-      batch_summaries[std::size_t(it)].push_back(std::move(row));
-    }
+    results.flops.push_back(dip::batch_model_flops(model, dip::to_batch_work(split)));
+    results.batch_summaries.push_back(batch_summary(packed, split, model));
+    std::vector<schedule_outcome>& row = results.outcomes.emplace_back();
     for (std::size_t si = 0; si < schedules.size(); ++si) {
-      const std::string& name = schedules[si];
-      schedule_outcome& out = outcomes[std::size_t(it)].emplace_back();
-      std::optional<dip::exported_plan> exported;  // for --export, --export-dir, --export-torch
-      try {
-        const auto start = std::chrono::steady_clock::now();
-        const dip::placement& place = placement_for(name);
-        const std::vector<dip::bytes> weights = dip::weight_bytes_per_rank(model, place, tp);
-        auto graph = std::make_shared<const dip::stage_graph>(dip::build_stage_graph(
-            model, place, is_modality_schedule(name) ? modality_batch : batch, costs,
-            {.split_backward = name == "zb1p"}));
-        dip::plan plan;
-        if (name == "static-dip" || name == "optimus") {
-          // With --fit-memory they fit the GPU by recompute/offload afterwards (below); without it,
-          // by their in-flight limit alone (the cap lowers it).
-          const dip::dip_planner_options planner{
-              .memory_cap = opt.fit_memory ? std::nullopt : std::optional(gpu.memory), .weight_memory = weights, .comm = comm};
-          plan = name == "optimus" ? dip::plan_optimus(graph, planner) : dip::plan_static_dip(graph, planner);
-        } else if (name == "dip") {
-          plan = dip::plan_dip_schedule(graph, {.memory_cap = gpu.memory,
-                                                .weight_memory = weights,
-                                                .comm = comm,
-                                                .search_ms = opt.search_ms,
-                                                .search_rollouts = opt.search_rollouts,
-                                                .threads = opt.threads,
-                                                .seed = opt.seed + std::uint64_t(it),
-                                                .memory_strategies = opt.memory_strategies});
-        } else {
-          plan = dip::baseline_plan(name, graph);
-        }
-        if (name != "dip" && opt.fit_memory) {
-          // As a trainer would turn on activation recompute: the fastest recompute/offload choice
-          // that fits the GPU (phase 3's chooser), only where the plan does not fit as it is.
-          try {
-            dip::fit_memory(plan, gpu.memory, weights);
-          } catch (const dip::error& e) {
-            throw dip::error(dip::errc::infeasible, name,
-                             "does not fit the GPU even with activation recompute or offload: " + e.detail());
-          }
-          dip::validate(plan, {.memory_cap = gpu.memory, .weight_memory = weights});
-        } else if (name != "dip") {
-          dip::validate(plan, {.memory_cap = std::nullopt, .weight_memory = weights});
-        }
-        out.plan_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-        const bool traced = !opt.trace.empty() && it == 0;
-        const dip::simulation_result result =
-            dip::simulate(plan, {.comm = comm, .weight_memory = weights, .record_timeline = traced});
-        if (traced) dip::append_chrome_trace(trace_events, plan, result, int(si), name);
-        if (!opt.export_dir.empty() || (it == 0 && si == 0 && (!opt.export_file.empty() || !opt.export_torch.empty()))) {
-          exported = dip::export_plan(plan, model, is_modality_schedule(name) ? modality_batch : batch, name, it);
-        }
-        out.ok = true;
-        out.makespan = result.makespan;
-        out.bubble = result.bubble_ratio;
-        out.lower_bound = result.bounds.best();
-        for (const dip::rank_stats& r : result.ranks) out.peak = std::max(out.peak, r.peak_memory);
-      } catch (const dip::error& e) {
-        out.error = e.what();
-      }
-      if (it == 0 && si == 0) write_first_plan_exports(opt, exported, name, out.error);
-      if (exported && !opt.export_dir.empty()) {
-        dip::write_plan_file(std::filesystem::path(opt.export_dir) / (name + "-" + std::to_string(it) + ".json"), *exported);
-      }
+      row.push_back(plan_one(planner, opt, packed, schedules[si], it, si, results));
     }
   }
+  results.packing = source.stats();
+  return results;
+}
 
-  // The placement of the first schedule (all share it under --partition dip).
-  nlohmann::json placement_doc;
-  double balance = 0;
-  try {
-    const dip::placement& shown = placement_for(schedules.empty() ? "1f1b" : schedules.front());
-    const bool shown_is_dip = modality && &shown == &modality->placement;
-    placement_doc = placement_json(model, shown, costs, unit_work_under(shown_is_dip ? modality->policy : policy));
-    balance = shown_is_dip ? modality->balance()
-                       : dip::max_over_mean(dip::rank_totals(shown, dip::chunk_times(model, shown, costs, uniform_work),
-                                                             [](const dip::chunk_spec&) { return 1.0; }));
-  } catch (const dip::error& e) {
-    placement_doc = {{"error", e.what()}};
-  }
+// Summaries per schedule over the iterations it succeeded in.
+struct summary {
+  double makespan_ms = 0, bubble = 0, plan_ms = 0, gap = 0;
+  dip::bytes peak{};
+  int count = 0;
+  std::string error;
+};
 
-  if (!opt.trace.empty()) {
-    std::ofstream file(opt.trace);
-    dip::require(bool(file), dip::errc::not_found, "--trace", "cannot write '" + opt.trace + "'");
-    file << nlohmann::json{{"traceEvents", trace_events}, {"displayTimeUnit", "ms"}}.dump() << '\n';
-  }
-
-  // Summaries per schedule over the iterations it succeeded in.
-  struct summary {
-    double makespan_ms = 0, bubble = 0, plan_ms = 0, gap = 0;
-    dip::bytes peak{};
-    int count = 0;
-    std::string error;
-  };
-  std::vector<summary> sums(schedules.size());
-  for (const auto& iteration : outcomes) {
-    for (std::size_t si = 0; si < schedules.size(); ++si) {
+std::vector<summary> summarize_outcomes(const run_results& results, std::size_t schedule_count) {
+  std::vector<summary> sums(schedule_count);
+  for (const auto& iteration : results.outcomes) {
+    for (std::size_t si = 0; si < schedule_count; ++si) {
       const schedule_outcome& o = iteration[si];
       summary& s = sums[si];
       if (!o.ok) {
@@ -424,107 +316,210 @@ int run(const cli_options& opt, const dip::multimodal_model& model, const Costs&
     s.plan_ms /= s.count;
     s.gap /= s.count;
   }
-
-  if (opt.json) {
-    nlohmann::json doc = {{"model", model.name()}, {"pp", pp}, {"tp", tp}, {"gpu", gpu.name},
-                          {"microbatches", opt.microbatches}, {"data", opt.data}, {"partition", opt.partition},
-                          {"gpus", pp * tp}, {"peak_flops_per_gpu", gpu.peak_bf16.base()},
-                          {"placement", placement_doc}, {"placement_balance", balance}};
-    if (modality) doc["segments"] = segments_json(model, *modality, rule_segments);
-    nlohmann::json iterations = nlohmann::json::array();
-    for (int it = 0; it < opt.iterations; ++it) {
-      nlohmann::json per = nlohmann::json::object();
-      double lower = 0;
-      for (std::size_t si = 0; si < schedules.size(); ++si) {
-        const schedule_outcome& o = outcomes[std::size_t(it)][si];
-        if (!o.ok) {
-          per[schedules[si]] = {{"error", o.error}};
-          continue;
-        }
-        const double bound = dip::to_milliseconds(o.lower_bound);
-        lower = lower == 0 ? bound : std::min(lower, bound);
-        per[schedules[si]] = {{"makespan_ms", dip::to_milliseconds(o.makespan)},
-                              {"bubble_ratio", o.bubble},
-                              {"lower_bound_ms", bound},
-                              {"peak_memory_bytes", o.peak.base()},
-                              {"plan_ms", o.plan_ms}};
-      }
-      const dip::model_flops_count& flops = iteration_flops[std::size_t(it)];
-      iterations.push_back({{"index", it},
-                            {"lower_bound_ms", lower},
-                            {"model_flops", flops.flops},
-                            {"model_flops_opaque_layers", flops.opaque_layers},
-                            {"microbatches", batch_summaries[std::size_t(it)]},
-                            {"schedules", per}});
-    }
-    doc["iterations"] = iterations;
-    nlohmann::json summary_json = nlohmann::json::object();
-    for (std::size_t si = 0; si < schedules.size(); ++si) {
-      const summary& s = sums[si];
-      if (s.count == 0) {
-        summary_json[schedules[si]] = {{"error", s.error}};
-        continue;
-      }
-      summary_json[schedules[si]] = {{"mean_makespan_ms", s.makespan_ms},
-                                     {"mean_bubble_ratio", s.bubble},
-                                     {"mean_lower_bound_gap", s.gap},
-                                     {"max_peak_memory_bytes", s.peak.base()},
-                                     {"mean_plan_ms", s.plan_ms}};
-    }
-    doc["summary"] = summary_json;
-    std::cout << doc.dump(2) << '\n';
-  } else {
-    std::printf("model %s, pp %d, tp %d, %s, %d microbatches x %d iterations, data %s, partition %s\n",
-                model.name().c_str(), pp, tp, gpu.name.c_str(), opt.microbatches, opt.iterations, opt.data.c_str(),
-                opt.partition.c_str());
-    if (modality) {
-      for (const nlohmann::json& g : segments_json(model, *modality, rule_segments)) {
-        std::printf("  chain %-24s B = %zu %ss per sub-microbatch, K = %zu segments per rank (rule: %zu, paper rule: "
-                    "%zu), T = %.2f ms\n",
-                    g["modules"].dump().c_str(), g["sub_microbatch_size"].get<std::size_t>(),
-                    g["item"].get<std::string>().c_str(), g["segments_per_rank"].get<std::size_t>(),
-                    g["rule_segments"].get<std::size_t>(), g["paper_segments"].get<std::size_t>(),
-                    g["latency_ms"].get<double>());
-      }
-    }
-    if (opt.show_placement && placement_doc.is_array()) {
-      print_placement(opt.partition + (schedules.empty() ? "" : " for " + schedules.front()), placement_doc);
-      std::printf("  rank work max/mean: %.4f\n", balance);
-    }
-    if (opt.show_batch) {
-      for (int it = 0; it < opt.iterations; ++it) {
-        std::printf("iteration %d batch:\n", it);
-        for (std::size_t j = 0; j < batch_summaries[std::size_t(it)].size(); ++j) {
-          const nlohmann::json& b = batch_summaries[std::size_t(it)][j];
-          std::printf("  microbatch %2zu: %3d samples, %5d text + %5d image tokens, %2d images, %d clips, %4d frames; "
-                      "sub-microbatches %s\n",
-                      j, b["samples"].get<int>(), b["text_tokens"].get<int>(), b["image_tokens"].get<int>(),
-                      b["images"].get<int>(), b["clips"].get<int>(), b["frames"].get<int>(),
-                      b["sub_microbatches"].dump().c_str());
-        }
-      }
-    }
-    if (!schedules.empty()) std::printf("%-12s %14s %8s %10s %12s %10s\n", "schedule", "iteration ms", "bubble", "vs bound", "peak memory",
-                "plan ms");
-    for (std::size_t si = 0; si < schedules.size(); ++si) {
-      const summary& s = sums[si];
-      if (s.count == 0) {
-        std::printf("%-12s failed: %s\n", schedules[si].c_str(), s.error.c_str());
-        continue;
-      }
-      std::printf("%-12s %14.3f %8.4f %9.1f%% %12s %10.2f\n", schedules[si].c_str(), s.makespan_ms, s.bubble,
-                  100.0 * s.gap, dip::to_string(s.peak).c_str(), s.plan_ms);
-    }
-  }
-  bool any_ok = schedules.empty();
-  for (const summary& s : sums) any_ok = any_ok || s.count > 0;
-  return any_ok ? 0 : 1;
+  return sums;
 }
 
-// The GPU with the memory cap the user asked for (--memory-cap-gib), else as the preset has it.
-dip::gpu_spec with_memory_cap(dip::gpu_spec gpu, const cli_options& opt) {
-  if (opt.memory_cap_gib > 0) gpu.memory = dip::gib(opt.memory_cap_gib);
-  return gpu;
+// The placement of the first schedule (all share it under --partition dip) and its balance.
+struct placement_section {
+  nlohmann::json ranks;
+  double balance = 0;
+};
+
+template <class Planner>
+placement_section describe_placement(const Planner& planner, const std::vector<std::string>& schedules) {
+  const dip::multimodal_model& model = planner.model();
+  placement_section out;
+  try {
+    const std::string shown_schedule = schedules.empty() ? "1f1b" : schedules.front();
+    const dip::placement& shown = planner.placement_of(shown_schedule);
+    const dip::modality_partition* modality = planner.modality_partition_if_built();
+    const bool shown_is_dip = modality && &shown == &modality->placement;
+    const auto uniform_work = [&](const dip::module_spec& m) { return dip::uniform_module_work(model, m); };
+    // One unit of work per module, as placements report chunk times: a sub-microbatch of B
+    // items under a modality-aware partition, a whole uniform microbatch otherwise.
+    const dip::sub_microbatch_policy& split = planner.policy_of(shown_schedule);
+    const auto unit_work = [&](const dip::module_spec& m) {
+      const std::size_t b = split.items_per_sub[m.id.index()];
+      if (b == 0) return uniform_work(m);
+      return dip::repeat(dip::default_item_profile(model, m.id).item, double(b));
+    };
+    out.ranks = placement_json(model, shown, planner.costs(), unit_work);
+    out.balance = shown_is_dip ? modality->balance()
+                               : dip::max_over_mean(dip::rank_totals(shown, dip::chunk_times(model, shown, planner.costs(), uniform_work),
+                                                                     [](const dip::chunk_spec&) { return 1.0; }));
+  } catch (const dip::error& e) {
+    out.ranks = {{"error", e.what()}};
+  }
+  return out;
+}
+
+// What packing cut to make samples fit a microbatch: reported, never silent.
+nlohmann::json packing_json(const dip::packing_stats& s) {
+  return {{"samples", s.samples},
+          {"truncated_samples", s.truncated_samples},
+          {"truncated_text_tokens", s.truncated_text_tokens},
+          {"truncated_images", s.truncated_images},
+          {"truncated_seconds", s.truncated_seconds},
+          {"dropped_samples", s.dropped_samples},
+          {"cut_clips", s.cut_clips},
+          {"clip_pieces", s.clip_pieces}};
+}
+
+void report_truncation(const dip::packing_stats& s) {
+  if (s.truncated_samples == 0 && s.dropped_samples == 0) return;
+  std::fprintf(stderr,
+               "dip-plan: packing truncated %llu of %llu samples to fit a microbatch (cut: %lld text tokens, %llu "
+               "images, %.1f clip seconds) and dropped %llu with nothing left to train on\n",
+               static_cast<unsigned long long>(s.truncated_samples), static_cast<unsigned long long>(s.samples),
+               static_cast<long long>(s.truncated_text_tokens), static_cast<unsigned long long>(s.truncated_images),
+               s.truncated_seconds, static_cast<unsigned long long>(s.dropped_samples));
+}
+
+template <class Planner>
+void print_json(const Planner& planner, const cli_options& opt, const std::vector<std::string>& schedules,
+                const run_results& results, const std::vector<summary>& sums, const placement_section& shown) {
+  const dip::cluster_spec& cluster = planner.cluster();
+  nlohmann::json doc = {{"model", planner.model().name()}, {"pp", cluster.pp}, {"tp", cluster.tp}, {"gpu", cluster.gpu.name},
+                        {"microbatches", opt.microbatches}, {"data", opt.data}, {"partition", opt.partition},
+                        {"gpus", cluster.pp * cluster.tp}, {"peak_flops_per_gpu", cluster.gpu.peak_bf16.base()},
+                        {"placement", shown.ranks}, {"placement_balance", shown.balance},
+                        {"packing", packing_json(results.packing)}};
+  if (const dip::modality_partition* modality = planner.modality_partition_if_built()) {
+    doc["segments"] = segments_json(planner.model(), *modality, planner.rule_segments());
+  }
+  nlohmann::json iterations = nlohmann::json::array();
+  for (int it = 0; it < opt.iterations; ++it) {
+    nlohmann::json per = nlohmann::json::object();
+    double lower = 0;
+    for (std::size_t si = 0; si < schedules.size(); ++si) {
+      const schedule_outcome& o = results.outcomes[std::size_t(it)][si];
+      if (!o.ok) {
+        per[schedules[si]] = {{"error", o.error}};
+        continue;
+      }
+      const double bound = dip::to_milliseconds(o.lower_bound);
+      lower = lower == 0 ? bound : std::min(lower, bound);
+      per[schedules[si]] = {{"makespan_ms", dip::to_milliseconds(o.makespan)},
+                            {"bubble_ratio", o.bubble},
+                            {"lower_bound_ms", bound},
+                            {"peak_memory_bytes", o.peak.base()},
+                            {"plan_ms", o.plan_ms}};
+    }
+    const dip::model_flops_count& flops = results.flops[std::size_t(it)];
+    iterations.push_back({{"index", it},
+                          {"lower_bound_ms", lower},
+                          {"model_flops", flops.flops},
+                          {"model_flops_opaque_layers", flops.opaque_layers},
+                          {"microbatches", results.batch_summaries[std::size_t(it)]},
+                          {"schedules", per}});
+  }
+  doc["iterations"] = iterations;
+  nlohmann::json summary_json = nlohmann::json::object();
+  for (std::size_t si = 0; si < schedules.size(); ++si) {
+    const summary& s = sums[si];
+    if (s.count == 0) {
+      summary_json[schedules[si]] = {{"error", s.error}};
+      continue;
+    }
+    summary_json[schedules[si]] = {{"mean_makespan_ms", s.makespan_ms},
+                                   {"mean_bubble_ratio", s.bubble},
+                                   {"mean_lower_bound_gap", s.gap},
+                                   {"max_peak_memory_bytes", s.peak.base()},
+                                   {"mean_plan_ms", s.plan_ms}};
+  }
+  doc["summary"] = summary_json;
+  std::cout << doc.dump(2) << '\n';
+}
+
+template <class Planner>
+void print_table(const Planner& planner, const cli_options& opt, const std::vector<std::string>& schedules,
+                 const run_results& results, const std::vector<summary>& sums, const placement_section& shown) {
+  const dip::cluster_spec& cluster = planner.cluster();
+  std::printf("model %s, pp %d, tp %d, %s, %d microbatches x %d iterations, data %s, partition %s\n",
+              planner.model().name().c_str(), cluster.pp, cluster.tp, cluster.gpu.name.c_str(), opt.microbatches,
+              opt.iterations, opt.data.c_str(), opt.partition.c_str());
+  if (const dip::modality_partition* modality = planner.modality_partition_if_built()) {
+    for (const nlohmann::json& g : segments_json(planner.model(), *modality, planner.rule_segments())) {
+      std::printf("  chain %-24s B = %zu %ss per sub-microbatch, K = %zu segments per rank (rule: %zu, paper rule: "
+                  "%zu), T = %.2f ms\n",
+                  g["modules"].dump().c_str(), g["sub_microbatch_size"].get<std::size_t>(),
+                  g["item"].get<std::string>().c_str(), g["segments_per_rank"].get<std::size_t>(),
+                  g["rule_segments"].get<std::size_t>(), g["paper_segments"].get<std::size_t>(),
+                  g["latency_ms"].get<double>());
+    }
+  }
+  if (opt.show_placement && shown.ranks.is_array()) {
+    print_placement(opt.partition + (schedules.empty() ? "" : " for " + schedules.front()), shown.ranks);
+    std::printf("  rank work max/mean: %.4f\n", shown.balance);
+  }
+  if (opt.show_batch) {
+    for (int it = 0; it < opt.iterations; ++it) {
+      std::printf("iteration %d batch:\n", it);
+      for (std::size_t j = 0; j < results.batch_summaries[std::size_t(it)].size(); ++j) {
+        const nlohmann::json& b = results.batch_summaries[std::size_t(it)][j];
+        std::printf("  microbatch %2zu: %3d samples, %5d text + %5d image tokens, %2d images, %d clips, %4d frames; "
+                    "sub-microbatches %s\n",
+                    j, b["samples"].get<int>(), b["text_tokens"].get<int>(), b["image_tokens"].get<int>(),
+                    b["images"].get<int>(), b["clips"].get<int>(), b["frames"].get<int>(),
+                    b["sub_microbatches"].dump().c_str());
+      }
+    }
+  }
+  if (!schedules.empty()) {
+    std::printf("%-12s %14s %8s %10s %12s %10s\n", "schedule", "iteration ms", "bubble", "vs bound", "peak memory",
+                "plan ms");
+  }
+  for (std::size_t si = 0; si < schedules.size(); ++si) {
+    const summary& s = sums[si];
+    if (s.count == 0) {
+      std::printf("%-12s failed: %s\n", schedules[si].c_str(), s.error.c_str());
+      continue;
+    }
+    std::printf("%-12s %14.3f %8.4f %9.1f%% %12s %10.2f\n", schedules[si].c_str(), s.makespan_ms, s.bubble,
+                100.0 * s.gap, dip::to_string(s.peak).c_str(), s.plan_ms);
+  }
+}
+
+// Exit status (docs/dip-plan.md): 0 every schedule planned every iteration; 3 some were
+// refused (each refusal on stderr); 1 none planned; 2 bad input (main).
+int exit_status(const run_results& results, std::size_t schedule_count) {
+  std::size_t planned = 0, refused = 0;
+  for (const auto& iteration : results.outcomes) {
+    for (const schedule_outcome& o : iteration) (o.ok ? planned : refused) += 1;
+  }
+  if (schedule_count == 0 || refused == 0) return 0;
+  return planned > 0 ? 3 : 1;
+}
+
+// Everything a run needs once the model, its cost model and the cluster are known.
+template <dip::cost_model_like Costs>
+int run(const cli_options& opt, const dip::multimodal_model& model, const Costs& costs, const dip::cluster_spec& cluster) {
+  const dip::planner<Costs> planner(model, costs, cluster, planner_options_of(opt, model));
+  const std::vector<std::string> schedules = requested_schedules(opt, planner.schedules());
+  const run_results results = plan_iterations(planner, opt, schedules);
+  const placement_section shown = describe_placement(planner, schedules);
+  if (!opt.trace.empty()) {
+    std::ofstream file(opt.trace);
+    dip::require(bool(file), dip::errc::not_found, "--trace", "cannot write '" + opt.trace + "'");
+    file << nlohmann::json{{"traceEvents", results.trace_events}, {"displayTimeUnit", "ms"}}.dump() << '\n';
+  }
+  const std::vector<summary> sums = summarize_outcomes(results, schedules.size());
+  report_truncation(results.packing);
+  if (opt.json) {
+    print_json(planner, opt, schedules, results, sums, shown);
+  } else {
+    print_table(planner, opt, schedules, results, sums, shown);
+  }
+  return exit_status(results, schedules.size());
+}
+
+// The cluster from the flags, else as the model (preset or file) has it.
+dip::cluster_spec cluster_from(const cli_options& opt, int pp, int tp, const std::string& gpu) {
+  dip::cluster_spec cluster{.pp = opt.pp ? opt.pp : pp, .tp = opt.tp ? opt.tp : tp,
+                            .gpu = dip::find_gpu(!opt.gpu.empty() ? opt.gpu : gpu)};
+  if (opt.memory_cap_gib > 0) cluster.memory_cap = dip::gib(opt.memory_cap_gib);
+  cluster.p2p_latency = dip::microseconds(opt.latency_us);
+  return cluster;
 }
 
 }  // namespace
@@ -610,16 +605,12 @@ int main(int argc, char** argv) {
     const bool is_file = opt.model.ends_with(".json") || std::filesystem::exists(opt.model);
     if (is_file) {
       const dip::model_file file = dip::read_model_file(opt.model);
-      const int tp = opt.tp ? opt.tp : file.tp.value_or(1);
-      const int pp = opt.pp ? opt.pp : file.pp.value_or(1);
-      const dip::gpu_spec gpu = with_memory_cap(dip::find_gpu(!opt.gpu.empty() ? opt.gpu : file.gpu.value_or("H800")), opt);
-      return run(opt, file.model, dip::cost_model_for(file, gpu, tp), pp, tp, gpu);
+      const dip::cluster_spec cluster = cluster_from(opt, file.pp.value_or(1), file.tp.value_or(1), file.gpu.value_or("H800"));
+      return run(opt, file.model, dip::cost_model_for(file, cluster.gpu, cluster.tp), cluster);
     }
     const dip::model_preset preset = dip::find_preset(opt.model);
-    const int tp = opt.tp ? opt.tp : preset.parallel.tp;
-    const int pp = opt.pp ? opt.pp : preset.parallel.pp;
-    const dip::gpu_spec gpu = with_memory_cap(dip::find_gpu(!opt.gpu.empty() ? opt.gpu : preset.gpu), opt);
-    return run(opt, preset.model, dip::analytic_cost_model(gpu, tp), pp, tp, gpu);
+    const dip::cluster_spec cluster = cluster_from(opt, preset.parallel.pp, preset.parallel.tp, preset.gpu);
+    return run(opt, preset.model, dip::analytic_cost_model(cluster.gpu, cluster.tp), cluster);
   } catch (const dip::error& e) {
     std::fprintf(stderr, "dip-plan: error: %s\n", e.what());
     return 2;

@@ -1,7 +1,8 @@
 // dip: dynamic interleaved pipeline planning for multimodal model training.
 //
 // The umbrella header: the foundation every use of dip needs (core, model, cost models, model
-// files, the version). The planning areas are opt-in, one header per algorithm, each compiling
+// files, the version) and the planner facade with the batch sources, so that one include plans a
+// batch (dip::planner, dip/planner/planner.hpp). The algorithms behind it are opt-in, one header per algorithm, each compiling
 // on its own: dip/batch/ (traces, sources, splitting), dip/partition/ (placements), dip/schedule/
 // (stage graph, baselines, the DIP planner, the asynchronous planner), dip/sim/ (the simulator),
 // dip/io/ (plan exports, Chrome traces); docs/concepts.md says which header holds what.
@@ -33,6 +34,10 @@
 
 // io: model files
 #include "dip/io/model_json.hpp"
+
+// planning a batch: batch sources (traces, synthetic data) and the planner facade
+#include "dip/batch/source.hpp"
+#include "dip/planner/planner.hpp"
 
 // DIP_VERSION_STRING, dip::version()
 #include "dip/version.hpp"

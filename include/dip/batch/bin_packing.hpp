@@ -79,7 +79,7 @@ struct no_memory {
 
 // A function giving an item a non-negative size: a number, or a dip quantity (duration, bytes).
 template <class F, class Item>
-concept item_measure =
+concept item_measure_like =
     std::invocable<const F&, const Item&> &&
     (std::is_arithmetic_v<std::remove_cvref_t<std::invoke_result_t<const F&, const Item&>>> ||
      requires(std::invoke_result_t<const F&, const Item&> r) {
@@ -334,8 +334,8 @@ inline bin_assignment solve(const bin_problem& p, bin_packing_algorithm algorith
 // infinite weight or memory, or a bad cap; infeasible (naming the item) for an item whose memory
 // alone exceeds the cap, and (giving needed and available bytes) when no split fits the cap.
 template <std::ranges::random_access_range Items, class WeightOf, class MemoryOf = no_memory>
-  requires item_measure<WeightOf, std::ranges::range_value_t<Items>> &&
-           item_measure<MemoryOf, std::ranges::range_value_t<Items>>
+  requires item_measure_like<WeightOf, std::ranges::range_value_t<Items>> &&
+           item_measure_like<MemoryOf, std::ranges::range_value_t<Items>>
 bin_assignment pack_bins(const Items& items, std::size_t bins, WeightOf weight_of,
                          bin_packing_algorithm algorithm = bin_packing_algorithm::best_of,
                          MemoryOf memory_of = {}, std::optional<double> memory_cap = std::nullopt) {

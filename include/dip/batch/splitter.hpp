@@ -36,7 +36,7 @@
 #include "dip/cost/cost_model.hpp"
 #include "dip/cost/work.hpp"
 #include "dip/model/model.hpp"
-#include "dip/schedule/stage_graph.hpp"
+#include "dip/batch/batch_work.hpp"
 
 namespace dip {
 

@@ -31,7 +31,7 @@
 #include "dip/io/json_fields.hpp"
 #include "dip/model/layer.hpp"
 #include "dip/model/model.hpp"
-#include "dip/schedule/memory_strategy.hpp"
+#include "dip/schedule/strategy_cost.hpp"
 #include "dip/schedule/plan.hpp"
 #include "dip/schedule/stage_graph.hpp"
 #include "dip/schedule/validate.hpp"

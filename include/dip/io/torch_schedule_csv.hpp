@@ -39,7 +39,7 @@
 
 #include "dip/core/error.hpp"
 #include "dip/core/ids.hpp"
-#include "dip/schedule/memory_strategy.hpp"
+#include "dip/schedule/strategy_cost.hpp"
 #include "dip/schedule/plan.hpp"
 #include "dip/schedule/stage_graph.hpp"
 

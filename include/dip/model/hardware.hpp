@@ -71,4 +71,16 @@ inline gpu_spec find_gpu(std::string_view name) {
   throw error(errc::not_found, "gpu", "unknown GPU '" + std::string(name) + "' (known: " + known + ")");
 }
 
+// The link between pipeline neighbours, as the simulator and the interleaver price transfers.
+struct communication_model {
+  duration latency{};  // per message, overlaps with other transfers on the link
+  bandwidth link{};    // per directed rank pair; link.base() == 0 means transfers are free (latency only)
+};
+
+// The link pipeline neighbours cross on `gpu`'s cluster: NVLink when the whole pipeline (tp * pp
+// GPUs) fits in one node, else the network, the slowest link some neighbours must cross.
+inline communication_model pipeline_link(const gpu_spec& gpu, int tp, int pp, duration latency = {}) {
+  return {latency, tp * pp <= gpu.gpus_per_node ? gpu.nvlink : gpu.network};
+}
+
 }  // namespace dip

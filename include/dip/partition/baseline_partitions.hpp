@@ -16,7 +16,7 @@
 #include "dip/cost/cost_model.hpp"
 #include "dip/model/model.hpp"
 #include "dip/partition/weight_memory.hpp"
-#include "dip/schedule/placement.hpp"
+#include "dip/partition/contiguous_placement.hpp"
 
 namespace dip {
 

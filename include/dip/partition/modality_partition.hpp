@@ -43,11 +43,12 @@
 #include "dip/cost/cost_model.hpp"
 #include "dip/model/model.hpp"
 #include "dip/partition/min_max.hpp"
+#include "dip/partition/contiguous_placement.hpp"
 #include "dip/partition/placement_report.hpp"
 #include "dip/partition/segment_groups.hpp"
 #include "dip/partition/sub_microbatch_size.hpp"
 #include "dip/partition/weight_memory.hpp"
-#include "dip/schedule/placement.hpp"
+#include "dip/partition/placement.hpp"
 
 namespace dip {
 

@@ -8,7 +8,7 @@
 #include "dip/core/units.hpp"
 #include "dip/cost/cost_model.hpp"
 #include "dip/model/model.hpp"
-#include "dip/schedule/placement.hpp"
+#include "dip/partition/placement.hpp"
 
 namespace dip {
 

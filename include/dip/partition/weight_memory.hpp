@@ -15,7 +15,7 @@
 #include "dip/core/error.hpp"
 #include "dip/core/units.hpp"
 #include "dip/model/model.hpp"
-#include "dip/schedule/placement.hpp"
+#include "dip/partition/placement.hpp"
 
 namespace dip {
 

@@ -237,13 +237,13 @@ inline generator<stage_id> zb1p(std::shared_ptr<const stage_graph> graph, rank_i
   return detail::zb1p_order(std::move(graph), rank.index(), shape);
 }
 
-// The names baseline_plan accepts.
+// The names plan_baseline accepts.
 inline std::vector<std::string> baseline_names() { return {"gpipe", "1f1b", "interleaved", "zb1p"}; }
 
 // Runs the named baseline for every rank and turns the orders into a plan (dip::make_plan).
 // Throws dip::error(errc::not_found) listing the known names for an unknown one, and whatever
 // the generator throws for a graph it cannot schedule.
-inline plan baseline_plan(std::string_view schedule_name, std::shared_ptr<const stage_graph> graph) {
+inline plan plan_baseline(std::string_view schedule_name, std::shared_ptr<const stage_graph> graph) {
   using make_fn = generator<stage_id> (*)(std::shared_ptr<const stage_graph>, rank_id);
   make_fn make = nullptr;
   if (schedule_name == "gpipe") make = &gpipe;

@@ -34,7 +34,7 @@
 #include "dip/core/ids.hpp"
 #include "dip/core/units.hpp"
 #include "dip/schedule/stage_graph.hpp"
-#include "dip/sim/simulator.hpp"
+#include "dip/model/hardware.hpp"
 
 namespace dip {
 

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "dip/core/units.hpp"
-#include "dip/schedule/placement.hpp"
+#include "dip/partition/placement.hpp"
 #include "dip/schedule/stage_graph.hpp"
 
 namespace dip {

@@ -72,7 +72,7 @@ struct search_progress_point {
 };
 
 struct segment_search_result {
-  std::vector<std::uint32_t> priority;  // per segment; feed to interleave_stages / plan_dip_schedule
+  std::vector<std::uint32_t> priority;  // per segment; feed to interleave_stages / plan_dip
   duration makespan{};                  // phase 2's estimate for it
   bool within_cap = true;               // false: even the best order had to exceed a memory cap
   std::string found_by;                 // "natural", "heaviest-first", "producers-first" or "tree"

@@ -10,7 +10,7 @@
 // - gives a memory strategy other than keep only to forward stages;
 // - when a memory cap is given, keeps every rank's running total (its weights plus the memory
 //   deltas of its computes, in action order) within the cap. A pair whose forward recomputes or
-//   offloads changes its stages' deltas by strategy_memory_delta (dip/schedule/memory_strategy.hpp,
+//   offloads changes its stages' deltas by strategy_memory_delta (dip/schedule/strategy_cost.hpp,
 //   the formula the simulator and the memory chooser share); keep uses the graph's deltas.
 // These rules are per rank and per edge; they do not rule out a cross-rank deadlock (rank 0
 // waiting on rank 1's recv order while rank 1 waits on rank 0's). dip::simulate finds those.
@@ -28,7 +28,7 @@
 #include "dip/core/error.hpp"
 #include "dip/core/ids.hpp"
 #include "dip/core/units.hpp"
-#include "dip/schedule/memory_strategy.hpp"
+#include "dip/schedule/strategy_cost.hpp"
 #include "dip/schedule/plan.hpp"
 #include "dip/schedule/stage_graph.hpp"
 

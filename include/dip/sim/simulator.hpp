@@ -11,7 +11,7 @@
 // Memory convention: a rank holds its static `weight_memory`, and each compute applies its
 // stage's memory_delta when it *ends* (F allocates its kept activations as it finishes, B or W
 // frees them as it finishes); the peak is the largest running total.
-// Memory strategies (dip/schedule/memory_strategy.hpp, the one formula the chooser and the
+// Memory strategies (dip/schedule/strategy_cost.hpp, the one formula the chooser and the
 // validator share): a forward's compute action carries the strategy of its pair. recompute and
 // offload change that pair's stage times (strategy_time: F and B, or F and I when split) and
 // memory deltas (strategy_memory_delta); keep leaves both exactly as the stage graph has them.
@@ -32,16 +32,12 @@
 #include "dip/core/error.hpp"
 #include "dip/core/ids.hpp"
 #include "dip/core/units.hpp"
-#include "dip/schedule/memory_strategy.hpp"
+#include "dip/model/hardware.hpp"
 #include "dip/schedule/plan.hpp"
 #include "dip/schedule/stage_graph.hpp"
+#include "dip/schedule/strategy_cost.hpp"
 
 namespace dip {
-
-struct communication_model {
-  duration latency{};  // per message, overlaps with other transfers on the link
-  bandwidth link{};    // per directed rank pair; link.base() == 0 means transfers are free (latency only)
-};
 
 struct simulation_options {
   communication_model comm;

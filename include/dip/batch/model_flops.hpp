@@ -19,7 +19,7 @@
 
 #include "dip/cost/layer_ops.hpp"
 #include "dip/model/model.hpp"
-#include "dip/schedule/stage_graph.hpp"
+#include "dip/batch/batch_work.hpp"
 
 namespace dip {
 

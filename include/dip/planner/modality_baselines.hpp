@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "dip/core/units.hpp"
-#include "dip/schedule/dip_planner.hpp"
+#include "dip/planner/dip_planner.hpp"
 #include "dip/schedule/dual_queue.hpp"
 #include "dip/schedule/in_flight_caps.hpp"
 #include "dip/schedule/plan.hpp"

@@ -21,7 +21,7 @@
 #include "dip/core/units.hpp"
 #include "dip/schedule/dual_queue.hpp"
 #include "dip/schedule/in_flight_caps.hpp"
-#include "dip/schedule/memory_strategy.hpp"
+#include "dip/schedule/memory_chooser.hpp"
 #include "dip/schedule/plan.hpp"
 #include "dip/schedule/segment_search.hpp"
 #include "dip/schedule/stage_graph.hpp"
@@ -98,9 +98,9 @@ inline void fit_memory(plan& p, bytes cap, const std::vector<bytes>& weight_memo
 // is not always faster, and this makes the planner never slower than static-dip's order); and,
 // with memory strategies, the looser `relaxations`, each brought back under the real cap by
 // phase 3. Throws dip::error(errc::invalid_plan) naming the violation when nothing fits.
-inline plan plan_dip_schedule(std::shared_ptr<const stage_graph> graph, const dip_planner_options& options,
+inline plan plan_dip(std::shared_ptr<const stage_graph> graph, const dip_planner_options& options,
                               std::span<const std::uint32_t> priority = {}) {
-  require(graph != nullptr, errc::invalid_argument, "plan_dip_schedule", "no stage graph");
+  require(graph != nullptr, errc::invalid_argument, "plan_dip", "no stage graph");
   const segment_index segments(*graph);
   const std::vector<std::uint32_t> natural = default_segment_priority(segments);
   const interleave_options at_cap = interleave_options_of(*graph, options);
@@ -160,7 +160,7 @@ inline plan plan_dip_schedule(std::shared_ptr<const stage_graph> graph, const di
   if (!best) {
     // Nothing fits: validating the plan at the real cap throws, naming the violation.
     validate(make_plan(graph, interleave_stages(*graph, segments, chosen, at_cap).order), checks);
-    throw error(errc::invalid_plan, "plan_dip_schedule", "no order fits the memory cap");
+    throw error(errc::invalid_plan, "plan_dip", "no order fits the memory cap");
   }
   return std::move(*best);
 }

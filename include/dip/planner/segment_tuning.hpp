@@ -28,8 +28,8 @@
 #include "dip/cost/cost_model.hpp"
 #include "dip/model/model.hpp"
 #include "dip/partition/modality_partition.hpp"
-#include "dip/schedule/dip_planner.hpp"
-#include "dip/schedule/placement.hpp"
+#include "dip/planner/dip_planner.hpp"
+#include "dip/partition/placement.hpp"
 #include "dip/schedule/stage_graph.hpp"
 #include "dip/sim/simulator.hpp"
 
@@ -94,7 +94,7 @@ segment_tuning tune_segments_per_rank(const multimodal_model& model, const Costs
         const std::vector<split_microbatch> split = split_batch(batch, model, partition->policy, costs);
         auto graph = std::make_shared<const stage_graph>(
             build_stage_graph(model, partition->placement, to_batch_work(split), costs));
-        total += simulate(plan_dip_schedule(graph, with), simulation_options_of(with)).makespan;
+        total += simulate(plan_dip(graph, with), simulation_options_of(with)).makespan;
       }
       return total / double(samples.size());
     };

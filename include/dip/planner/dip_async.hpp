@@ -10,16 +10,17 @@
 // fit the memory cap with phase 3's strategies: always available, never searched.
 #pragma once
 
+#include <concepts>
 #include <cstddef>
 #include <memory>
 #include <utility>
 #include <vector>
 
 #include "dip/core/units.hpp"
-#include "dip/schedule/async_planner.hpp"
-#include "dip/schedule/dip_planner.hpp"
-#include "dip/schedule/memory_strategy.hpp"
-#include "dip/schedule/modality_baselines.hpp"
+#include "dip/planner/async_planner.hpp"
+#include "dip/planner/dip_planner.hpp"
+#include "dip/schedule/memory_chooser.hpp"
+#include "dip/planner/modality_baselines.hpp"
 #include "dip/schedule/segment_search.hpp"
 #include "dip/sim/simulator.hpp"
 
@@ -35,13 +36,17 @@ inline plan static_dip_fallback(std::shared_ptr<const stage_graph> graph, const 
   return result;
 }
 
-// Submits batch `index` (its stage graph on a modality-aware placement) to `planner`; the
-// search budget is options.search_ms (or search_rollouts). Scores are simulated makespans in ms.
-inline void submit_dip_batch(async_planner<plan>& planner, std::size_t index, std::shared_ptr<const stage_graph> graph,
-                             dip_planner_options options) {
+// Submits batch `index` (its stage graph on a modality-aware placement) to `planner`, whose plans
+// are `Plan`s made from a dip::plan by `deliver` (for dip::plan itself: as it is; dip::planner
+// wraps each plan into a validated, simulated planned_batch). The search budget is
+// options.search_ms (or search_rollouts). Scores are simulated makespans in ms. `deliver` runs on
+// the worker (searched plans) or in get() (the fallback) and must be thread-safe.
+template <std::movable Plan, class Deliver>
+void submit_dip_batch(async_planner<Plan>& planner, std::size_t index, std::shared_ptr<const stage_graph> graph,
+                      dip_planner_options options, Deliver deliver) {
   require(options.search_ms > 0 || options.search_rollouts > 0, errc::invalid_argument, "submit_dip_batch",
           "needs a search budget (search_ms or search_rollouts)");
-  auto search = [graph, options](std::size_t, planning_context<plan>& ctx) {
+  auto search = [graph, options, deliver](std::size_t, planning_context<Plan>& ctx) {
     const simulation_options sim = simulation_options_of(options);
     const validation_options checks = validation_options_of(options);
     const segment_index segments(*graph);
@@ -52,16 +57,21 @@ inline void submit_dip_batch(async_planner<plan>& planner, std::size_t index, st
       plan candidate = make_plan(graph, interleave_stages(*graph, segments, priority, budget.interleave).order);
       if (first_violation(candidate, checks)) return;
       const double ms = to_milliseconds(simulate(candidate, sim).makespan);
-      ctx.offer(std::move(candidate), ms);
+      ctx.offer(deliver(std::move(candidate)), ms);
     };
     const segment_search_result found = search_segment_order(*graph, budget);
     if (ctx.cancelled()) return;
-    plan full = plan_dip_schedule(graph, options, found.priority);  // phase 3 on the best order
+    plan full = plan_dip(graph, options, found.priority);  // phase 3 on the best order
     const double ms = to_milliseconds(simulate(full, sim).makespan);
-    ctx.offer(std::move(full), ms);
+    ctx.offer(deliver(std::move(full)), ms);
   };
-  auto fallback = [graph, options](std::size_t) { return static_dip_fallback(graph, options); };
+  auto fallback = [graph, options, deliver](std::size_t) { return deliver(static_dip_fallback(graph, options)); };
   planner.submit(index, std::move(search), std::move(fallback));
+}
+
+inline void submit_dip_batch(async_planner<plan>& planner, std::size_t index, std::shared_ptr<const stage_graph> graph,
+                             dip_planner_options options) {
+  submit_dip_batch(planner, index, std::move(graph), std::move(options), [](plan p) { return p; });
 }
 
 }  // namespace dip
