@@ -3,7 +3,8 @@
 //
 //   model (preset | JSON) + ranks (--pp) + batches (--data --microbatches) + one --schedule
 //   -> (optionally) calibrate: time every layer on the backend, fit a profiled cost model
-//   -> plan with that model (or the analytic one) -> execute -> measured vs simulated
+//   -> dip::planner with that model (or the analytic one): a validated, simulated plan per batch
+//   -> execute -> measured vs simulated
 //   -> --verify: the sequential reference, gradients compared (exit 1 if any differs)
 //
 // The CPU backend runs one thread per rank; with fewer cores than ranks the threads share them,
@@ -23,22 +24,11 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
-#include <dip/batch/source.hpp>
-#include <dip/batch/splitter.hpp>
-#include <dip/batch/uniform.hpp>
-#include <dip/cost/analytic.hpp>
+#include <dip/schedule/build_stage_graph.hpp>
+#include <dip/dip.hpp>
 #include <dip/exec/calibration.hpp>
 #include <dip/exec/executor.hpp>
 #include <dip/exec/reference.hpp>
-#include <dip/io/model_json.hpp>
-#include <dip/model/presets.hpp>
-#include <dip/partition/baseline_partitions.hpp>
-#include <dip/partition/modality_partition.hpp>
-#include <dip/schedule/baselines.hpp>
-#include <dip/planner/dip_planner.hpp>
-#include <dip/planner/modality_baselines.hpp>
-#include <dip/schedule/validate.hpp>
-#include <dip/sim/simulator.hpp>
 
 #if DIP_EXEC_HAVE_CUDA
 #include "cuda_compute.hpp"
@@ -68,8 +58,6 @@ struct options {
   std::size_t max_images = 8;
   std::size_t max_clips = 4;
 };
-
-bool is_modality_schedule(const std::string& s) { return s == "dip" || s == "static-dip" || s == "optimus"; }
 
 // Runs the plan on the chosen backend.
 dip::exec::step_result run_backend(const options& opt, const dip::plan& plan, const dip::multimodal_model& model,
@@ -121,35 +109,29 @@ double max_gradient_difference(const dip::exec::step_result& a, const dip::exec:
   return b.gradients.size() == a.gradients.size() ? worst : INFINITY;
 }
 
+// The cluster of a run on the executor: `pp` ranks without tensor parallelism, weights in
+// double precision, transfers through in-process channels (free next to compute), and the cap
+// of --memory-cap-mib (none: the H800's memory, which a tiny model never reaches).
+dip::cluster_spec executor_cluster(const options& opt, int pp) {
+  dip::cluster_spec cluster{.pp = pp, .tp = 1, .gpu = dip::find_gpu("H800"), .memory_cap = {}, .p2p_latency = {},
+                            .link = dip::bandwidth{}, .bytes_per_parameter = 8.0};
+  if (opt.memory_cap_mib > 0) cluster.memory_cap = dip::mib(opt.memory_cap_mib);
+  return cluster;
+}
+
 template <class Costs>
 int run(const options& opt, const dip::multimodal_model& model, const Costs& costs, int pp, const char* cost_name,
         double calibration_seconds) {
-  const dip::communication_model comm{};  // in-process transfers: free next to compute
   const std::string data = !opt.data.empty()                         ? opt.data
                            : std::any_of(model.modules().begin(), model.modules().end(),
                                          [](const dip::module_spec& m) { return m.video.has_value(); })
                                ? "video"
                                : "obelics";
-  const std::optional<dip::bytes> cap =
-      opt.memory_cap_mib > 0 ? std::optional(dip::mib(opt.memory_cap_mib)) : std::nullopt;
-
-  dip::placement place;
-  dip::sub_microbatch_policy policy = dip::unsplit_policy(model);
-  if (is_modality_schedule(opt.schedule)) {
-    dip::partition_options po;
-    po.ranks = pp;
-    if (opt.schedule == "optimus") {
-      for (const dip::module_spec& m : model.modules()) po.segments_per_rank[m.name] = 1;
-    }
-    dip::modality_partition part = dip::partition_modalities(model, costs, po);
-    place = part.placement;
-    policy = part.policy;
-  } else {
-    const int v = opt.schedule == "interleaved" ? opt.chunks : 1;
-    place = dip::balanced_partition(
-        model, costs, [&](const dip::module_spec& m) { return dip::uniform_module_work(model, m); }, pp, v);
-  }
-  const std::vector<dip::bytes> weights = dip::weight_bytes_per_rank(model, place, 1, 8.0);  // double weights
+  dip::planner_options planning;
+  planning.interleaved_chunks = std::size_t(opt.chunks);
+  planning.search_ms = opt.search_ms;
+  planning.seed = opt.seed;  // batch i: opt.seed + i
+  const dip::planner<Costs> planner(model, costs, executor_cluster(opt, pp), std::move(planning));
 
   dip::batch_source source = dip::make_batch_source(
       data, model, opt.seed,
@@ -167,29 +149,12 @@ int run(const options& opt, const dip::multimodal_model& model, const Costs& cos
     }
   }
   for (int it = 0; it < opt.iterations; ++it) {
-    const auto packed = source.next_batch(std::size_t(opt.microbatches));
-    const dip::batch_work batch = dip::to_batch_work(dip::split_batch(packed, model, policy, costs));
-    auto graph = std::make_shared<const dip::stage_graph>(
-        dip::build_stage_graph(model, place, batch, costs, {.split_backward = opt.schedule == "zb1p"}));
-    const dip::dip_planner_options planner{.memory_cap = cap,
-                                           .weight_memory = weights,
-                                           .comm = comm,
-                                           .search_ms = opt.search_ms,
-                                           .seed = opt.seed + std::uint64_t(it)};
-    dip::plan plan;
-    if (opt.schedule == "dip") {
-      plan = dip::plan_dip(graph, planner);
-    } else if (opt.schedule == "static-dip") {
-      plan = dip::plan_static_dip(graph, planner);
-    } else if (opt.schedule == "optimus") {
-      plan = dip::plan_optimus(graph, planner);
-    } else {
-      plan = dip::plan_baseline(opt.schedule, graph);
-    }
-    if (cap && opt.schedule != "dip") dip::fit_memory(plan, *cap, weights);
-    dip::validate(plan, {.memory_cap = cap, .weight_memory = weights});
-    const dip::simulation_result simulated =
-        dip::simulate(plan, {.comm = comm, .weight_memory = weights, .record_timeline = false});
+    const dip::planned_batch planned =
+        planner.plan(source.next_batch(std::size_t(opt.microbatches)), opt.schedule, std::uint64_t(it));
+    const dip::plan& plan = planned.plan;
+    const dip::batch_work& batch = planned.work;  // the (sub-)microbatches the plan's stages run
+    const dip::simulation_result& simulated = planned.simulation;
+    const std::vector<dip::bytes>& weights = planned.weight_memory;
 
     const auto start = std::chrono::steady_clock::now();
     const dip::exec::step_result measured = run_backend(opt, plan, model, batch);
@@ -281,8 +246,9 @@ int main(int argc, char** argv) {
   app.add_option("--microbatches", opt.microbatches, "microbatches per iteration")->check(CLI::Range(1, 4096))->capture_default_str();
   app.add_option("--iterations", opt.iterations, "iterations (batches) to run")->check(CLI::Range(1, 1000))->capture_default_str();
   app.add_option("--seed", opt.seed, "seed of the batch stream")->capture_default_str();
-  app.add_option("--schedule", opt.schedule, "dip, static-dip, optimus, 1f1b, interleaved, zb1p or gpipe")
-      ->check(CLI::IsMember({"dip", "static-dip", "optimus", "1f1b", "interleaved", "zb1p", "gpipe"}))
+  const dip::schedule_registry schedules = dip::schedule_registry::builtin();
+  app.add_option("--schedule", opt.schedule, schedules.known())
+      ->check(CLI::IsMember(schedules.names()))
       ->capture_default_str();
   app.add_option("--chunks", opt.chunks, "model chunks per rank for 'interleaved'")->check(CLI::Range(1, 64))->capture_default_str();
   app.add_option("--search-ms", opt.search_ms, "dip's segment search budget per batch")->check(CLI::Range(0.0, 1e6))->capture_default_str();

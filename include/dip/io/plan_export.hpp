@@ -34,6 +34,7 @@
 #include "dip/schedule/strategy_cost.hpp"
 #include "dip/schedule/plan.hpp"
 #include "dip/schedule/stage_graph.hpp"
+#include "dip/schedule/stage_graph_from_parts.hpp"
 #include "dip/schedule/validate.hpp"
 
 namespace dip {
@@ -411,7 +412,7 @@ inline exported_plan plan_from_json(const nlohmann::json& document, std::string_
 
   std::shared_ptr<const stage_graph> graph;
   try {
-    graph = std::make_shared<const stage_graph>(stage_graph::from_parts(std::move(place), split, std::move(stages), std::move(edges)));
+    graph = std::make_shared<const stage_graph>(stage_graph_from_parts(std::move(place), split, std::move(stages), std::move(edges)));
   } catch (const error& e) {
     throw error(errc::parse_error, source + ": " + e.where(), e.detail());
   }

@@ -39,6 +39,7 @@
 #include <utility>
 #include <vector>
 
+#include "dip/schedule/build_stage_graph.hpp"
 #include "dip/batch/batch_work.hpp"
 #include "dip/batch/module_items.hpp"
 #include "dip/batch/packing.hpp"
@@ -154,6 +155,7 @@ class planner {
         cluster_(std::move(cluster)),
         options_(std::move(options)),
         schedules_(std::move(schedules)),
+        unsplit_(unsplit_policy(model_)),
         cache_(std::make_shared<detail::planner_cache>()) {
     require(cluster_.pp >= 1, errc::invalid_argument, "cluster.pp", "must be >= 1");
     require(cluster_.tp >= 1, errc::invalid_argument, "cluster.tp", "must be >= 1");
@@ -253,7 +255,7 @@ class planner {
  private:
   struct placed {
     const placement& place;
-    const sub_microbatch_policy* policy;  // nullptr: split nothing
+    const sub_microbatch_policy* policy;  // never null (unsplit_ for the classic placements)
     const char* name;
   };
   struct prepared {
@@ -328,7 +330,7 @@ class planner {
     p.placement_name = where.name;
 
     auto start = std::chrono::steady_clock::now();
-    p.split = split_batch(batch, model_, where.policy ? *where.policy : unsplit_policy(model_), costs_);
+    p.split = split_batch(batch, model_, *where.policy, costs_);
     p.work = to_batch_work(p.split);
     p.split_ms = detail::milliseconds_since(start);
 
@@ -423,7 +425,7 @@ class planner {
                                                        cluster_.weight_rule()))
                   .first;
     }
-    return {found->second, nullptr, options_.partition == "megatron" ? "megatron" : "balanced"};
+    return {found->second, &unsplit_, options_.partition == "megatron" ? "megatron" : "balanced"};
   }
 
   async_planner<planned_batch>& async() {
@@ -436,6 +438,7 @@ class planner {
   cluster_spec cluster_;
   planner_options options_;
   schedule_registry schedules_;
+  sub_microbatch_policy unsplit_;  // what the classic placements split: nothing
   std::shared_ptr<detail::planner_cache> cache_;
   // Last: destroyed first, joining its workers while everything they use still exists.
   std::unique_ptr<async_planner<planned_batch>> async_;

@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "dip/schedule/build_stage_graph.hpp"
 #include "dip/batch/packing.hpp"
 #include "dip/batch/splitter.hpp"
 #include "dip/core/error.hpp"

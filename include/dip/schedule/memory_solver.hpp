@@ -1,7 +1,8 @@
 // dip memory solver (DIP phase 3): the abstract per-rank problem behind the memory-strategy
-// chooser, and its solver. Kept apart from the stage-graph rules (memory_chooser.hpp) because
-// it knows nothing of stages: points on a line, items over intervals of points, a few
-// (kept bytes, extra time) candidates per item, a memory cap.
+// chooser, and its solver. Kept apart from the stage-graph side (strategy_cost.hpp prices the
+// candidates, memory_chooser.hpp builds a problem per rank) because it knows nothing of stages:
+// points on a line, items over intervals of points, a few (kept bytes, extra time) candidates
+// per item, a memory cap.
 //
 // solve_memory_problem splits a problem into independent components and solves each with a
 // repair heuristic, two Lagrangian relaxations (knapsack rows and covers), a decision diagram

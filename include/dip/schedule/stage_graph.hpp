@@ -10,70 +10,53 @@
 //   every sub-microbatch's first F of its consumer chain (all encoder sub-microbatches of
 //   microbatch j before the LLM's first forward of j), and, backward, every first-chunk B/I of
 //   the consumer before every last-chunk B/I of the producer.
-// Stage times and memory come from a cost model when the graph is built, so simulating or
-// searching over the graph never calls the cost model again.
+// Stage times and memory come from a cost model when the graph is built (build_stage_graph.hpp),
+// so simulating or searching over the graph never calls the cost model again.
+//
+// Boost.Graph sees a stage_graph as it is (no copy): graph_traits make it a bidirectional,
+// vertex- and edge-list graph whose vertices are stage indices and whose edges are indices into
+// edges(); get(boost::vertex_index, g) and get(boost::edge_index, g) are identity maps, and
+// stage_time_map(g) / edge_bytes_map(g) are readable property maps of stage times (seconds) and
+// edge sizes (bytes). Any BGL algorithm for such graphs runs on it directly.
 #pragma once
 
-#include <cmath>
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <limits>
+#include <iterator>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
-#include <boost/graph/adjacency_list.hpp>
-#include <boost/graph/dag_shortest_paths.hpp>
+#include <boost/graph/graph_traits.hpp>
+#include <boost/graph/properties.hpp>
+#include <boost/graph/topological_sort.hpp>
+#include <boost/iterator/counting_iterator.hpp>
+#include <boost/property_map/function_property_map.hpp>
+#include <boost/property_map/property_map.hpp>
 
+#include "dip/batch/batch_work.hpp"
 #include "dip/core/error.hpp"
 #include "dip/core/ids.hpp"
 #include "dip/core/units.hpp"
 #include "dip/cost/cost_model.hpp"
-#include "dip/batch/batch_work.hpp"
+#include "dip/model/model.hpp"
 #include "dip/partition/placement.hpp"
+#include "dip/schedule/stage.hpp"
 
 namespace dip {
 
-enum class stage_kind : std::uint8_t { forward, backward, backward_input, backward_weight };
-
-constexpr char to_char(stage_kind kind) noexcept {
-  switch (kind) {
-    case stage_kind::forward: return 'F';
-    case stage_kind::backward: return 'B';
-    case stage_kind::backward_input: return 'I';
-    case stage_kind::backward_weight: return 'W';
-  }
-  return '?';
-}
-
-struct stage {
-  stage_kind kind = stage_kind::forward;
-  chunk_id chunk;
-  microbatch_id microbatch;
-  std::uint32_t sub = 0;  // sub-microbatch within the microbatch (0 when the chain is not split)
-  rank_id rank;
-  duration time{};
-  bytes memory_delta{};   // + kept activations after F, - when B (or W) frees them
-  bytes output{};         // bytes sent along each outgoing edge to another rank
-};
-
-struct stage_edge {
-  stage_id from;
-  stage_id to;
-  bytes size{};  // bytes to transfer when the two stages are on different ranks
-};
-
-struct stage_graph_options {
-  bool split_backward = false;  // B becomes I then W (zero-bubble schedules)
-};
-
 class stage_graph;
 
-// Defined below; declared here so the stage graph can befriend it with its default argument.
+// Defined in build_stage_graph.hpp and stage_graph_from_parts.hpp; declared here so the stage
+// graph can befriend them.
 template <cost_model_like Costs>
 stage_graph build_stage_graph(const multimodal_model& model, const dip::placement& placement,
                               const batch_work& batch, const Costs& costs,
                               stage_graph_options options = {});
+inline stage_graph stage_graph_from_parts(dip::placement placement, bool split_backward, std::vector<stage> stages,
+                                          std::vector<stage_edge> edges);
 
 class stage_graph {
  public:
@@ -120,39 +103,15 @@ class stage_graph {
     return work;
   }
 
-  // The longest chain of dependent stage times (communication not counted), found with
-  // Boost.Graph's dag_shortest_paths under std::greater: no schedule can be shorter.
-  duration critical_path() const {
-    using graph_t = boost::adjacency_list<boost::vecS, boost::vecS, boost::directedS, boost::no_property,
-                                          boost::property<boost::edge_weight_t, double>>;
-    const std::size_t n = stages_.size(), source = n, sink = n + 1;
-    graph_t g(n + 2);
-    for (const stage_edge& e : edges_) boost::add_edge(e.from.index(), e.to.index(), to_seconds(at(e.from).time), g);
-    for (std::size_t v = 0; v < n; ++v) {
-      if (in_begin_[v] == in_begin_[v + 1]) boost::add_edge(source, v, 0.0, g);
-      boost::add_edge(v, sink, to_seconds(stages_[v].time), g);
-    }
-    std::vector<double> distance(n + 2);
-    boost::dag_shortest_paths(g, source,
-                              boost::distance_map(distance.data())
-                                  .distance_compare(std::greater<double>())
-                                  .distance_inf(-std::numeric_limits<double>::infinity())
-                                  .distance_zero(0.0));
-    return seconds(distance[sink]);
-  }
+  // The longest chain of dependent stage times (communication not counted): no schedule can be
+  // shorter. Runs Boost.Graph's topological_sort on this graph itself (its graph_traits below).
+  duration critical_path() const;
 
   template <cost_model_like Costs>
   friend stage_graph build_stage_graph(const multimodal_model&, const dip::placement&, const batch_work&,
                                        const Costs&, stage_graph_options);
+  friend stage_graph stage_graph_from_parts(dip::placement, bool, std::vector<stage>, std::vector<stage_edge>);
 
-  // A graph from explicit stages and edges, as a plan file stores them (dip/io/plan_export.hpp).
-  // `stages` must be in build_stage_graph's layout (microbatch by microbatch, chain by chain,
-  // sub-microbatch by sub-microbatch, chunk by chunk in chain order, then F, B or F, I, W), which
-  // find() and the pair lookups rely on. The placement is checked for consistency only (there is
-  // no model to check spans against). Throws dip::error(errc::invalid_argument) whose where() is
-  // "stages[i]", "edges[e]" or "placement" for the first thing out of place.
-  static stage_graph from_parts(dip::placement placement, bool split_backward, std::vector<stage> stages,
-                                std::vector<stage_edge> edges);
 
  private:
   void add_edge(std::size_t from, std::size_t to, bytes size) {
@@ -189,214 +148,119 @@ class stage_graph {
   std::vector<std::vector<std::uint32_t>> subs_;    // [microbatch][chain] -> sub-microbatch count
 };
 
-// Builds the stage graph of `batch` on `placement`, pricing every stage with `costs`.
-// A chain whose modules all have the same number of sub-microbatches in a microbatch runs them
-// separately, sub-microbatch s through every module of the chain (a DIP chain: one module, or
-// an encoder and its projector split alike); otherwise (a classic pipeline over modules split
-// differently) the chain runs the microbatch whole, the sum of each module's sub-microbatches.
-// Classic schedules want whole microbatches: give them `merge_sub_microbatches(batch)`. Throws dip::error for an empty batch, a microbatch
-// that does not give every module its work, or costs that are NaN or negative.
-template <cost_model_like Costs>
-stage_graph build_stage_graph(const multimodal_model& model, const dip::placement& placement,
-                              const batch_work& batch, const Costs& costs,
-                              stage_graph_options options) {
-  validate(placement, model);
-  require(!batch.microbatches.empty(), errc::invalid_argument, "batch", "has no microbatches");
-  stage_graph g;
-  g.placement_ = placement;
-  g.split_ = options.split_backward;
-  const std::size_t kinds = options.split_backward ? 3 : 2;
-  const std::size_t chains = placement.chains.size();
+// --- Boost.Graph view ---------------------------------------------------------------------------
 
-  // Which modules each chain holds, and which chains consume each chain.
-  std::vector<std::vector<module_id>> chain_modules(chains);
-  for (std::size_t k = 0; k < chains; ++k) {
-    for (chunk_id c : placement.chains[k]) {
-      for (const layer_span& s : placement.chunk(c).spans) {
-        if (std::find(chain_modules[k].begin(), chain_modules[k].end(), s.module) == chain_modules[k].end()) {
-          chain_modules[k].push_back(s.module);
-        }
-      }
-    }
-  }
-  std::vector<std::vector<std::size_t>> consumers(chains);
-  for (std::size_t k = 0; k < chains; ++k) {
-    for (std::size_t input : placement.chain_inputs[k]) consumers[input].push_back(k);
-  }
+// Vertices are stage indices, edges indices into stage_graph::edges().
+using stage_vertex = std::size_t;
+using stage_edge_index = std::uint32_t;
 
-  for (std::size_t j = 0; j < batch.microbatches.size(); ++j) {
-    const microbatch_work& mb = batch.microbatches[j];
-    const std::string where = "batch microbatch " + std::to_string(j);
-    require(mb.modules.size() == model.module_count(), errc::invalid_argument, where,
-            "gives work for " + std::to_string(mb.modules.size()) + " modules, the model has " +
-                std::to_string(model.module_count()));
-    for (std::size_t m = 0; m < mb.modules.size(); ++m) {
-      require(!mb.modules[m].empty(), errc::invalid_argument, where,
-              "module '" + model.modules()[m].name + "' has no sub-microbatch");
-      for (const work_unit& w : mb.modules[m]) validate(w, where + " module '" + model.modules()[m].name + "'");
-    }
-    g.offsets_.emplace_back(chains);
-    g.subs_.emplace_back(chains);
-    for (std::size_t k = 0; k < chains; ++k) {
-      const std::size_t first_count = mb.modules[chain_modules[k][0].index()].size();
-      bool split = true;
-      for (module_id m : chain_modules[k]) split = split && mb.modules[m.index()].size() == first_count;
-      const std::uint32_t subs = split ? std::uint32_t(first_count) : 1;
-      g.subs_[j][k] = subs;
-      g.offsets_[j][k] = g.stages_.size();
-      const auto work_of = [&](module_id m, std::uint32_t sub) {
-        if (split) return mb.modules[m.index()][sub];
-        work_unit total;
-        for (const work_unit& w : mb.modules[m.index()]) total += w;
-        return total;
-      };
-      for (std::uint32_t s = 0; s < subs; ++s) {
-        for (chunk_id c : placement.chains[k]) {
-          const chunk_spec& chunk = placement.chunk(c);
-          layer_cost cost;
-          for (const layer_span& span : chunk.spans) {
-            const layer_cost part = chunk_cost(costs, model.module(span.module), span.first, span.last, work_of(span.module, s));
-            cost.forward += part.forward;
-            cost.backward_input += part.backward_input;
-            cost.backward_weight += part.backward_weight;
-            cost.activation += part.activation;
-            cost.output = part.output;
-          }
-          validate(cost, where + " chunk " + std::to_string(c.index()));
-          const auto make = [&](stage_kind kind, duration time, bytes memory) {
-            g.stages_.push_back({kind, c, microbatch_id::from_index(j), s, chunk.rank, time, memory, cost.output});
-          };
-          make(stage_kind::forward, cost.forward, cost.activation);
-          if (options.split_backward) {
-            make(stage_kind::backward_input, cost.backward_input, bytes{});
-            make(stage_kind::backward_weight, cost.backward_weight, -cost.activation);
-          } else {
-            make(stage_kind::backward, cost.backward(), -cost.activation);
-          }
-        }
-      }
-    }
-    // Edges of microbatch j.
-    for (std::size_t k = 0; k < chains; ++k) {
-      const std::size_t length = placement.chains[k].size();
-      for (std::uint32_t s = 0; s < g.subs_[j][k]; ++s) {
-        const auto id = [&](std::size_t position, std::size_t slot) {
-          return g.offsets_[j][k] + (s * length + position) * kinds + slot;
-        };
-        for (std::size_t i = 0; i < length; ++i) {
-          const std::size_t f = id(i, 0), b = id(i, 1);
-          if (i + 1 < length) {
-            g.add_edge(f, id(i + 1, 0), g.stages_[f].output);
-            g.add_edge(id(i + 1, 1), b, g.stages_[f].output);  // gradient of this chunk's output
-          } else if (consumers[k].empty()) {
-            g.add_edge(f, b, bytes{});  // the loss: last forward before first backward
-          }
-          if (options.split_backward) g.add_edge(b, id(i, 2), bytes{});
-        }
-      }
-      for (std::size_t consumer : consumers[k]) {
-        const std::size_t consumer_length = placement.chains[consumer].size();
-        const std::uint32_t consumer_subs = g.subs_[j][consumer];
-        for (std::uint32_t s = 0; s < g.subs_[j][k]; ++s) {
-          const std::size_t last_f = g.offsets_[j][k] + (s * length + length - 1) * kinds;
-          const bytes share = g.stages_[last_f].output / double(consumer_subs);
-          for (std::uint32_t t = 0; t < consumer_subs; ++t) {
-            const std::size_t first_f = g.offsets_[j][consumer] + (t * consumer_length) * kinds;
-            g.add_edge(last_f, first_f, share);
-            g.add_edge(first_f + 1, last_f + 1, share);  // consumer's first B/I -> producer's last B/I
-          }
-        }
-      }
-    }
-  }
-  g.index_edges();
-  return g;
+struct stage_graph_traversal_tag : virtual boost::bidirectional_graph_tag,
+                                   virtual boost::vertex_list_graph_tag,
+                                   virtual boost::edge_list_graph_tag {};
+
+namespace detail {
+
+// An iterator over a span of edge indices (out or in edges of a stage).
+using stage_edge_span_iterator = std::span<const std::uint32_t>::iterator;
+
+}  // namespace detail
+
+inline stage_vertex source(stage_edge_index e, const stage_graph& g) { return g.edges()[e].from.index(); }
+inline stage_vertex target(stage_edge_index e, const stage_graph& g) { return g.edges()[e].to.index(); }
+
+inline std::pair<detail::stage_edge_span_iterator, detail::stage_edge_span_iterator> out_edges(stage_vertex v,
+                                                                                              const stage_graph& g) {
+  const auto span = g.out_edges(stage_id::from_index(v));
+  return {span.begin(), span.end()};
+}
+inline std::pair<detail::stage_edge_span_iterator, detail::stage_edge_span_iterator> in_edges(stage_vertex v,
+                                                                                             const stage_graph& g) {
+  const auto span = g.in_edges(stage_id::from_index(v));
+  return {span.begin(), span.end()};
+}
+inline std::size_t out_degree(stage_vertex v, const stage_graph& g) { return g.out_edges(stage_id::from_index(v)).size(); }
+inline std::size_t in_degree(stage_vertex v, const stage_graph& g) { return g.in_edges(stage_id::from_index(v)).size(); }
+inline std::size_t degree(stage_vertex v, const stage_graph& g) { return out_degree(v, g) + in_degree(v, g); }
+
+inline std::pair<boost::counting_iterator<stage_vertex>, boost::counting_iterator<stage_vertex>> vertices(
+    const stage_graph& g) {
+  return {boost::counting_iterator<stage_vertex>(0), boost::counting_iterator<stage_vertex>(g.size())};
+}
+inline std::size_t num_vertices(const stage_graph& g) { return g.size(); }
+inline std::pair<boost::counting_iterator<stage_edge_index>, boost::counting_iterator<stage_edge_index>> edges(
+    const stage_graph& g) {
+  return {boost::counting_iterator<stage_edge_index>(0),
+          boost::counting_iterator<stage_edge_index>(stage_edge_index(g.edges().size()))};
+}
+inline std::size_t num_edges(const stage_graph& g) { return g.edges().size(); }
+
+// Identity index maps, as BGL's algorithms ask for them.
+inline boost::typed_identity_property_map<stage_vertex> get(boost::vertex_index_t, const stage_graph&) { return {}; }
+inline boost::typed_identity_property_map<stage_edge_index> get(boost::edge_index_t, const stage_graph&) { return {}; }
+
+// Stage time in seconds per vertex, and bytes per edge (what crosses ranks when they differ).
+inline auto stage_time_map(const stage_graph& g) {
+  return boost::make_function_property_map<stage_vertex, double>(
+      [&g](stage_vertex v) { return to_seconds(g.stages()[v].time); });
+}
+inline auto edge_bytes_map(const stage_graph& g) {
+  return boost::make_function_property_map<stage_edge_index, double>(
+      [&g](stage_edge_index e) { return g.edges()[e].size.base(); });
 }
 
-inline stage_graph stage_graph::from_parts(dip::placement placement, bool split_backward, std::vector<stage> stages,
-                                           std::vector<stage_edge> edges) {
-  const dip::placement& p = placement;
-  const std::size_t chunk_count = p.chunks.size(), chains = p.chains.size();
-  require(p.ranks >= 1, errc::invalid_argument, "placement", "needs at least one rank");
-  require(chunk_count > 0 && chains > 0, errc::invalid_argument, "placement", "has no chunks");
-  require(p.chain_inputs.size() == chains, errc::invalid_argument, "placement",
-          "chain_inputs must have one entry per chain");
-  std::vector<int> listed(chunk_count, 0);
-  for (std::size_t k = 0; k < chains; ++k) {
-    require(!p.chains[k].empty(), errc::invalid_argument, "placement", "chain " + std::to_string(k) + " is empty");
-    for (std::size_t i = 0; i < p.chains[k].size(); ++i) {
-      const std::size_t c = p.chains[k][i].index();
-      require(c < chunk_count && p.chunks[c].chain == k && p.chunks[c].position == i && ++listed[c] == 1,
-              errc::invalid_argument, "placement",
-              "chain " + std::to_string(k) + " position " + std::to_string(i) +
-                  " names a chunk that does not exist, is listed twice or whose chain/position disagree");
-    }
-    for (std::size_t input : p.chain_inputs[k]) {
-      require(input < chains && input != k, errc::invalid_argument, "placement",
-              "chain " + std::to_string(k) + " has a bad input chain " + std::to_string(input));
-    }
-  }
-  for (std::size_t c = 0; c < chunk_count; ++c) {
-    require(listed[c] == 1, errc::invalid_argument, "placement",
-            "chunk " + std::to_string(c) + " is in no chain");
-    require(p.chunks[c].rank.valid() && int(p.chunks[c].rank.index()) < p.ranks, errc::invalid_argument,
-            "placement", "chunk " + std::to_string(c) + " is on a rank out of range");
-  }
-  require(!stages.empty(), errc::invalid_argument, "stages", "there are none");
+}  // namespace dip
 
-  stage_graph g;
-  g.split_ = split_backward;
-  const std::vector<stage_kind> pass = split_backward
-                                           ? std::vector<stage_kind>{stage_kind::forward, stage_kind::backward_input,
-                                                                     stage_kind::backward_weight}
-                                           : std::vector<stage_kind>{stage_kind::forward, stage_kind::backward};
-  std::size_t next = 0;  // the stage expected next
-  for (std::size_t j = 0; next < stages.size(); ++j) {
-    g.offsets_.emplace_back(chains);
-    g.subs_.emplace_back(chains);
-    for (std::size_t k = 0; k < chains; ++k) {
-      const std::vector<chunk_id>& chain = p.chains[k];
-      g.offsets_[j][k] = next;
-      std::uint32_t sub = 0;
-      do {  // one sub-microbatch through the whole chain
-        for (chunk_id c : chain) {
-          for (stage_kind kind : pass) {
-            const std::string where = "stages[" + std::to_string(next) + "]";
-            const std::string expected = std::string(1, to_char(kind)) + " of chunk " + std::to_string(c.value()) +
-                                         ", microbatch " + std::to_string(j) + ", sub " + std::to_string(sub);
-            require(next < stages.size(), errc::invalid_argument, where, "missing: expected " + expected);
-            const stage& s = stages[next];
-            require(s.kind == kind && s.chunk == c && s.microbatch.index() == j && s.sub == sub,
-                    errc::invalid_argument, where, "out of place: expected " + expected);
-            require(s.rank == p.chunk(c).rank, errc::invalid_argument, where,
-                    "is on rank " + std::to_string(s.rank.value()) + ", its chunk on rank " +
-                        std::to_string(p.chunk(c).rank.value()));
-            const bool finite = std::isfinite(s.time.base()) && std::isfinite(s.memory_delta.base()) &&
-                                std::isfinite(s.output.base());
-            require(finite && s.time.base() >= 0 && s.output.base() >= 0, errc::invalid_argument, where,
-                    "time, memory and output must be finite, time and output >= 0");
-            ++next;
-          }
-        }
-        ++sub;
-      } while (next < stages.size() && stages[next].kind == stage_kind::forward && stages[next].chunk == chain[0] &&
-               stages[next].microbatch.index() == j && stages[next].sub == sub);
-      g.subs_[j][k] = sub;
-    }
+namespace boost {
+
+template <>
+struct graph_traits<dip::stage_graph> {
+  using vertex_descriptor = dip::stage_vertex;
+  using edge_descriptor = dip::stage_edge_index;
+  using directed_category = bidirectional_tag;
+  using edge_parallel_category = allow_parallel_edge_tag;
+  using traversal_category = dip::stage_graph_traversal_tag;
+  using out_edge_iterator = dip::detail::stage_edge_span_iterator;
+  using in_edge_iterator = dip::detail::stage_edge_span_iterator;
+  using adjacency_iterator = void;
+  using vertex_iterator = counting_iterator<dip::stage_vertex>;
+  using edge_iterator = counting_iterator<dip::stage_edge_index>;
+  using vertices_size_type = std::size_t;
+  using edges_size_type = std::size_t;
+  using degree_size_type = std::size_t;
+  static vertex_descriptor null_vertex() { return static_cast<vertex_descriptor>(-1); }
+};
+
+template <>
+struct property_map<dip::stage_graph, vertex_index_t> {
+  using type = typed_identity_property_map<dip::stage_vertex>;
+  using const_type = type;
+};
+template <>
+struct property_map<dip::stage_graph, edge_index_t> {
+  using type = typed_identity_property_map<dip::stage_edge_index>;
+  using const_type = type;
+};
+
+}  // namespace boost
+
+namespace dip {
+
+inline duration stage_graph::critical_path() const {
+  // Finish time of the longest dependent chain ending at each stage, in topological order: the
+  // same sums, in the same order, as a longest path from a source before every root.
+  std::vector<stage_vertex> reversed;
+  reversed.reserve(size());
+  boost::topological_sort(*this, std::back_inserter(reversed));  // sinks first
+  std::vector<double> finish(size(), 0.0);
+  double longest = 0;
+  for (auto it = reversed.rbegin(); it != reversed.rend(); ++it) {
+    const stage_vertex v = *it;
+    double start = 0;
+    for (stage_edge_index e : in_edges(stage_id::from_index(v))) start = std::max(start, finish[edges_[e].from.index()]);
+    finish[v] = start + to_seconds(stages_[v].time);
+    longest = std::max(longest, finish[v]);
   }
-  for (std::size_t e = 0; e < edges.size(); ++e) {
-    const stage_edge& edge = edges[e];
-    require(edge.from.index() < stages.size() && edge.to.index() < stages.size() && edge.from != edge.to,
-            errc::invalid_argument, "edges[" + std::to_string(e) + "]",
-            "must join two different stages that exist");
-    require(std::isfinite(edge.size.base()) && edge.size.base() >= 0, errc::invalid_argument,
-            "edges[" + std::to_string(e) + "]", "size must be finite and >= 0");
-  }
-  g.placement_ = std::move(placement);
-  g.stages_ = std::move(stages);
-  g.edges_ = std::move(edges);
-  g.index_edges();
-  return g;
+  return seconds(longest);
 }
 
 }  // namespace dip
