@@ -515,8 +515,10 @@ int run(const cli_options& opt, const dip::multimodal_model& model, const Costs&
 
 // The cluster from the flags, else as the model (preset or file) has it.
 dip::cluster_spec cluster_from(const cli_options& opt, int pp, int tp, const std::string& gpu) {
-  dip::cluster_spec cluster{.pp = opt.pp ? opt.pp : pp, .tp = opt.tp ? opt.tp : tp,
-                            .gpu = dip::find_gpu(!opt.gpu.empty() ? opt.gpu : gpu)};
+  dip::cluster_spec cluster;
+  cluster.pp = opt.pp ? opt.pp : pp;
+  cluster.tp = opt.tp ? opt.tp : tp;
+  cluster.gpu = dip::find_gpu(!opt.gpu.empty() ? opt.gpu : gpu);
   if (opt.memory_cap_gib > 0) cluster.memory_cap = dip::gib(opt.memory_cap_gib);
   cluster.p2p_latency = dip::microseconds(opt.latency_us);
   return cluster;

@@ -8,6 +8,9 @@
     for action in plan.ranks[0][:5]:
         print(action.kind, action.stage, action.module, action.microbatch, action.peer)
 
+    planner = dip.Planner(model, search_ms=50)  # one per training run: placements made once
+    plan = planner.plan(batch, "dip", index=0)
+
 The planning itself is dip's C++ library (the `_dip` extension next to this file); see
 docs/python.md for building, a worked example and the API reference.
 """
@@ -18,6 +21,7 @@ from ._dip import (
     Error,
     Model,
     Plan,
+    Planner,
     __version__,
     batch_from_source,
     batch_sources,
@@ -33,6 +37,7 @@ __all__ = [
     "Error",
     "Model",
     "Plan",
+    "Planner",
     "__version__",
     "batch_from_source",
     "batch_sources",

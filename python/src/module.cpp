@@ -2,10 +2,11 @@
 // what is here; docs/python.md is the user's guide and API reference.
 //
 // Everything crosses the boundary as plain Python values (str, int, float, lists, dicts) or as
-// the three small classes Model, Plan and Action, so Python code never holds a reference into a
-// C++ structure that could dangle. Planning releases the GIL: other Python threads run while a
-// schedule is searched.
+// the small classes Model, Planner, Plan and Action, so Python code never holds a reference into
+// a C++ structure that could dangle. Planning is dip::planner's (python/src/planner_handle.hpp);
+// it releases the GIL: other Python threads run while a schedule is searched.
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -20,8 +21,8 @@
 
 #include "json_python.hpp"
 #include "model_handle.hpp"
-#include "plan_batch.hpp"
 #include "plan_view.hpp"
+#include "planner_handle.hpp"
 #include "sample_batch.hpp"
 
 namespace py = pybind11;
@@ -86,6 +87,31 @@ std::vector<dip::packed_microbatch> pack_python_batch(py::handle batch, const mo
   return std::move(packed.microbatches);
 }
 
+// A model file by path (str or os.PathLike), or JSON text when a str starts with '{'.
+std::shared_ptr<model_handle> model_from_python_json(py::handle path_or_text) {
+  if (py::isinstance<py::str>(path_or_text)) {
+    return std::make_shared<model_handle>(model_from_json(path_or_text.cast<std::string>()));
+  }
+  const std::string path = py::str(py::module_::import("os").attr("fspath")(path_or_text));
+  return std::make_shared<model_handle>(model_from_file(dip::read_model_file(std::filesystem::path(path)), path));
+}
+
+// What Planner() and plan() take as a model: a dip.Model, or what dip-plan's --model takes (a
+// preset name, a model file's path; or JSON text).
+std::shared_ptr<const model_handle> model_of(py::handle model) {
+  if (py::isinstance<model_handle>(model)) return model.cast<std::shared_ptr<model_handle>>();
+  if (py::isinstance<py::str>(model)) {
+    const std::string text = model.cast<std::string>();
+    const auto first = text.find_first_not_of(" \t\r\n");
+    const bool is_file = (first != std::string::npos && text[first] == '{') || text.ends_with(".json") ||
+                         std::filesystem::exists(text);
+    return is_file ? model_from_python_json(model) : std::make_shared<model_handle>(model_from_preset(text));
+  }
+  if (py::hasattr(model, "__fspath__")) return model_from_python_json(model);
+  throw py::type_error("model: expected a dip.Model, a preset name or a model file's path, got " +
+                       std::string(py::str(model.get_type().attr("__name__"))));
+}
+
 py::dict module_dict(const dip::multimodal_model& model, const dip::module_spec& m) {
   py::list inputs;
   for (dip::module_id id : model.inputs_of(m.id)) inputs.append(model.module(id).name);
@@ -134,11 +160,6 @@ struct python_batch_source {
   }
 };
 
-template <class T>
-T value_or(const std::optional<T>& value, T fallback) {
-  return value ? *value : fallback;
-}
-
 }  // namespace
 
 PYBIND11_MODULE(_dip, m) {
@@ -157,7 +178,9 @@ PYBIND11_MODULE(_dip, m) {
   py::register_exception_translator(&translate_dip_errors);
 
   m.def("presets", &dip::preset_names, "Names of the model presets, for Model.preset().");
-  m.def("schedules", &schedule_names, "Names of the schedules plan() accepts.");
+  m.def(
+      "schedules", [] { return dip::schedule_registry::builtin().names(); },
+      "Names of the schedules plan() accepts (Planner.schedules: those of one planner).");
   m.def(
       "gpus",
       [] {
@@ -177,14 +200,7 @@ Make one with Model.preset(name) or Model.from_json(path_or_text).)")
           py::arg("name"), "The model preset `name` (see dip.presets()). Raises dip.Error for an unknown name.")
       .def_static(
           "from_json",
-          [](py::object path_or_text) {
-            if (py::isinstance<py::str>(path_or_text)) {
-              return std::make_shared<model_handle>(model_from_json(path_or_text.cast<std::string>()));
-            }
-            const std::string path = py::str(py::module_::import("os").attr("fspath")(path_or_text));
-            return std::make_shared<model_handle>(
-                model_from_file(dip::read_model_file(std::filesystem::path(path)), path));
-          },
+          [](py::object path_or_text) { return model_from_python_json(path_or_text); },
           py::arg("path_or_text"),
           "A model from a JSON model file (docs/model-format.md): a path (str or os.PathLike), or the JSON text "
           "itself when the string starts with '{'. Raises dip.Error naming the file and field of a mistake.")
@@ -267,6 +283,10 @@ Make one with Model.preset(name) or Model.from_json(path_or_text).)")
       .def_readonly("weight_memory_bytes_per_rank", &plan_view::weight_memory_per_rank)
       .def_readonly("busy_ms", &plan_view::busy_ms, "Per rank: time spent computing.")
       .def_readonly("plan_ms", &plan_view::plan_ms, "Wall time of planning (graph, schedule, memory fit).")
+      .def_readonly("index", &plan_view::index, "The batch index it was planned as (dip's search seed: seed + index).")
+      .def_readonly("source", &plan_view::source,
+                    "How Planner.get obtained it: 'in_time', 'best_so_far', 'fallback' or 'error'; None from plan().")
+      .def_readonly("search_error", &plan_view::search_error, "source 'error': what dip's search raised; else ''.")
       .def_readonly("ranks", &plan_view::ranks, "Per rank, its actions in order (lists of dip.Action).")
       .def_property_readonly(
           "microbatches",
@@ -285,65 +305,159 @@ Make one with Model.preset(name) or Model.from_json(path_or_text).)")
         return std::string(text);
       });
 
-  m.def(
-      "plan",
-      [](std::shared_ptr<const model_handle> model, py::object batch, const std::string& schedule,
-         std::optional<int> pp, std::optional<int> tp, std::optional<std::string> gpu,
-         std::optional<std::string> partition, std::optional<double> memory_cap_gib, double search_ms,
-         std::size_t search_rollouts, std::uint64_t seed, unsigned threads, int chunks, double p2p_latency_us,
-         bool memory_strategies, bool fit_memory, bool tune_segments, std::optional<int> segments_per_rank,
-         std::optional<int> sub_microbatch_size, std::optional<py::list> tuning_batches) {
-        // None means "the model's" or "the default"; 0 would too in plan_request, so refuse it
-        // here rather than let pp=0 quietly mean the preset's.
-        for (const auto& [value, name] : {std::pair{pp, "pp"}, std::pair{tp, "tp"}}) {
-          dip::require(!value || *value >= 1, dip::errc::invalid_argument, name, "must be >= 1 (or None)");
-        }
-        dip::require(!memory_cap_gib || *memory_cap_gib > 0, dip::errc::invalid_argument, "memory_cap_gib",
-                     "must be > 0 (or None for the GPU's memory)");
-        plan_request request;
-        request.schedule = schedule;
-        request.pp = value_or(pp, 0);
-        request.tp = value_or(tp, 0);
-        request.gpu = value_or(gpu, std::string());
-        request.partition = value_or(partition, std::string("balanced"));
-        request.memory_cap_gib = value_or(memory_cap_gib, 0.0);
-        request.search_ms = search_ms;
-        request.search_rollouts = search_rollouts;
-        request.seed = seed;
-        request.threads = threads;
-        request.chunks = chunks;
-        request.p2p_latency_us = p2p_latency_us;
-        request.memory_strategies = memory_strategies;
-        request.fit_memory = fit_memory;
-        request.tune_segments = tune_segments;
-        request.segments_per_rank = value_or(segments_per_rank, 0);
-        request.sub_microbatch_size = value_or(sub_microbatch_size, 0);
-        check_request(request);  // before packing: a typo in the schedule is the first thing to hear about
+  py::class_<planner_handle, std::shared_ptr<planner_handle>>(m, "Planner", R"(Plans batches for one training run: dip::planner from Python.
 
-        const std::vector<dip::packed_microbatch> packed = pack_python_batch(batch, *model);
-        std::vector<std::vector<dip::packed_microbatch>> tuning;
-        if (tuning_batches) {
-          for (py::handle b : *tuning_batches) tuning.push_back(pack_python_batch(b, *model));
-        }
-        py::gil_scoped_release unlocked;
-        const planned_batch planned = plan_packed_batch(*model, packed, request, tuning);
-        return view_of(planned, model->model, packed);
-      },
-      py::arg("model"), py::arg("batch"), py::arg("schedule") = "dip", py::kw_only(), py::arg("pp") = py::none(),
-      py::arg("tp") = py::none(), py::arg("gpu") = py::none(), py::arg("partition") = py::none(),
-      py::arg("memory_cap_gib") = py::none(), py::arg("search_ms") = 200.0, py::arg("search_rollouts") = 0,
-      py::arg("seed") = 0, py::arg("threads") = 1, py::arg("chunks") = 2, py::arg("p2p_latency_us") = 0.0,
-      py::arg("memory_strategies") = true, py::arg("fit_memory") = true, py::arg("tune_segments") = true,
-      py::arg("segments_per_rank") = py::none(), py::arg("sub_microbatch_size") = py::none(),
-      py::arg("tuning_batches") = py::none(),
-      R"(Plans one batch with one schedule, validates the plan and simulates it; returns a dip.Plan.
+Built once from a model and the cluster (pp, tp, gpu, memory_cap_gib, p2p_latency_us) and the
+planner's options; each plan(batch, schedule) then places, splits, orders, fits and simulates one
+batch. What is fixed for the run is made once, on first use: the placements, and K per chain of
+the modality-aware one, tuned on tuning_batches (default: the first batch a dip or static-dip plan
+gets). submit(index, batch) plans ahead on worker threads; get(index, timeout_s) returns that
+plan by the deadline (dip's best plan so far, else the static-dip plan fitted to the cap).
+
+model: a dip.Model, a preset name or a model file's path. The keyword arguments are dip-plan's
+flags of the same names (docs/dip-plan.md); None means the model's value (pp, tp, gpu), the GPU's
+memory (memory_cap_gib) or the planner's choice.)")
+      .def(py::init([](py::object model, std::optional<int> pp, std::optional<int> tp, std::optional<std::string> gpu,
+                       std::optional<std::string> partition, std::optional<double> memory_cap_gib, double search_ms,
+                       std::size_t search_rollouts, std::uint64_t seed, unsigned threads, int chunks,
+                       double p2p_latency_us, bool memory_strategies, bool fit_memory, bool tune_segments,
+                       std::optional<int> segments_per_rank, std::optional<int> sub_microbatch_size,
+                       std::optional<py::list> tuning_batches) {
+             std::shared_ptr<const model_handle> handle = model_of(model);
+             planner_request request{.pp = pp,
+                                     .tp = tp,
+                                     .gpu = std::move(gpu),
+                                     .partition = std::move(partition),
+                                     .memory_cap_gib = memory_cap_gib,
+                                     .search_ms = search_ms,
+                                     .search_rollouts = search_rollouts,
+                                     .seed = seed,
+                                     .threads = threads,
+                                     .chunks = chunks,
+                                     .p2p_latency_us = p2p_latency_us,
+                                     .memory_strategies = memory_strategies,
+                                     .fit_memory = fit_memory,
+                                     .tune_segments = tune_segments,
+                                     .segments_per_rank = segments_per_rank,
+                                     .sub_microbatch_size = sub_microbatch_size,
+                                     .tuning_batches = {}};
+             check_request(request);  // before packing the tuning batches
+             if (tuning_batches) {
+               for (py::handle b : *tuning_batches) request.tuning_batches.push_back(pack_python_batch(b, *handle));
+             }
+             return std::make_shared<planner_handle>(std::move(handle), std::move(request));
+           }),
+           py::arg("model"), py::kw_only(), py::arg("pp") = py::none(), py::arg("tp") = py::none(),
+           py::arg("gpu") = py::none(), py::arg("partition") = py::none(), py::arg("memory_cap_gib") = py::none(),
+           py::arg("search_ms") = 200.0, py::arg("search_rollouts") = 0, py::arg("seed") = 0, py::arg("threads") = 1,
+           py::arg("chunks") = 2, py::arg("p2p_latency_us") = 0.0, py::arg("memory_strategies") = true,
+           py::arg("fit_memory") = true, py::arg("tune_segments") = true, py::arg("segments_per_rank") = py::none(),
+           py::arg("sub_microbatch_size") = py::none(), py::arg("tuning_batches") = py::none(),
+           R"(partition: placement of the classic schedules, 'balanced' (default), 'megatron' or 'dip'.
+tuning_batches: batches (lists of microbatches of sample dicts) to tune the segments per rank on
+(dip, static-dip); default: the first batch planned with one of them.
+search_ms, search_rollouts, seed, threads: dip's search per batch (batch `index` is searched with
+seed + index). Raises dip.Error naming a bad argument.)")
+      .def(
+          "plan",
+          [](const planner_handle& self, py::object batch, const std::string& schedule, std::uint64_t index) {
+            self.check_schedule(schedule);  // before packing: a typo in the schedule is the first thing to hear about
+            const std::vector<dip::packed_microbatch> packed = pack_python_batch(batch, *self.model());
+            py::gil_scoped_release unlocked;
+            return self.plan(packed, schedule, index);
+          },
+          py::arg("batch"), py::arg("schedule") = "dip", py::arg("index") = 0,
+          R"(Plans one batch with one schedule, validates the plan and simulates it; returns a dip.Plan.
 
 batch: a list of microbatches, each a list of sample dicts as in a trace file
   ({"text_tokens": N, "images": K}, {"text_tokens": N, "images": [{"width": W, "height": H}]},
   {"text_tokens": N, "clips": [{"seconds": S}]}); each microbatch must fit one packed microbatch.
+schedule: one of Planner.schedules. index: the batch's index (dip's search seed is seed + index).
+Raises dip.Error (a ValueError) naming what is wrong (an unknown schedule, with the known ones; a
+schedule that cannot fit the memory cap, with why), TypeError for a batch of the wrong shape.)")
+      .def(
+          "submit",
+          [](planner_handle& self, std::uint64_t index, py::object batch, const std::string& schedule) {
+            self.check_schedule(schedule);
+            std::vector<dip::packed_microbatch> packed = pack_python_batch(batch, *self.model());
+            py::gil_scoped_release unlocked;
+            self.submit(index, std::move(packed), schedule);
+          },
+          py::arg("index"), py::arg("batch"), py::arg("schedule") = "dip",
+          R"(Plans batch `index` ahead on the planner's worker threads; get(index) returns the plan.
+
+Indexes must increase from one submit to the next, and at most two batches may wait undelivered.
+The first submit may place the model and tune its segments per rank (in this thread).)")
+      .def(
+          "get",
+          [](planner_handle& self, std::uint64_t index, std::optional<double> timeout_s) {
+            py::gil_scoped_release unlocked;
+            return self.get(index, timeout_s);
+          },
+          py::arg("index"), py::arg("timeout_s") = py::none(),
+          R"(The plan of submitted batch `index` within `timeout_s` seconds (None: when its search ends).
+
+dip's search is cancelled at the deadline and its best plan so far is returned, or the static-dip
+plan fitted to the cap when it has none; Plan.source says which ('in_time', 'best_so_far',
+'fallback', 'error' with Plan.search_error). Batches are delivered in submission order. Raises
+dip.Error for an index never submitted.)")
+      .def_property_readonly(
+          "schedules", [](const planner_handle& self) { return self.facade().schedules().names(); },
+          "Names of the schedules plan() accepts.")
+      .def_property_readonly(
+          "model", [](const planner_handle& self) { return std::const_pointer_cast<model_handle>(self.model()); },
+          "The dip.Model planned for.")
+      .def_property_readonly("pp", [](const planner_handle& self) { return self.facade().cluster().pp; })
+      .def_property_readonly("tp", [](const planner_handle& self) { return self.facade().cluster().tp; })
+      .def_property_readonly("gpu", [](const planner_handle& self) { return self.facade().cluster().gpu.name; })
+      .def_property_readonly(
+          "memory_cap_bytes",
+          [](const planner_handle& self) { return std::int64_t(self.facade().cluster().cap().base()); },
+          "Memory per GPU plans must fit, weights included.")
+      .def_property_readonly(
+          "partition", [](const planner_handle& self) { return self.facade().options().partition; },
+          "Placement of the classic schedules: 'balanced', 'megatron' or 'dip'.")
+      .def_property_readonly(
+          "async_stats",
+          [](const planner_handle& self) {
+            const dip::async_planner_stats s = self.facade().async_stats();
+            py::dict d;
+            d["planned_in_time"] = s.planned_in_time;
+            d["best_so_far_used"] = s.best_so_far_used;
+            d["fallback_used"] = s.fallback_used;
+            d["errors"] = s.errors;
+            return d;
+          },
+          "How get() obtained its plans so far: counts of in_time, best_so_far, fallback and error.")
+      .def("__repr__", [](const planner_handle& self) {
+        const dip::cluster_spec& c = self.facade().cluster();
+        return "<dip.Planner '" + self.model()->model.name() + "', pp " + std::to_string(c.pp) + ", tp " +
+               std::to_string(c.tp) + ", " + c.gpu.name + ", cap " + dip::to_string(c.cap()) + ">";
+      });
+
+  m.def(
+      "plan",
+      [](py::object model, py::object batch, const std::string& schedule, py::kwargs options) {
+        // A planner for this one batch: with no tuning_batches it tunes K on the batch itself.
+        const py::object planner = py::type::of<planner_handle>()(model, **options);
+        return planner.attr("plan")(batch, schedule);
+      },
+      py::arg("model"), py::arg("batch"), py::arg("schedule") = "dip",
+      R"(plan(model, batch, schedule="dip", *, pp=None, tp=None, gpu=None, partition=None,
+memory_cap_gib=None, search_ms=200.0, search_rollouts=0, seed=0, threads=1, chunks=2,
+p2p_latency_us=0.0, memory_strategies=True, fit_memory=True, tune_segments=True,
+segments_per_rank=None, sub_microbatch_size=None, tuning_batches=None)
+
+Plans one batch with one schedule, validates the plan and simulates it; returns a dip.Plan.
+The same as Planner(model, **options).plan(batch, schedule).
+
+model: a dip.Model, a preset name or a model file's path.
+batch: a list of microbatches, each a list of sample dicts as in a trace file
+  ({"text_tokens": N, "images": K}, {"text_tokens": N, "images": [{"width": W, "height": H}]},
+  {"text_tokens": N, "clips": [{"seconds": S}]}); each microbatch must fit one packed microbatch.
 schedule: one of dip.schedules(): dip, static-dip, optimus, gpipe, 1f1b, interleaved, zb1p.
-The keyword arguments are dip-plan's flags of the same names (docs/dip-plan.md); None means the
-model's value (pp, tp, gpu), the GPU's memory (memory_cap_gib) or the planner's choice.
+The keyword arguments are dip.Planner's, dip-plan's flags of the same names (docs/dip-plan.md);
+None means the model's value (pp, tp, gpu), the GPU's memory (memory_cap_gib) or the planner's choice.
 partition: placement of the classic schedules, 'balanced' (default), 'megatron' or 'dip'.
 tuning_batches: batches to tune the segments per rank on (dip, static-dip); default: this batch.
 Raises dip.Error (a ValueError) naming what is wrong, TypeError for a batch of the wrong shape.)");
@@ -362,7 +476,7 @@ by the model's rules, and a microbatch left open carries over to the next batch,
            "The next batch: `microbatches` lists of sample dicts.");
 
   // Classes print as dip.Model, not dip._dip.Model: users meet them through the package.
-  for (const char* name : {"Model", "Action", "Plan", "BatchSource"}) m.attr(name).attr("__module__") = "dip";
+  for (const char* name : {"Model", "Planner", "Action", "Plan", "BatchSource"}) m.attr(name).attr("__module__") = "dip";
 
   m.def(
       "batch_from_source",

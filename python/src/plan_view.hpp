@@ -2,6 +2,7 @@
 // when planning returns so that Python never reaches into the stage graph.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -10,10 +11,10 @@
 #include <dip/batch/packing.hpp>
 #include <dip/batch/splitter.hpp>
 #include <dip/core/units.hpp>
-#include <dip/schedule/memory_strategy.hpp>
+#include <dip/model/model.hpp>
+#include <dip/planner/planner.hpp>
 #include <dip/schedule/plan.hpp>
-
-#include "plan_batch.hpp"
+#include <dip/schedule/strategy_cost.hpp>
 
 namespace dip::python {
 
@@ -53,6 +54,9 @@ struct plan_view {
   std::vector<std::int64_t> weight_memory_per_rank;
   std::vector<double> busy_ms;
   double plan_ms = 0;
+  std::uint64_t index = 0;            // the batch index it was planned as
+  std::optional<std::string> source;  // get(): in_time, best_so_far, fallback or error; plan(): nullopt
+  std::string search_error;           // source "error": what dip's search threw
   std::vector<std::vector<action_view>> ranks;
   std::vector<microbatch_summary> microbatches;
   std::int64_t peak_memory() const {
@@ -72,18 +76,19 @@ inline std::string chunk_modules(const multimodal_model& model, const chunk_spec
   return names;
 }
 
-inline plan_view view_of(const planned_batch& planned, const multimodal_model& model,
+// `packed`: the batch as planned (the summaries of its microbatches).
+inline plan_view view_of(const planned_batch& planned, const cluster_spec& cluster, const multimodal_model& model,
                          const std::vector<packed_microbatch>& packed) {
-  const stage_graph& graph = *planned.result.graph;
+  const stage_graph& graph = *planned.plan.graph;
   const simulation_result& sim = planned.simulation;
   plan_view v;
   v.model = model.name();
   v.schedule = planned.schedule;
-  v.partition = planned.partition;
-  v.pp = planned.pp;
-  v.tp = planned.tp;
-  v.gpu = planned.gpu.name;
-  v.memory_cap_bytes = std::int64_t(planned.gpu.memory.base());
+  v.partition = planned.placement;
+  v.pp = cluster.pp;
+  v.tp = cluster.tp;
+  v.gpu = cluster.gpu.name;
+  v.memory_cap_bytes = std::int64_t(cluster.cap().base());
   v.makespan_ms = to_milliseconds(sim.makespan);
   v.bubble_ratio = sim.bubble_ratio;
   v.lower_bound_ms = to_milliseconds(sim.bounds.best());
@@ -95,11 +100,12 @@ inline plan_view view_of(const planned_batch& planned, const multimodal_model& m
     v.busy_ms.push_back(to_milliseconds(r.busy));
   }
   for (bytes w : planned.weight_memory) v.weight_memory_per_rank.push_back(std::int64_t(w.base()));
-  v.plan_ms = planned.plan_ms;
+  v.plan_ms = planned.times.plan_ms;
+  v.index = planned.index;
 
-  v.ranks.resize(planned.result.ranks.size());
-  for (std::size_t r = 0; r < planned.result.ranks.size(); ++r) {
-    for (const action& a : planned.result.ranks[r]) {
+  v.ranks.resize(planned.plan.ranks.size());
+  for (std::size_t r = 0; r < planned.plan.ranks.size(); ++r) {
+    for (const action& a : planned.plan.ranks[r]) {
       const dip::stage& s = graph.at(a.stage);
       const chunk_spec& chunk = graph.placement().chunk(s.chunk);
       action_view out;

@@ -87,7 +87,11 @@ struct cluster_spec {
 
 // The cluster a preset names: its PP, TP and GPU.
 inline cluster_spec cluster_of(const model_preset& preset) {
-  return {.pp = preset.parallel.pp, .tp = preset.parallel.tp, .gpu = find_gpu(preset.gpu)};
+  cluster_spec cluster;
+  cluster.pp = preset.parallel.pp;
+  cluster.tp = preset.parallel.tp;
+  cluster.gpu = find_gpu(preset.gpu);
+  return cluster;
 }
 
 // What is fixed for a run besides the model and the cluster. The defaults are dip-plan's.
