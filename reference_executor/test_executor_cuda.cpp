@@ -12,13 +12,15 @@
 #include <string>
 #include <vector>
 
+#include <dip/schedule/build_stage_graph.hpp>
+#include <dip/partition/contiguous_placement.hpp>
 #include <dip/cost/analytic.hpp>
 #include <dip/exec/executor.hpp>
 #include <dip/exec/layers.hpp>
 #include <dip/model/presets.hpp>
 #include <dip/partition/modality_partition.hpp>
 #include <dip/schedule/baselines.hpp>
-#include <dip/schedule/dip_planner.hpp>
+#include <dip/planner/dip_planner.hpp>
 
 #include "cuda_compute.hpp"
 #include "cuda_executor.hpp"
@@ -164,7 +166,7 @@ void test_plans(cu::cuda_mode mode, const char* mode_name) {
       const dip::placement p = dip::sequential_placement(
           preset.model, costs, [](const dip::module_spec&) { return dip::work_unit::sequence(16); }, 4, 1);
       const auto graph = std::make_shared<const dip::stage_graph>(dip::build_stage_graph(preset.model, p, merged, costs));
-      const auto plan = std::make_shared<const dip::plan>(dip::baseline_plan("1f1b", graph));
+      const auto plan = std::make_shared<const dip::plan>(dip::plan_baseline("1f1b", graph));
       compare_runs(name + " 1f1b " + mode_name, cu::execute_cuda(plan, preset.model, merged, options),
                    dip::exec::execute(plan, preset.model, merged));
     }
@@ -176,7 +178,7 @@ void test_plans(cu::cuda_mode mode, const char* mode_name) {
           std::make_shared<const dip::stage_graph>(dip::build_stage_graph(preset.model, part.placement, batch, costs));
       dip::dip_planner_options po;
       po.search_rollouts = 8;
-      auto plan = std::make_shared<dip::plan>(dip::plan_dip_schedule(graph, po));
+      auto plan = std::make_shared<dip::plan>(dip::plan_dip(graph, po));
       int next = 0;
       for (auto& list : plan->ranks) {
         for (dip::action& a : list) {

@@ -1,5 +1,5 @@
 // dip::exec::cuda::cuda_compute: the CUDA compute backend of the executor's shared walk
-// (dip::exec::compute_backend, executor.hpp). One object per rank, on that rank's
+// (dip::exec::compute_backend_like, compute_backend.hpp). One object per rank, on that rank's
 // device_context; everything it enqueues goes to the rank's compute stream.
 //
 // The layer math is layers.hpp's, step for step (same tapes, same weight jobs in the same
@@ -112,7 +112,7 @@ class cuda_compute {
   std::map<std::pair<std::size_t, std::size_t>, std::vector<device_tensor>> params_;
 };
 
-static_assert(compute_backend<cuda_compute>);
+static_assert(compute_backend_like<cuda_compute>);
 
 // Small device operations the backend is built from, exposed for tests.
 device_tensor matmul(const device_context& ctx, const device_tensor& a, bool ta, const device_tensor& b, bool tb,
