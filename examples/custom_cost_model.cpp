@@ -3,23 +3,18 @@
 //   your measurements --> my_cluster_costs (satisfies dip::cost_model_like)
 //                              |
 //                              v
-//            dip::chunk_cost(..) and every planner template over the concept:
-//            partition_modalities, split_batch, build_stage_graph -> plan_dip_schedule
+//            dip::chunk_cost(..), and dip::planner<my_cluster_costs>: the partitioner, the
+//            splitter and the stage graph behind every plan ask it, nothing else
 //
 // The model here is what a team might have after profiling: per-token times for each module,
 // an attention term, and kept activation bytes per token. It needs nothing from dip except the
 // types in the signature; the static_assert proves it satisfies the concept.
 #include <cstdio>
 #include <map>
-#include <memory>
 #include <string>
+#include <utility>
 
-#include <dip/batch/source.hpp>
-#include <dip/batch/splitter.hpp>
 #include <dip/dip.hpp>
-#include <dip/partition/modality_partition.hpp>
-#include <dip/schedule/dip_planner.hpp>
-#include <dip/sim/simulator.hpp>
 
 namespace {
 
@@ -80,16 +75,13 @@ int main() {
   // A cost model's answers are input too: dip checks them before planning with them.
   dip::validate(llm_chunk, "llm chunk");
 
-  // The same object drives the partitioner, the splitter and the stage graph, hence every plan.
-  dip::partition_options partition;
-  partition.ranks = preset.parallel.pp;
-  const dip::modality_partition part = dip::partition_modalities(model, costs, partition);
+  // A custom cost model is the planner's one template argument; the cluster is the preset's.
+  const dip::planner<my_cluster_costs> planner(model, costs, dip::cluster_of(preset),
+                                               {.search_ms = 0, .search_rollouts = 32});
   dip::batch_source source = dip::make_batch_source("obelics", model, /*seed=*/1);
-  const dip::batch_work batch = dip::to_batch_work(dip::split_batch(source.next_batch(8), model, part.policy, costs));
-  const auto graph =
-      std::make_shared<const dip::stage_graph>(dip::build_stage_graph(model, part.placement, batch, costs));
-  const dip::simulation_result planned = dip::simulate(dip::plan_dip_schedule(graph, {}));
-  std::printf("a DIP plan of 8 OBELICS microbatches on these costs: iteration %s, bubble %.1f%%\n",
-              dip::to_string(planned.makespan).c_str(), 100 * planned.bubble_ratio);
+  const dip::planned_batch planned = planner.plan(source.next_batch(8));
+  std::printf("a DIP plan of 8 OBELICS microbatches on these costs: iteration %s, bubble %.1f%%, %zu stages\n",
+              dip::to_string(planned.simulation.makespan).c_str(), 100 * planned.simulation.bubble_ratio,
+              planned.plan.graph->size());
   return 0;
 }

@@ -1,57 +1,37 @@
 // Plans a tiny-vlm batch with DIP and runs the plan for real on the CPU backend of the
 // reference executor, one thread per pipeline rank, then checks it against the sequential run:
 //
-//   batch (uneven images per microbatch) --partition + plan_dip_schedule--> plan
+//   tiny-vlm + "obelics" batch (packing limits of a CPU run) --planner.plan--> plan, batch work
 //   plan --dip::exec::execute (4 rank threads, in-process channels)--> gradients, loss
-//   model + batch --dip::exec::run_sequential--> the same gradients, bit for bit
+//   model + batch work --dip::exec::run_sequential--> the same gradients, bit for bit
 #include <algorithm>
 #include <cstdio>
-#include <memory>
 
-#include <dip/cost/analytic.hpp>
+#include <dip/dip.hpp>
 #include <dip/exec/executor.hpp>
 #include <dip/exec/reference.hpp>
-#include <dip/model/presets.hpp>
-#include <dip/partition/modality_partition.hpp>
-#include <dip/schedule/dip_planner.hpp>
 
 int main() {
   const dip::model_preset preset = dip::find_preset("tiny-vlm");
-  const dip::analytic_cost_model costs(dip::find_gpu(preset.gpu), preset.parallel.tp);
-  dip::partition_options partition;
-  partition.ranks = preset.parallel.pp;
-  const dip::modality_partition part = dip::partition_modalities(preset.model, costs, partition);
+  const dip::planner planner = dip::make_planner(preset, {.search_ms = 0, .search_rollouts = 16});
+  // Eight microbatches of interleaved image-text documents, packed to at most 256 tokens and 4
+  // images each so that the CPU trains them in moments.
+  dip::batch_source data =
+      dip::make_batch_source("obelics", preset.model, /*seed=*/1, {.max_tokens = 256, .max_images = 4});
+  dip::planned_batch planned = planner.plan(data.next_batch(8));
+  const dip::batch_work& batch = planned.work;  // the sub-microbatches the plan's stages run
 
-  // Eight microbatches; microbatch j has 1 + j % 3 images (vit and projector split alike, one
-  // sub-microbatch per image) and one or two text sub-microbatches.
-  dip::batch_work batch;
-  for (std::size_t j = 0; j < 8; ++j) {
-    dip::microbatch_work mb;
-    mb.modules.resize(3);
-    for (std::size_t image = 0; image <= j % 3; ++image) {
-      mb.modules[0].push_back(dip::work_unit::sequence(double(16 + 8 * ((j + image) % 3))));  // patches
-      mb.modules[1].push_back(dip::work_unit::sequence(double(1 + (j + image) % 3)));          // merged tokens
-    }
-    for (std::size_t text = 0; text <= j % 2; ++text) mb.modules[2].push_back(dip::work_unit::sequences_of(2, 12));
-    batch.microbatches.push_back(std::move(mb));
-  }
-
-  const auto graph = std::make_shared<const dip::stage_graph>(
-      dip::build_stage_graph(preset.model, part.placement, batch, costs));
-  dip::dip_planner_options options;
-  options.search_rollouts = 16;
-  dip::plan planned = dip::plan_dip_schedule(graph, options);
   // Exercise every memory strategy: every third forward recomputes, every third offloads.
   std::size_t forwards = 0;
-  for (auto& list : planned.ranks) {
+  for (auto& list : planned.plan.ranks) {
     for (dip::action& a : list) {
-      if (a.kind == dip::action_kind::compute && graph->at(a.stage).kind == dip::stage_kind::forward) {
+      if (a.kind == dip::action_kind::compute && planned.plan.graph->at(a.stage).kind == dip::stage_kind::forward) {
         a.strategy = dip::memory_strategy(forwards++ % 3);
       }
     }
   }
 
-  const dip::exec::step_result got = dip::exec::execute(planned, preset.model, batch);
+  const dip::exec::step_result got = dip::exec::execute(planned.plan, preset.model, batch);
   const dip::exec::step_result want = dip::exec::run_sequential(preset.model, batch);
 
   double max_difference = 0;
@@ -64,8 +44,9 @@ int main() {
       ++tensors;
     }
   }
-  std::printf("tiny-vlm, %zu microbatches, %zu stages, %zu actions on %d ranks\n", batch.microbatches.size(),
-              graph->size(), planned.action_count(), graph->ranks());
+  std::printf("tiny-vlm, %zu microbatches, %zu stages, %zu actions on %d ranks (simulated iteration %s on H800s)\n",
+              batch.microbatches.size(), planned.plan.graph->size(), planned.plan.action_count(),
+              planned.plan.graph->ranks(), dip::to_string(planned.simulation.makespan).c_str());
   std::printf("loss: executor %.12f, sequential %.12f\n", got.loss, want.loss);
   std::printf("gradients: %zu tensors, %zu bitwise identical, max |difference| %.3g\n", tensors, identical,
               max_difference);

@@ -1,54 +1,39 @@
 // Plans text-to-video batches with DIP: clips of different lengths make every microbatch cost
-// something else, and the plan follows:
+// something else, and each batch gets its own plan:
 //
-//   t2v-s (Llama3-8B caption encoder + DiT-5B) --partition_modalities--> chains
-//   "video" batches: clips of 2..16 s, several per microbatch --split_batch--> sub-microbatches
-//   for each batch: stage graph --plan_dip_schedule--> plan --simulate--> iteration time
+//   t2v-s (Llama3-8B caption encoder + DiT-5B) --make_planner--> dip::planner, once per run
+//   "video" batches: clips of 2..16 s, several per microbatch
+//   for each batch: planner.plan(batch, "dip", i) --split, stage graph, plan_dip, simulate--> plan
+//                   planner.plan(batch, "static-dip", i) --no search--> what DIP improves on
+#include <cstdint>
 #include <cstdio>
-#include <memory>
 
-#include <dip/batch/source.hpp>
-#include <dip/batch/splitter.hpp>
 #include <dip/dip.hpp>
-#include <dip/partition/modality_partition.hpp>
-#include <dip/schedule/dip_planner.hpp>
-#include <dip/sim/simulator.hpp>
 
 int main() {
   const dip::model_preset preset = dip::find_preset("t2v-s");
-  const dip::gpu_spec gpu = dip::find_gpu(preset.gpu);
-  const dip::analytic_cost_model costs(gpu, preset.parallel.tp);
-  dip::partition_options partition;
-  partition.ranks = preset.parallel.pp;
-  partition.memory = {preset.parallel.tp, 16.0, gpu.memory};
-  const dip::modality_partition part = dip::partition_modalities(preset.model, costs, partition);
-
-  dip::dip_planner_options options;
-  options.memory_cap = gpu.memory;
-  options.weight_memory = part.weight_memory;
-  options.comm = {{}, gpu.nvlink};
-  options.search_rollouts = 32;
-
-  dip::batch_source source = dip::make_batch_source("video", preset.model, /*seed=*/2);
-  for (int iteration = 0; iteration < 3; ++iteration) {
-    const auto packed = source.next_batch(4);
-    const auto split = dip::split_batch(packed, preset.model, part.policy, costs);
-    std::printf("batch %d:", iteration);
-    for (const dip::packed_microbatch& mb : packed) {
+  const dip::planner planner = dip::make_planner(preset, {.search_ms = 0, .search_rollouts = 32});  // reproducible
+  dip::batch_source data = dip::make_batch_source("video", preset.model, /*seed=*/2);
+  for (std::uint64_t i = 0; i < 3; ++i) {
+    const std::vector<dip::packed_microbatch> batch = data.next_batch(4);
+    std::printf("batch %llu:", static_cast<unsigned long long>(i));
+    for (const dip::packed_microbatch& mb : batch) {
       double seconds = 0;
       std::int64_t latent = 0;
       for (const dip::packed_clip& clip : mb.clips) {
         seconds += clip.seconds;
         latent += clip.latent_tokens;
       }
-      std::printf("  [clips %zu: %.1f s, %lld latent tokens]", mb.clips.size(), seconds, static_cast<long long>(latent));
+      std::printf("  [clips %zu: %.1f s, %lld latent tokens]", mb.clips.size(), seconds,
+                  static_cast<long long>(latent));
     }
-    const auto graph = std::make_shared<const dip::stage_graph>(
-        dip::build_stage_graph(preset.model, part.placement, dip::to_batch_work(split), costs));
-    const dip::plan p = dip::plan_dip_schedule(graph, options);
-    const dip::simulation_result r = dip::simulate(p, dip::simulation_options_of(options));
-    std::printf("\n  -> %zu stages, iteration %s, bubble %.1f%% (lower bound %s)\n", graph->size(),
-                dip::to_string(r.makespan).c_str(), 100 * r.bubble_ratio, dip::to_string(r.bounds.best()).c_str());
+    const dip::planned_batch next = planner.plan(batch, "dip", i);  // batch i: the search's seed is seed + i
+    const dip::planned_batch fixed = planner.plan(batch, "static-dip", i);
+    std::printf("\n  -> %zu stages, dip %s (bubble %.1f%%, lower bound %s), static-dip %s: %.2fx\n",
+                next.plan.graph->size(), dip::to_string(next.simulation.makespan).c_str(),
+                100 * next.simulation.bubble_ratio, dip::to_string(next.simulation.bounds.best()).c_str(),
+                dip::to_string(fixed.simulation.makespan).c_str(),
+                fixed.simulation.makespan / next.simulation.makespan);
   }
   return 0;
 }

@@ -247,7 +247,7 @@ int main(int argc, char** argv) {
   app.add_option("--iterations", opt.iterations, "iterations (batches) to run")->check(CLI::Range(1, 1000))->capture_default_str();
   app.add_option("--seed", opt.seed, "seed of the batch stream")->capture_default_str();
   const dip::schedule_registry schedules = dip::schedule_registry::builtin();
-  app.add_option("--schedule", opt.schedule, schedules.known())
+  app.add_option("--schedule", opt.schedule, "the schedule to plan and run (dip::planner's built-in registry)")
       ->check(CLI::IsMember(schedules.names()))
       ->capture_default_str();
   app.add_option("--chunks", opt.chunks, "model chunks per rank for 'interleaved'")->check(CLI::Range(1, 64))->capture_default_str();

@@ -1,4 +1,4 @@
-// Plans a tiny-vlm batch with DIP (as examples/execute_cpu.cpp) and runs it with the CUDA backend
+// Plans a tiny-vlm batch with dip::planner (as examples/execute_cpu.cpp) and runs it with the CUDA backend
 // of the reference executor, then compares with the exact CPU backend:
 //
 //   dip-execute-cuda [--mode single|nccl|mpi]
@@ -20,11 +20,9 @@
 #include <optional>
 #include <string>
 
-#include <dip/cost/analytic.hpp>
+#include <dip/schedule/build_stage_graph.hpp>
+#include <dip/dip.hpp>
 #include <dip/exec/executor.hpp>
-#include <dip/model/presets.hpp>
-#include <dip/partition/modality_partition.hpp>
-#include <dip/schedule/dip_planner.hpp>
 
 #include "cuda_compute.hpp"
 #include "cuda_executor.hpp"
@@ -135,35 +133,24 @@ int main(int argc, char** argv) {
     return skip_code;
   }
 
+  // The batch of examples/execute_cpu.cpp. Every MPI process plans the same: no time budget.
   const dip::model_preset preset = dip::find_preset("tiny-vlm");
-  const dip::analytic_cost_model costs(dip::find_gpu(preset.gpu), preset.parallel.tp);
-  dip::partition_options partition;
-  partition.ranks = preset.parallel.pp;
-  const dip::modality_partition part = dip::partition_modalities(preset.model, costs, partition);
-  dip::batch_work batch;
-  for (std::size_t j = 0; j < 8; ++j) {
-    dip::microbatch_work mb;
-    mb.modules.resize(3);
-    for (std::size_t image = 0; image <= j % 3; ++image) {
-      mb.modules[0].push_back(dip::work_unit::sequence(double(16 + 8 * ((j + image) % 3))));
-      mb.modules[1].push_back(dip::work_unit::sequence(double(1 + (j + image) % 3)));
-    }
-    for (std::size_t text = 0; text <= j % 2; ++text) mb.modules[2].push_back(dip::work_unit::sequences_of(2, 12));
-    batch.microbatches.push_back(std::move(mb));
-  }
-  const auto graph = std::make_shared<const dip::stage_graph>(
-      dip::build_stage_graph(preset.model, part.placement, batch, costs));
-  dip::dip_planner_options options;
-  options.search_rollouts = 16;
-  auto planned = std::make_shared<dip::plan>(dip::plan_dip_schedule(graph, options));
+  const dip::planner planner = dip::make_planner(preset, {.search_ms = 0, .search_rollouts = 16});
+  dip::batch_source data =
+      dip::make_batch_source("obelics", preset.model, /*seed=*/1, {.max_tokens = 256, .max_images = 4});
+  dip::planned_batch next = planner.plan(data.next_batch(8));
+  const dip::batch_work& batch = next.work;
+  const std::shared_ptr<const dip::stage_graph> graph = next.plan.graph;
+  // Exercise every memory strategy: every third forward recomputes, every third offloads.
   std::size_t forwards = 0;
-  for (auto& list : planned->ranks) {
+  for (auto& list : next.plan.ranks) {
     for (dip::action& a : list) {
       if (a.kind == dip::action_kind::compute && graph->at(a.stage).kind == dip::stage_kind::forward) {
         a.strategy = dip::memory_strategy(forwards++ % 3);
       }
     }
   }
+  const auto planned = std::make_shared<const dip::plan>(std::move(next.plan));
   const std::size_t ranks = planned->ranks.size();
 #ifdef DIP_HAVE_MPI
   if (mpi) {

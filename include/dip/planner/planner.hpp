@@ -73,9 +73,9 @@ struct cluster_spec {
   int pp = 1;                       // pipeline-parallel ranks
   int tp = 1;                       // tensor-parallel degree (divides weights and work)
   gpu_spec gpu = find_gpu("H800");
-  std::optional<bytes> memory_cap;  // per GPU, weights included; nullopt: the GPU's memory
+  std::optional<bytes> memory_cap{};  // per GPU, weights included; nullopt: the GPU's memory
   duration p2p_latency{};           // per pipeline message
-  std::optional<bandwidth> link;    // nullopt: NVLink when tp * pp fits one node, else the network
+  std::optional<bandwidth> link{};  // nullopt: NVLink when tp * pp fits one node, else the network
   double bytes_per_parameter = 16.0;  // weights + grads + Adam (BF16, FP32 master and moments)
 
   bytes cap() const { return memory_cap.value_or(gpu.memory); }
@@ -101,7 +101,7 @@ struct planner_options {
   std::size_t segments_per_rank = 0;   // K of every modality-aware chain; 0: the partitioner's (tuned)
   std::size_t sub_microbatch_size = 0;  // B of the image and clip chains; 0: the partitioner's
   bool tune_segments = true;           // tune K per chain by planning sample batches
-  std::vector<std::vector<packed_microbatch>> tuning_batches;  // empty: the first batch planned
+  std::vector<std::vector<packed_microbatch>> tuning_batches{};  // empty: the first batch planned
   double search_ms = 200;              // dip's search budget per batch (0 with 0 rollouts: none)
   std::size_t search_rollouts = 0;     // dip's rollout budget (reproducible with one thread)
   unsigned threads = 1;                // dip's search threads
