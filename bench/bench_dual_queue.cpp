@@ -18,8 +18,8 @@ namespace {
 
 void interleave(benchmark::State& state) {
   const dip_bench::search_workload w = dip_bench::vlm_l_batches().next(std::size_t(state.range(0)));
-  const dip::segment_index segments(*w.graph);
-  const std::vector<std::uint32_t> priority = dip::default_segment_priority(segments);
+  const dip::pass_index segments(*w.graph);
+  const std::vector<std::uint32_t> priority = dip::default_pass_priority(segments);
   double makespan_ms = 0;
   for (auto _ : state) {
     const dip::interleave_result r = dip::interleave_stages(*w.graph, segments, priority, w.interleave);

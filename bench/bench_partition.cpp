@@ -13,6 +13,7 @@
 #include <dip/model/presets.hpp>
 #include <dip/partition/min_max.hpp>
 #include <dip/partition/modality_partition.hpp>
+#include <dip/planner/planner.hpp>
 
 namespace {
 
@@ -33,14 +34,15 @@ void min_max_cut(benchmark::State& state) {
       benchmark::Counter(double(layers) * double(state.iterations()), benchmark::Counter::kIsRate);
 }
 
-// The modality-aware partition of a preset at its own PP and TP.
+// The modality-aware partition of a preset on its own cluster (PP, TP, GPU), with the weight
+// memory rule dip::planner partitions with.
 void modality_partition(benchmark::State& state, const char* preset_name) {
   const dip::model_preset preset = dip::find_preset(preset_name);
-  const dip::gpu_spec gpu = dip::find_gpu(preset.gpu);
-  const dip::analytic_cost_model costs(gpu, preset.parallel.tp);
+  const dip::cluster_spec cluster = dip::cluster_of(preset);
+  const dip::analytic_cost_model costs(cluster.gpu, cluster.tp);
   dip::partition_options options;
-  options.ranks = preset.parallel.pp;
-  options.memory = {preset.parallel.tp, 16.0, gpu.memory};
+  options.ranks = cluster.pp;
+  options.memory = cluster.weight_rule();
   std::size_t chunks = 0;
   for (auto _ : state) {
     const dip::modality_partition part = dip::partition_modalities(preset.model, costs, options);

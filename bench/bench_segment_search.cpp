@@ -11,7 +11,7 @@
 
 #include <memory>
 
-#include <dip/schedule/segment_search.hpp>
+#include <dip/schedule/pass_search.hpp>
 
 namespace {
 
@@ -22,17 +22,17 @@ const dip_bench::search_workload& vlm_l() {
 
 void search(benchmark::State& state) {
   const dip_bench::search_workload& w = vlm_l();
-  const dip::segment_index segments(*w.graph);
+  const dip::pass_index segments(*w.graph);
   const double natural =
-      dip::to_milliseconds(dip::interleave_stages(*w.graph, segments, dip::default_segment_priority(segments), w.interleave)
+      dip::to_milliseconds(dip::interleave_stages(*w.graph, segments, dip::default_pass_priority(segments), w.interleave)
                                .estimated_makespan);
-  dip::segment_search_options options;
+  dip::pass_search_options options;
   options.time_budget_ms = double(state.range(0));
   options.threads = unsigned(state.range(1));
   options.interleave = w.interleave;
-  dip::segment_search_result result;
+  dip::pass_search_result result;
   for (auto _ : state) {
-    result = dip::search_segment_order(*w.graph, options);
+    result = dip::search_pass_order(*w.graph, options);
     benchmark::DoNotOptimize(result.makespan);
   }
   state.counters["makespan_ms"] = dip::to_milliseconds(result.makespan);

@@ -12,6 +12,7 @@
 #include <numeric>
 #include <vector>
 
+#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/cost/fixed_table.hpp>
 #include <dip/model/model.hpp>
 #include <dip/schedule/plan.hpp>

@@ -9,7 +9,7 @@
 // Instances:
 //  - the planner's own: for each preset and data stream, batches planned by phase 2 at the
 //    looser caps the planner tries (1.25x, 1.5x, 2x the activation budget, and none), then each
-//    rank's problem at the real cap (memory_problem_for_rank), as plan_dip_schedule's
+//    rank's problem at the real cap (memory_problem_for_rank), as plan_dip's
 //    fit_memory poses it; ranks that already fit are skipped (nothing to choose);
 //  - synthetic pipeline-like ranks (memory_instances.hpp) of 100 to 1000 pairs.
 // Two chooser settings: the planner's (no decision diagram) and the library default.
@@ -35,7 +35,7 @@
 
 #include <dip/schedule/dual_queue.hpp>
 #include <dip/schedule/memory_solver.hpp>
-#include <dip/schedule/memory_strategy.hpp>
+#include <dip/schedule/memory_chooser.hpp>
 #include <dip/schedule/plan.hpp>
 
 namespace {
@@ -67,8 +67,8 @@ std::vector<instance> planner_instances(const std::string& preset, const std::st
   const dip::bytes cap = source.gpu().memory;
   for (int b = 0; b < batches; ++b) {
     const dip_bench::search_workload w = source.next(microbatches);
-    const dip::segment_index segments(*w.graph);
-    const std::vector<std::uint32_t> natural = dip::default_segment_priority(segments);
+    const dip::pass_index segments(*w.graph);
+    const std::vector<std::uint32_t> natural = dip::default_pass_priority(segments);
     for (double factor : {1.25, 1.5, 2.0, 0.0}) {
       dip::interleave_options loose = w.interleave;
       for (std::size_t r = 0; r < loose.memory_cap.size(); ++r) {

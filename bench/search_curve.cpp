@@ -25,7 +25,7 @@
 #include <dip/cost/analytic.hpp>
 #include <dip/model/presets.hpp>
 #include <dip/partition/modality_partition.hpp>
-#include <dip/schedule/segment_search.hpp>
+#include <dip/schedule/pass_search.hpp>
 #include <dip/schedule/stage_graph.hpp>
 
 int main(int argc, char** argv) {
@@ -49,19 +49,19 @@ int main(int argc, char** argv) {
   for (int b = 0; b < batches; ++b) {
     const dip_bench::search_workload w = source.next(32);
     const dip::stage_graph& graph = *w.graph;
-    dip::segment_search_options search;
+    dip::pass_search_options search;
     search.interleave = w.interleave;
     search.seed = std::uint64_t(b) + 1;
-    const dip::segment_index segments(graph);
+    const dip::pass_index segments(graph);
     natural[std::size_t(b)] = dip::to_milliseconds(
-        dip::interleave_stages(graph, segments, dip::default_segment_priority(segments), search.interleave)
+        dip::interleave_stages(graph, segments, dip::default_pass_priority(segments), search.interleave)
             .estimated_makespan);
     for (unsigned threads : thread_counts) {
       search.threads = threads;
       std::vector<double> per_budget, per_rollouts;
       for (double budget : budgets) {
         search.time_budget_ms = budget;
-        const dip::segment_search_result r = dip::search_segment_order(graph, search);
+        const dip::pass_search_result r = dip::search_pass_order(graph, search);
         // An order over the memory cap is no plan at all: infinitely slow here.
         per_budget.push_back(r.within_cap ? dip::to_milliseconds(r.makespan) : INFINITY);
         per_rollouts.push_back(double(r.rollouts));

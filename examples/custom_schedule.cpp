@@ -25,7 +25,7 @@ int main() {
        .make =
            [](const dip::schedule_request& q) {
              // A segment is one sub-microbatch's pass through one chain; lower priority runs first.
-             const dip::segment_index segments(*q.graph);
+             const dip::pass_index segments(*q.graph);
              const std::vector<std::vector<std::size_t>>& inputs = q.graph->placement().chain_inputs;
              std::vector<std::uint32_t> priority(segments.size());
              for (std::uint32_t s = 0; s < priority.size(); ++s) {

@@ -36,7 +36,7 @@ int main() {
     const double balanced = balance_of(dip::balanced_partition(preset.model, costs, work_of, options.ranks, 1, options.memory));
 
     for (std::size_t g = 0; g < part.groups.size(); ++g) {
-      const dip::segment_group& group = part.groups[g];
+      const dip::chain_group& group = part.groups[g];
       std::string chain;
       for (dip::module_id m : group.modules) chain += (chain.empty() ? "" : "+") + preset.model.module(m).name;
       chain += " (" + std::string(dip::to_string(group.kind)) + "s)";

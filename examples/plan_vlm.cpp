@@ -22,7 +22,7 @@ int main() {
               dip::to_string(peak).c_str());
 
   // What the planner fixed for the run on its first batch: a chain per module, with its B and K.
-  for (const dip::segment_group& g : planner.modality_partition_if_built()->groups) {
+  for (const dip::chain_group& g : planner.modality_partition_if_built()->groups) {
     std::printf("  chain %-9s B = %zu items per sub-microbatch, K = %zu chunks per rank\n",
                 preset.model.module(g.leader).name.c_str(), g.sub_microbatch_size, g.segments_per_rank);
   }

@@ -1,7 +1,8 @@
 // Fuzz target: model JSON files (dip/io/model_json.hpp).
 //
-//   bytes --parse_model_json--> model_file --cost_model_for--> costs --partition (pp 1..4)--> placement
-//                                          --pack + split a fixed trace--> sub-microbatches
+//   bytes --parse_model_json--> model_file --cost_model_for--> costs
+//         --dip::planner (pp 1..4): the classic and modality-aware placements--> placements
+//         --pack + split a fixed trace--> sub-microbatches
 //
 // Whatever the bytes, each step either succeeds or throws dip::error: any other exception, a
 // crash, a sanitizer report or a hang is a bug. A model that loads must also price, partition
@@ -14,15 +15,12 @@
 #include <string_view>
 #include <vector>
 
-#include <dip/batch/module_items.hpp>
 #include <dip/batch/packing.hpp>
 #include <dip/batch/splitter.hpp>
 #include <dip/batch/trace.hpp>
-#include <dip/batch/uniform.hpp>
 #include <dip/io/model_json.hpp>
 #include <dip/model/hardware.hpp>
-#include <dip/partition/baseline_partitions.hpp>
-#include <dip/partition/modality_partition.hpp>
+#include <dip/planner/planner.hpp>
 
 #include "fuzz_check.hpp"
 
@@ -30,23 +28,20 @@ namespace {
 
 constexpr std::size_t max_partitioned_layers = 1024;
 
-// Partitions `file` the ways dip-plan does for pipeline depth `pp`.
+// Partitions `file` the ways dip-plan does for pipeline depth `pp`: the planner dip-plan builds
+// for the file (its GPU and TP), asked for the placements of a classic schedule and of the
+// modality-aware ones (K per chain from the partitioner's rule: tuning plans batches, which
+// fuzz_plan_batch covers).
 void partition_model(const dip::model_file& file, int pp) {
-  const dip::gpu_spec gpu = dip::find_gpu(file.gpu.value_or("H800"));
-  const int tp = file.tp.value_or(1);
-  const auto costs = dip::cost_model_for(file, gpu, tp);
-  const dip::multimodal_model& model = file.model;
-  const dip::weight_memory_rule memory{tp, 16.0, gpu.memory};
-  const auto uniform_work = [&](const dip::module_spec& m) { return dip::uniform_module_work(model, m); };
-
-  const dip::placement balanced = dip::balanced_partition(model, costs, uniform_work, pp, 1, memory);
-  dip::fuzz::check(balanced.ranks == pp, "a balanced partition has the ranks it was asked for");
-
-  dip::partition_options options;
-  options.ranks = pp;
-  options.memory = memory;
-  const dip::modality_partition modality = dip::partition_modalities(model, costs, options);
-  dip::fuzz::check(modality.placement.ranks == pp, "a modality partition has the ranks it was asked for");
+  dip::cluster_spec cluster;
+  cluster.pp = pp;
+  cluster.tp = file.tp.value_or(1);
+  cluster.gpu = dip::find_gpu(file.gpu.value_or("H800"));
+  dip::planner_options options;
+  options.tune_segments = false;
+  const dip::planner planner(file.model, dip::cost_model_for(file, cluster.gpu, cluster.tp), cluster, options);
+  dip::fuzz::check(planner.placement_of("1f1b").ranks == pp, "a balanced partition has the ranks it was asked for");
+  dip::fuzz::check(planner.placement_of("dip").ranks == pp, "a modality partition has the ranks it was asked for");
 }
 
 // A few samples of each kind a trace holds: default-size, explicit-token and pixel-size images

@@ -1,8 +1,11 @@
-// Fuzz target: planning a fuzzed batch end to end, as dip-plan does for one iteration.
+// Fuzz target: planning a fuzzed batch end to end through dip::planner, as dip-plan does for
+// one iteration.
 //
 //   bytes --FuzzedDataProvider--> model (tiny-vlm | tiny-t2v), pp 1-4, schedule, memory cap,
-//         samples --packer--> 1-6 microbatches --partition + split--> stage graph --> plan
-//   plan --validate--> --simulate--> makespan >= lower bound
+//         planner options, samples --packer--> 1-6 microbatches
+//         --dip::planner::plan--> partition (K tuned or fixed) + split + stage graph + plan
+//                                 + fit memory + validate + simulate
+//   planned batch --validate--> makespan >= lower bound
 //
 // Every plan that comes out must pass the validator, simulate to the end and not beat the lower
 // bound (the busiest rank, the critical path, all work spread over the ranks). Refusals are
@@ -13,26 +16,17 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <memory>
+#include <cstdio>
 #include <optional>
 #include <string>
 #include <vector>
 
-#include <dip/batch/module_items.hpp>
 #include <dip/batch/packing.hpp>
-#include <dip/batch/splitter.hpp>
 #include <dip/batch/trace.hpp>
-#include <dip/batch/uniform.hpp>
 #include <dip/cost/analytic.hpp>
-#include <dip/model/hardware.hpp>
 #include <dip/model/presets.hpp>
-#include <dip/partition/baseline_partitions.hpp>
-#include <dip/partition/modality_partition.hpp>
-#include <dip/schedule/baselines.hpp>
-#include <dip/schedule/dip_planner.hpp>
-#include <dip/schedule/modality_baselines.hpp>
-#include <dip/schedule/placement.hpp>
-#include <dip/schedule/stage_graph.hpp>
+#include <dip/partition/weight_memory.hpp>
+#include <dip/planner/planner.hpp>
 #include <dip/schedule/validate.hpp>
 #include <dip/sim/simulator.hpp>
 
@@ -48,7 +42,8 @@ struct planning_case {
   std::string schedule;
   std::size_t rollouts = 0;          // the dip schedule's segment search budget
   bool memory_strategies = true;
-  std::size_t segments_per_rank = 0;  // 0: the partitioner's rule
+  std::size_t segments_per_rank = 0;  // 0: the partitioner's rule, or tuned
+  bool tune_segments = false;         // with segments_per_rank 0: K per chain tuned on the batch
   std::size_t sub_microbatch_size = 0;
   std::optional<dip::bytes> tight_cap_headroom;  // activation bytes allowed above the weights; none: the GPU's memory
   dip::duration latency{};
@@ -93,10 +88,11 @@ planning_case decode(FuzzedDataProvider& in) {
   const bool video = in.ConsumeBool();
   c.preset = video ? &tiny_t2v() : &tiny_vlm();
   c.pp = in.ConsumeIntegralInRange(1, 4);
-  c.schedule = in.PickValueInArray({"dip", "static-dip", "1f1b", "zb1p", "interleaved", "gpipe"});
+  c.schedule = in.PickValueInArray({"dip", "static-dip", "optimus", "1f1b", "zb1p", "interleaved", "gpipe"});
   c.rollouts = in.ConsumeIntegralInRange<std::size_t>(0, 6);
   c.memory_strategies = in.ConsumeBool();
   c.segments_per_rank = in.ConsumeIntegralInRange<std::size_t>(0, 3);
+  c.tune_segments = c.segments_per_rank == 0 && in.ConsumeBool();
   c.sub_microbatch_size = in.ConsumeIntegralInRange<std::size_t>(0, 4);
   if (in.ConsumeBool()) c.tight_cap_headroom = dip::bytes(double(in.ConsumeIntegralInRange<std::int64_t>(0, 1 << 26)));
   c.latency = dip::microseconds(double(in.ConsumeIntegralInRange(0, 100)));
@@ -112,69 +108,49 @@ planning_case decode(FuzzedDataProvider& in) {
   return c;
 }
 
-bool is_modality_schedule(const std::string& name) { return name == "dip" || name == "static-dip"; }
+// The planner dip-plan would build for this case: the preset's TP and GPU at `pp` ranks, the
+// case's link latency, `cap` per GPU (nullopt: the GPU's memory) and options.
+dip::planner<dip::analytic_cost_model> planner_for(const planning_case& c, std::optional<dip::bytes> cap) {
+  dip::cluster_spec cluster = dip::cluster_of(*c.preset);
+  cluster.pp = c.pp;
+  cluster.p2p_latency = c.latency;
+  cluster.memory_cap = cap;
+  dip::planner_options options;
+  options.segments_per_rank = c.segments_per_rank;
+  options.sub_microbatch_size = c.sub_microbatch_size;
+  options.tune_segments = c.tune_segments;
+  if (c.tune_segments) options.tuning_batches = {c.batch};  // as tuning on the first batch planned does
+  options.search_ms = 0;
+  options.search_rollouts = c.rollouts;
+  options.threads = 1;
+  options.seed = 7;
+  options.memory_strategies = c.memory_strategies;
+  return {c.preset->model, dip::analytic_cost_model(cluster.gpu, cluster.tp), cluster, options};
+}
 
 void plan_and_check(const planning_case& c) {
-  const dip::multimodal_model& model = c.preset->model;
-  const int tp = c.preset->parallel.tp;
-  const dip::gpu_spec gpu = dip::find_gpu("H800");
-  const dip::analytic_cost_model costs(gpu, tp);
-  const dip::weight_memory_rule memory_rule{tp, 16.0, gpu.memory};
-  const dip::communication_model comm{c.latency, gpu.nvlink};
-
-  std::optional<dip::modality_partition> modality;
-  dip::placement place;
-  dip::sub_microbatch_policy policy = dip::unsplit_policy(model);
-  if (is_modality_schedule(c.schedule)) {
-    dip::partition_options options;
-    options.ranks = c.pp;
-    options.memory = memory_rule;
-    for (const dip::module_spec& m : model.modules()) {
-      const dip::item_kind kind = dip::module_item_kind(model, m.id);
-      if (c.sub_microbatch_size > 0 && (kind == dip::item_kind::image || kind == dip::item_kind::clip)) {
-        options.sub_microbatch_size[m.name] = c.sub_microbatch_size;
-      }
-      if (c.segments_per_rank > 0) options.segments_per_rank[m.name] = c.segments_per_rank;
-    }
-    modality = dip::partition_modalities(model, costs, options);
-    place = modality->placement;
-    policy = modality->policy;
-  } else {
-    const auto uniform_work = [&](const dip::module_spec& m) { return dip::uniform_module_work(model, m); };
-    place = dip::balanced_partition(model, costs, uniform_work, c.pp, c.schedule == "interleaved" ? 2 : 1, memory_rule);
+  std::optional<dip::bytes> cap;
+  if (c.tight_cap_headroom) {
+    // The weights the schedule's placement puts on its fullest rank at the GPU's memory, plus
+    // the headroom: the tight planner partitions (and tunes) again under that cap.
+    const auto roomy = planner_for(c, std::nullopt);
+    const dip::cluster_spec& cluster = roomy.cluster();
+    const std::vector<dip::bytes> weights = dip::weight_bytes_per_rank(c.preset->model, roomy.placement_of(c.schedule),
+                                                                       cluster.tp, cluster.bytes_per_parameter);
+    cap = *std::max_element(weights.begin(), weights.end()) + *c.tight_cap_headroom;
   }
-  check(place.ranks == c.pp, "the placement has the ranks asked for");
+  const auto planner = planner_for(c, cap);
+  const dip::planned_batch planned = planner.plan(c.batch, c.schedule);
+  check(planned.schedule == c.schedule, "the planned batch names its schedule");
+  check(planned.plan.graph->placement().ranks == c.pp, "the placement has the ranks asked for");
+  check(planned.split.size() == c.batch.size(), "one split per packed microbatch");
 
-  const std::vector<dip::split_microbatch> split = dip::split_batch(c.batch, model, policy, costs);
-  const std::vector<dip::bytes> weights = dip::weight_bytes_per_rank(model, place, tp);
-  auto graph = std::make_shared<const dip::stage_graph>(
-      dip::build_stage_graph(model, place, dip::to_batch_work(split), costs, {.split_backward = c.schedule == "zb1p"}));
-
-  dip::bytes cap = gpu.memory;
-  if (c.tight_cap_headroom) cap = *std::max_element(weights.begin(), weights.end()) + *c.tight_cap_headroom;
-
-  dip::plan plan;
-  if (c.schedule == "dip") {
-    plan = dip::plan_dip_schedule(graph, {.memory_cap = cap,
-                                          .weight_memory = weights,
-                                          .comm = comm,
-                                          .search_ms = 0,
-                                          .search_rollouts = c.rollouts,
-                                          .threads = 1,
-                                          .seed = 7,
-                                          .memory_strategies = c.memory_strategies});
-  } else {
-    plan = c.schedule == "static-dip"
-               ? dip::plan_static_dip(graph, {.memory_cap = std::nullopt, .weight_memory = weights, .comm = comm})
-               : dip::baseline_plan(c.schedule, graph);
-    dip::fit_memory(plan, cap, weights);  // as dip-plan's --fit-memory does
-  }
-
-  const auto violation = dip::first_violation(plan, {.memory_cap = cap, .weight_memory = weights});
+  const auto violation = dip::first_violation(
+      planned.plan, {.memory_cap = planner.cluster().cap(), .weight_memory = planned.weight_memory});
   if (violation) std::fprintf(stderr, "dip fuzz: %s plan: %s\n", c.schedule.c_str(), violation->c_str());
   check(!violation, "a plan that comes out passes the validator, its memory cap included");
 
-  const dip::simulation_result result = dip::simulate(plan, {.comm = comm, .weight_memory = weights});
+  const dip::simulation_result& result = planned.simulation;
   const double makespan = dip::to_milliseconds(result.makespan);
   const double bound = dip::to_milliseconds(result.bounds.best());
   if (makespan < bound * (1 - 1e-9)) std::fprintf(stderr, "dip fuzz: makespan %.9g ms < bound %.9g ms\n", makespan, bound);

@@ -9,7 +9,7 @@ set -euo pipefail
 packages=(cmake g++ libboost-dev libeigen3-dev doctest-dev nlohmann-json3-dev libcli11-dev
           libbenchmark-dev python3 python3-matplotlib libopenmpi-dev openmpi-bin
           python3-dev pybind11-dev python3-pytest clang libclang-rt-14-dev doxygen
-          pkg-config coinor-libcbc-dev)
+          pkg-config coinor-libcbc-dev clang-format clang-tidy)
 
 if ! command -v dpkg >/dev/null 2>&1; then
   echo "dip: no dpkg here (not Debian?); make sure these are installed: ${packages[*]} make" >&2

@@ -21,8 +21,8 @@ cmake --build build -j "$jobs"
 ctest --test-dir build --output-on-failure -j "$jobs" "$@"
 
 # The threaded tests and their targets (TSan builds only these).
-tsan_targets=(dip-test-async_planner dip-test-dip_async dip-test-segment_search dip-test-executor)
-tsan_tests='^test_(async_planner|dip_async|segment_search|executor)/'
+tsan_targets=(dip-test-async_planner dip-test-dip_async dip-test-pass_search dip-test-planner dip-test-executor)
+tsan_tests='^test_(async_planner|dip_async|pass_search|planner|executor)/'
 for sanitizer in ${DIP_SANITIZE-address thread}; do
   case "$sanitizer" in
     address) dir=build-asan flags="-fsanitize=address,undefined -fno-sanitize-recover=undefined" ;;

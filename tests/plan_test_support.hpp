@@ -13,6 +13,7 @@
 
 #include <memory>
 
+#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/cost/fixed_table.hpp>
 #include <dip/model/model.hpp>
 #include <dip/model/module.hpp>

@@ -6,7 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <dip/core/error.hpp>
-#include <dip/schedule/async_planner.hpp>
+#include <dip/planner/async_planner.hpp>
 
 #include <atomic>
 #include <chrono>

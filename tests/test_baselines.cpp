@@ -12,10 +12,12 @@
 #include <utility>
 #include <vector>
 
+#include <dip/schedule/build_stage_graph.hpp>
+#include <dip/partition/contiguous_placement.hpp>
 #include <dip/cost/fixed_table.hpp>
 #include <dip/io/model_json.hpp>
 #include <dip/schedule/baselines.hpp>
-#include <dip/schedule/placement.hpp>
+#include <dip/partition/placement.hpp>
 #include <dip/schedule/plan.hpp>
 #include <dip/schedule/stage_graph.hpp>
 #include <dip/schedule/validate.hpp>
@@ -147,7 +149,7 @@ doctest::Approx exactly(double value) { return doctest::Approx(value).epsilon(1e
 
 dip::simulation_result simulate_baseline(std::string_view name, const graph_ptr& graph,
                                          const dip::simulation_options& options = {}) {
-  const dip::plan plan = dip::baseline_plan(name, graph);
+  const dip::plan plan = dip::plan_baseline(name, graph);
   dip::validate(plan);
   return dip::simulate(plan, options);
 }
@@ -329,7 +331,7 @@ TEST_CASE("bad inputs are refused at the call, with a message that says why") {
 
   SUBCASE("unknown names list the known ones") {
     try {
-      (void)dip::baseline_plan("pipedream", plain);
+      (void)dip::plan_baseline("pipedream", plain);
       FAIL("no error");
     } catch (const dip::error& e) {
       CHECK(e.code() == dip::errc::not_found);
@@ -359,7 +361,7 @@ TEST_CASE("bad inputs are refused at the call, with a message that says why") {
         dip::build_stage_graph(two, chains, dip::uniform_batch(two, 2, one_sequence), costs));
     for (const std::string& name : dip::baseline_names()) {
       CAPTURE(name);
-      CHECK_THROWS_WITH_AS((void)dip::baseline_plan(name, g), doctest::Contains("single-chain placement"), dip::error);
+      CHECK_THROWS_WITH_AS((void)dip::plan_baseline(name, g), doctest::Contains("single-chain placement"), dip::error);
     }
   }
 
@@ -555,10 +557,10 @@ TEST_CASE("random per-layer costs: every baseline is valid, deadlock-free and ab
       if (v == 1) names = {"gpipe", "1f1b"};
       if (v == 1 && split) names.push_back("zb1p");
       if (m % std::size_t(p) == 0) names.push_back("interleaved");
-      else CHECK_THROWS_AS((void)dip::baseline_plan("interleaved", g), dip::error);
+      else CHECK_THROWS_AS((void)dip::plan_baseline("interleaved", g), dip::error);
       for (const std::string& name : names) {
         CAPTURE(name);
-        const dip::plan plan = dip::baseline_plan(name, g);
+        const dip::plan plan = dip::plan_baseline(name, g);
         CHECK_NOTHROW(dip::validate(plan));
         check_structure(*g, [&] {
           orders_t orders(plan.ranks.size());

@@ -7,44 +7,49 @@
 #include <memory>
 
 #include <dip/batch/source.hpp>
-#include <dip/batch/splitter.hpp>
-#include <dip/cost/analytic.hpp>
 #include <dip/model/presets.hpp>
-#include <dip/partition/modality_partition.hpp>
+#include <dip/planner/dip_async.hpp>
+#include <dip/planner/planner.hpp>
 #include <dip/schedule/action_stream.hpp>
-#include <dip/schedule/dip_async.hpp>
 #include <dip/schedule/validate.hpp>
 
 namespace {
 
+// VLM-S batches as dip::planner prepares them for DIP (the partitioner's K, NVLink, the GPU's
+// memory): the stage graph comes from planning the batch with static-dip, which runs on the
+// same placement and graph as dip.
 struct vlm_stream {
   dip::model_preset preset = dip::find_preset("vlm-s");
-  dip::gpu_spec gpu = dip::find_gpu("H800");
-  dip::analytic_cost_model costs{gpu, preset.parallel.tp};
-  dip::modality_partition part;
-  dip::batch_source source;
+  dip::planner<dip::analytic_cost_model> planner{
+      preset.model, dip::analytic_cost_model(dip::find_gpu(preset.gpu), preset.parallel.tp), nvlink_cluster(preset),
+      static_options()};
+  dip::batch_source source{dip::make_batch_source("obelics", preset.model, 7)};
+  std::vector<dip::bytes> weights;  // of the placement's ranks, set by next_graph
+  dip::bytes cap = planner.cluster().cap();
 
-  vlm_stream()
-      : part(dip::partition_modalities(preset.model, costs,
-                                       [&] {
-                                         dip::partition_options o;
-                                         o.ranks = preset.parallel.pp;
-                                         o.memory = {preset.parallel.tp, 16.0, gpu.memory};
-                                         return o;
-                                       }())),
-        source(dip::make_batch_source("obelics", preset.model, 7)) {}
+  static dip::cluster_spec nvlink_cluster(const dip::model_preset& p) {
+    dip::cluster_spec cluster = dip::cluster_of(p);
+    cluster.link = cluster.gpu.nvlink;
+    return cluster;
+  }
+  static dip::planner_options static_options() {
+    dip::planner_options o;
+    o.tune_segments = false;
+    o.search_ms = 0;
+    return o;
+  }
 
   std::shared_ptr<const dip::stage_graph> next_graph(std::size_t microbatches) {
-    const auto packed = source.next_batch(microbatches);
-    const dip::batch_work batch = dip::to_batch_work(dip::split_batch(packed, preset.model, part.policy, costs));
-    return std::make_shared<const dip::stage_graph>(dip::build_stage_graph(preset.model, part.placement, batch, costs));
+    const dip::planned_batch planned = planner.plan(source.next_batch(microbatches), "static-dip");
+    weights = planned.weight_memory;
+    return planned.plan.graph;
   }
 
   dip::dip_planner_options options(double search_ms) const {
     dip::dip_planner_options o;
-    o.memory_cap = gpu.memory;
-    o.weight_memory = part.weight_memory;
-    o.comm = {{}, gpu.nvlink};
+    o.memory_cap = cap;
+    o.weight_memory = weights;
+    o.comm = planner.cluster().comm();
     o.search_ms = search_ms;
     return o;
   }
@@ -55,9 +60,9 @@ struct vlm_stream {
 TEST_CASE("asynchronous DIP planning: in order, valid within the cap, deadlines give best-so-far or the fallback") {
   vlm_stream stream;
   dip::async_planner<dip::plan> planner({.workers = 1, .max_ahead = 2}, {}, {});
-  const dip::validation_options checks{.memory_cap = stream.gpu.memory, .weight_memory = stream.part.weight_memory};
   // Batch 0 with time to finish, batch 1 with a deadline far shorter than its search.
   dip::submit_dip_batch(planner, 0, stream.next_graph(8), stream.options(30));
+  const dip::validation_options checks{.memory_cap = stream.cap, .weight_memory = stream.weights};
   dip::submit_dip_batch(planner, 1, stream.next_graph(8), stream.options(60000));
   const auto first = planner.get(0);
   CHECK(first.batch_index == 0);
@@ -80,7 +85,7 @@ TEST_CASE("asynchronous DIP planning: in order, valid within the cap, deadlines 
 
 TEST_CASE("a rank's actions as a generator equal the plan's list") {
   vlm_stream stream;
-  const auto plan = std::make_shared<const dip::plan>(dip::plan_dip_schedule(stream.next_graph(4), stream.options(0)));
+  const auto plan = std::make_shared<const dip::plan>(dip::plan_dip(stream.next_graph(4), stream.options(0)));
   for (std::size_t r = 0; r < plan->ranks.size(); ++r) {
     std::size_t i = 0;
     for (const dip::action& a : dip::rank_actions(plan, dip::rank_id::from_index(r))) {

@@ -8,10 +8,12 @@
 #include <string>
 #include <vector>
 
+#include <dip/schedule/build_stage_graph.hpp>
+#include <dip/partition/contiguous_placement.hpp>
 #include <dip/cost/fixed_table.hpp>
 #include <dip/schedule/baselines.hpp>
 #include <dip/schedule/dual_queue.hpp>
-#include <dip/schedule/placement.hpp>
+#include <dip/partition/placement.hpp>
 #include <dip/schedule/plan.hpp>
 #include <dip/schedule/validate.hpp>
 #include <dip/sim/simulator.hpp>
@@ -25,7 +27,7 @@ namespace {
 using graph_ptr = std::shared_ptr<const dip::stage_graph>;
 
 std::vector<std::vector<dip::stage_id>> baseline_orders(const std::string& name, const graph_ptr& graph) {
-  const dip::plan plan = dip::baseline_plan(name, graph);
+  const dip::plan plan = dip::plan_baseline(name, graph);
   std::vector<std::vector<dip::stage_id>> orders(plan.ranks.size());
   for (std::size_t r = 0; r < plan.ranks.size(); ++r) {
     for (const dip::action& a : plan.ranks[r]) {
@@ -76,14 +78,14 @@ TEST_CASE("dual-queue interleaving under 1F1B's in-flight cap reproduces 1F1B ex
     // 1F1B keeps at most p - r microbatches in flight on rank r, one activation byte each.
     dip::interleave_options options;
     for (int r = 0; r < p; ++r) options.memory_cap.push_back(dip::bytes(double(p - r)));
-    const dip::segment_index segments(*graph);
+    const dip::pass_index segments(*graph);
     const dip::interleave_result result =
-        dip::interleave_stages(*graph, segments, dip::default_segment_priority(segments), options);
+        dip::interleave_stages(*graph, segments, dip::default_pass_priority(segments), options);
     CHECK_FALSE(result.over_cap);
     CHECK(result.order == baseline_orders("1f1b", graph));
     // Without a cap it runs every forward it can first: GPipe's order on rank 0.
     const dip::interleave_result free =
-        dip::interleave_stages(*graph, segments, dip::default_segment_priority(segments), {});
+        dip::interleave_stages(*graph, segments, dip::default_pass_priority(segments), {});
     CHECK(free.order.back() == baseline_orders("1f1b", graph).back());  // the last rank alternates anyway
     CHECK(dip::to_milliseconds(dip::simulate(dip::make_plan(graph, result.order), {}).makespan) ==
           doctest::Approx(double(m + p - 1) * 3.0));
@@ -136,8 +138,8 @@ TEST_CASE("dual-queue interleaving on random multi-chain graphs: valid, determin
     const bool split = rng() % 3 == 0;
     const auto graph = std::make_shared<const dip::stage_graph>(
         dip::build_stage_graph(model, placement, batch, table, {.split_backward = split}));
-    const dip::segment_index segments(*graph);
-    std::vector<std::uint32_t> priority = dip::default_segment_priority(segments);
+    const dip::pass_index segments(*graph);
+    std::vector<std::uint32_t> priority = dip::default_pass_priority(segments);
     std::shuffle(priority.begin(), priority.end(), rng);
 
     dip::interleave_options options;
@@ -178,13 +180,13 @@ TEST_CASE("dual-queue interleaving rejects priorities and caps of the wrong size
   const auto one = [](const dip::module_spec&) { return dip::work_unit::sequence(1); };
   const dip::stage_graph graph = dip::build_stage_graph(model, dip::sequential_placement(model, table, one, 2, 1),
                                                         dip::uniform_batch(model, 3, one), table);
-  const dip::segment_index segments(graph);
+  const dip::pass_index segments(graph);
   CHECK(segments.size() == 3);
   const std::vector<std::uint32_t> short_priority{0, 1};
   CHECK_THROWS_WITH_AS(dip::interleave_stages(graph, segments, short_priority), doctest::Contains("one priority per segment"),
                        dip::error);
   dip::interleave_options options;
   options.memory_cap = {dip::bytes(1)};
-  CHECK_THROWS_WITH_AS(dip::interleave_stages(graph, segments, dip::default_segment_priority(segments), options),
+  CHECK_THROWS_WITH_AS(dip::interleave_stages(graph, segments, dip::default_pass_priority(segments), options),
                        doctest::Contains("one entry per rank"), dip::error);
 }

@@ -19,9 +19,11 @@
 #include <dip/exec/layers.hpp>
 #include <dip/exec/reference.hpp>
 #include <dip/model/presets.hpp>
-#include <dip/partition/modality_partition.hpp>
+#include <dip/partition/contiguous_placement.hpp>
+#include <dip/planner/dip_planner.hpp>
+#include <dip/planner/planner.hpp>
 #include <dip/schedule/baselines.hpp>
-#include <dip/schedule/dip_planner.hpp>
+#include <dip/schedule/build_stage_graph.hpp>
 
 namespace {
 
@@ -138,11 +140,19 @@ struct tiny_setup {
         dip::build_stage_graph(preset.model, p, b, costs, {.split_backward = split}));
   }
 
+  // DIP's placement over `ranks` as dip::planner makes it (the partitioner's K).
+  dip::placement dip_placement(int ranks) const {
+    dip::cluster_spec cluster;  // TP 1 on H800s, as `costs` prices
+    cluster.pp = ranks;
+    dip::planner_options o;
+    o.tune_segments = false;
+    const dip::planner planner(preset.model, costs, cluster, o);
+    return planner.placement_of("dip");
+  }
+
   std::shared_ptr<const dip::stage_graph> dip_graph() const {
-    dip::partition_options o;
-    o.ranks = 4;
-    const dip::modality_partition part = dip::partition_modalities(preset.model, costs, o);
-    return std::make_shared<const dip::stage_graph>(dip::build_stage_graph(preset.model, part.placement, batch, costs));
+    return std::make_shared<const dip::stage_graph>(
+        dip::build_stage_graph(preset.model, dip_placement(4), batch, costs));
   }
 };
 
@@ -218,11 +228,11 @@ TEST_CASE("classic plans give gradients bit-identical to the sequential run") {
          {std::tuple{"1f1b", 1, false}, {"gpipe", 1, false}, {"interleaved", 2, false}, {"zb1p", 1, true}}) {
       INFO(schedule);
       const auto graph = setup.classic_graph(merged, chunks, split);
-      check_bitwise_equal(dip::exec::execute(dip::baseline_plan(schedule, graph), setup.preset.model, merged), want);
+      check_bitwise_equal(dip::exec::execute(dip::plan_baseline(schedule, graph), setup.preset.model, merged), want);
     }
     // Unmerged sub-microbatches on one chain: every stage runs all units of its microbatch.
     const auto graph = setup.classic_graph(setup.batch, 1, false);
-    check_bitwise_equal(dip::exec::execute(dip::baseline_plan("1f1b", graph), setup.preset.model, setup.batch),
+    check_bitwise_equal(dip::exec::execute(dip::plan_baseline("1f1b", graph), setup.preset.model, setup.batch),
                         dip::exec::run_sequential(setup.preset.model, setup.batch));
   }
 }
@@ -237,7 +247,7 @@ TEST_CASE("DIP plans with recompute and offload give gradients bit-identical to 
     CHECK(std::any_of(stages.begin(), stages.end(), [](const dip::stage& s) { return s.sub > 0; }));
     dip::dip_planner_options options;
     options.search_rollouts = 8;
-    const dip::plan planned = with_mixed_strategies(dip::plan_dip_schedule(graph, options));
+    const dip::plan planned = with_mixed_strategies(dip::plan_dip(graph, options));
     const auto got = dip::exec::execute(planned, setup.preset.model, setup.batch);
     check_bitwise_equal(got, dip::exec::run_sequential(setup.preset.model, setup.batch));
     CHECK(got.peak_offloaded_bytes.size() == 4);
@@ -247,7 +257,7 @@ TEST_CASE("DIP plans with recompute and offload give gradients bit-identical to 
 TEST_CASE("recompute and offload lower the peak activation bytes, and offload uses the host store") {
   const tiny_setup setup("tiny-vlm");
   const dip::batch_work merged = dip::merge_sub_microbatches(setup.batch);
-  const dip::plan keep = dip::baseline_plan("gpipe", setup.classic_graph(merged, 1, false));
+  const dip::plan keep = dip::plan_baseline("gpipe", setup.classic_graph(merged, 1, false));
   const auto run_with = [&](dip::memory_strategy strategy) {
     dip::plan p = keep;
     for (auto& list : p.ranks) {
@@ -272,7 +282,7 @@ TEST_CASE("recompute and offload lower the peak activation bytes, and offload us
 TEST_CASE("broken plans and failing ranks end in errors naming the ranks, with every thread joined") {
   const tiny_setup setup("tiny-vlm");
   const dip::batch_work merged = dip::merge_sub_microbatches(setup.batch);
-  const dip::plan good = dip::baseline_plan("1f1b", setup.classic_graph(merged, 1, false));
+  const dip::plan good = dip::plan_baseline("1f1b", setup.classic_graph(merged, 1, false));
   const dip::exec::execute_options quick{.timeout = std::chrono::milliseconds(300), .before_action = {}};
 
   SUBCASE("a receive without a matching send") {
@@ -317,16 +327,14 @@ TEST_CASE("property: DIP plans of random batches, ranks and strategies give grad
     CAPTURE(name);
     const tiny_setup setup(name);
     const dip::batch_work batch = random_uneven_batch(rng);
-    dip::partition_options o;
-    o.ranks = std::uniform_int_distribution<int>(2, 4)(rng);
-    CAPTURE(o.ranks);
-    const dip::modality_partition part = dip::partition_modalities(setup.preset.model, setup.costs, o);
+    const int ranks = std::uniform_int_distribution<int>(2, 4)(rng);
+    CAPTURE(ranks);
     const auto graph = std::make_shared<const dip::stage_graph>(
-        dip::build_stage_graph(setup.preset.model, part.placement, batch, setup.costs));
+        dip::build_stage_graph(setup.preset.model, setup.dip_placement(ranks), batch, setup.costs));
     dip::dip_planner_options options;
     options.search_rollouts = std::size_t(rng() % 16);
     options.seed = rng();
-    dip::plan planned = dip::plan_dip_schedule(graph, options);
+    dip::plan planned = dip::plan_dip(graph, options);
     for (auto& list : planned.ranks) {
       for (dip::action& a : list) {
         if (a.kind == dip::action_kind::compute && graph->at(a.stage).kind == dip::stage_kind::forward) {

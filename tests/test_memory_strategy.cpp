@@ -15,11 +15,12 @@
 #include <utility>
 #include <vector>
 
+#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/cost/fixed_table.hpp>
 #include <dip/model/model.hpp>
 #include <dip/schedule/baselines.hpp>
-#include <dip/schedule/memory_strategy.hpp>
-#include <dip/schedule/placement.hpp>
+#include <dip/schedule/memory_chooser.hpp>
+#include <dip/partition/placement.hpp>
 #include <dip/schedule/plan.hpp>
 #include <dip/schedule/stage_graph.hpp>
 #include <dip/schedule/validate.hpp>
@@ -571,7 +572,7 @@ TEST_CASE("infeasible caps name the rank, the stage and the bytes") {
   // One rank, GPipe-like order of 3 microbatches on one chunk: F0 F1 F2 B0 B1 B2, 1 GB each,
   // recompute keeps nothing (the chain's head), offload keeps nothing: only the weights stay.
   const auto g = chain_graph({0}, 1, 3, {1_ms, 1_ms, 1_ms, 1_GB, dip::bytes{}});
-  const dip::plan p = dip::baseline_plan("gpipe", g);
+  const dip::plan p = dip::plan_baseline("gpipe", g);
   dip::memory_choice_options options;
   options.weight_memory = {10_GB};
   options.memory_cap = 9_GB;
@@ -622,7 +623,7 @@ TEST_CASE("simulator and validator honour the strategies, and keep-only plans ar
     std::vector<int> ranks_of;
     for (int c = 0; c < 8; ++c) ranks_of.push_back(c % 4);
     const auto g = chain_graph(ranks_of, 4, 256, {2_ms, 2_ms, 2_ms, 2_GB, dip::gigabytes(0.2)}, split);
-    const dip::plan keep_plan = dip::baseline_plan("interleaved", g);
+    const dip::plan keep_plan = dip::plan_baseline("interleaved", g);
     dip::simulation_options so;
     so.weight_memory.assign(4, 20_GB);
     const dip::simulation_result keep_sim = dip::simulate(keep_plan, so);

@@ -4,13 +4,15 @@
 
 #include <memory>
 
+#include <dip/batch/source.hpp>
 #include <dip/batch/uniform.hpp>
-#include <dip/cost/analytic.hpp>
 #include <dip/cost/fixed_table.hpp>
 #include <dip/model/presets.hpp>
-#include <dip/partition/modality_partition.hpp>
+#include <dip/partition/contiguous_placement.hpp>
+#include <dip/planner/modality_baselines.hpp>
+#include <dip/planner/planner.hpp>
 #include <dip/schedule/baselines.hpp>
-#include <dip/schedule/modality_baselines.hpp>
+#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/sim/simulator.hpp>
 
 #include "plan_test_support.hpp"
@@ -30,7 +32,7 @@ TEST_CASE("one_f_one_b_caps are P - r microbatches on a single chain, and static
     const std::vector<dip::bytes> caps = dip::one_f_one_b_caps(*graph, weights, std::nullopt);
     for (int r = 0; r < p; ++r) CHECK(caps[std::size_t(r)] == dip::bytes(100 + 7.0 * (p - r)));
     const dip::plan ours = dip::plan_static_dip(graph, {.memory_cap = std::nullopt, .weight_memory = weights, .comm = {}});
-    const dip::plan theirs = dip::baseline_plan("1f1b", graph);
+    const dip::plan theirs = dip::plan_baseline("1f1b", graph);
     for (std::size_t r = 0; r < ours.ranks.size(); ++r) {
       std::vector<dip::stage_id> a, b;
       for (const dip::action& x : ours.ranks[r]) if (x.kind == dip::action_kind::compute) a.push_back(x.stage);
@@ -41,24 +43,21 @@ TEST_CASE("one_f_one_b_caps are P - r microbatches on a single chain, and static
 }
 
 TEST_CASE("static-dip and optimus plan the presets' uniform batches validly, never below the lower bound") {
-  const dip::gpu_spec gpu = dip::find_gpu("H800");
   for (const char* name : {"vlm-s", "t2v-s"}) {
     CAPTURE(name);
     const dip::model_preset preset = dip::find_preset(name);
-    const dip::analytic_cost_model costs(gpu, preset.parallel.tp);
-    for (bool optimus : {false, true}) {
-      dip::partition_options options;
-      options.ranks = preset.parallel.pp;
-      if (optimus) {
-        for (const dip::module_spec& m : preset.model.modules()) options.segments_per_rank[m.name] = 1;
-      }
-      const dip::modality_partition part = dip::partition_modalities(preset.model, costs, options);
-      const auto work_of = [&](const dip::module_spec& m) { return dip::uniform_module_work(preset.model, m); };
-      const auto graph = std::make_shared<const dip::stage_graph>(
-          dip::build_stage_graph(preset.model, part.placement, dip::uniform_batch(preset.model, 8, work_of), costs));
-      const dip::dip_planner_options planner{.memory_cap = std::nullopt, .weight_memory = part.weight_memory, .comm = {}};
-      const dip::plan plan = optimus ? dip::plan_optimus(graph, planner) : dip::plan_static_dip(graph, planner);
-      const dip::simulation_result sim = dip::simulate(plan, {.comm = {}, .weight_memory = part.weight_memory});
+    // dip-plan's pipeline with the partitioner's K: static-dip on DIP's placement, optimus on its
+    // one-chunk-per-rank variant; uniform microbatches (every one the preset's typical sample).
+    dip::planner_options options;
+    options.tune_segments = false;
+    const dip::planner planner = dip::make_planner(preset, options);
+    dip::batch_source source = dip::make_batch_source("uniform", preset.model);
+    const std::vector<dip::packed_microbatch> batch = source.next_batch(8);
+    for (const char* schedule : {"static-dip", "optimus"}) {
+      CAPTURE(schedule);
+      const dip::planned_batch planned = planner.plan(batch, schedule);
+      CHECK(planned.plan.graph->placement().chains.size() > 1);
+      const dip::simulation_result& sim = planned.simulation;
       CHECK(sim.makespan >= sim.bounds.best() * (1 - 1e-9));
       CHECK(sim.makespan <= 2.0 * sim.bounds.best());  // a sane pipeline, not a serialised one
     }

@@ -9,6 +9,7 @@
 #include <random>
 #include <set>
 
+#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/batch/uniform.hpp>
 #include <dip/cost/analytic.hpp>
 #include <dip/cost/fixed_table.hpp>
@@ -185,7 +186,7 @@ TEST_CASE("DESIGN.md example: the best mixed 16-stage split of 64 ViT (6.75 ms) 
 TEST_CASE("segment groups: projectors ride with their encoder, or with the module they feed") {
   SUBCASE("vision-language preset") {
     const dip::multimodal_model model = dip::find_preset("vlm-s").model;
-    const dip::segment_group_layout layout = dip::segment_groups(model, 4);
+    const dip::chain_group_layout layout = dip::chain_groups(model, 4);
     REQUIRE(layout.groups.size() == 2);
     CHECK(layout.groups[0] == std::vector{model.at("vit"), model.at("projector")});
     CHECK(layout.groups[1] == std::vector{model.at("llm")});
@@ -194,7 +195,7 @@ TEST_CASE("segment groups: projectors ride with their encoder, or with the modul
   }
   SUBCASE("text-to-video preset") {
     const dip::multimodal_model model = dip::find_preset("t2v-s").model;
-    const dip::segment_group_layout layout = dip::segment_groups(model, 4);
+    const dip::chain_group_layout layout = dip::chain_groups(model, 4);
     REQUIRE(layout.groups.size() == 2);
     CHECK(layout.groups[0] == std::vector{model.at("llm"), model.at("projector")});
     CHECK(layout.groups[1] == std::vector{model.at("dit")});
@@ -211,7 +212,7 @@ TEST_CASE("segment groups: projectors ride with their encoder, or with the modul
                                             .connect("video_encoder", "fuse")
                                             .connect("fuse", "llm")
                                             .build();
-    const dip::segment_group_layout layout = dip::segment_groups(model, 4);
+    const dip::chain_group_layout layout = dip::chain_groups(model, 4);
     REQUIRE(layout.groups.size() == 3);
     CHECK(layout.groups[layout.group_of[model.at("vit").index()]] == std::vector{model.at("vit"), model.at("proj_image")});
     CHECK(layout.groups[layout.group_of[model.at("video_encoder").index()]] == std::vector{model.at("video_encoder")});
@@ -381,7 +382,7 @@ TEST_CASE("two encoders and a text-to-video model: B, K and a placement whose st
     };
     const std::size_t image = chain_of("vit"), video = chain_of("video_encoder"), llm = chain_of("llm");
     // Costs linear in items: throughput is flat, so B = 1 everywhere; T = 8.1, 16, 32 ms.
-    for (const dip::segment_group& g : part.groups) CHECK(g.sub_microbatch_size == 1);
+    for (const dip::chain_group& g : part.groups) CHECK(g.sub_microbatch_size == 1);
     CHECK(part.groups[image].segments_per_rank == 1);
     CHECK(part.groups[video].paper_segments == 1);  // floor(16 / 8.1)
     CHECK(part.groups[llm].paper_segments == 3);    // floor(32 / 8.1)

@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/cost/fixed_table.hpp>
 #include <dip/io/plan_export.hpp>
 #include <dip/model/model.hpp>

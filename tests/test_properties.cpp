@@ -20,10 +20,11 @@
 #include <random>
 #include <string>
 
+#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/cost/fixed_table.hpp>
 #include <dip/model/model.hpp>
-#include <dip/schedule/dip_planner.hpp>
-#include <dip/schedule/modality_baselines.hpp>
+#include <dip/planner/dip_planner.hpp>
+#include <dip/planner/modality_baselines.hpp>
 #include <dip/schedule/stage_graph.hpp>
 #include <dip/schedule/validate.hpp>
 #include <dip/sim/simulator.hpp>
@@ -125,7 +126,7 @@ TEST_CASE("property: random models, placements, batches and caps give valid plan
       // Even every pair at its smallest strategy exceeds the cap: refused, with a reason.
     }
     try {
-      const dip::duration dip_time = check_plan(dip::plan_dip_schedule(problem.graph, problem.options), problem);
+      const dip::duration dip_time = check_plan(dip::plan_dip(problem.graph, problem.options), problem);
       ++planned;
       // The planner tries 1F1B's in-flight caps with the natural order, static-dip's own plan,
       // so it is never slower where that plan fits as it is (fitted, the two may pick other

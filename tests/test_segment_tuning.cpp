@@ -4,35 +4,41 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
-#include <memory>
+#include <utility>
+#include <vector>
 
 #include <dip/batch/source.hpp>
-#include <dip/batch/splitter.hpp>
 #include <dip/cost/analytic.hpp>
 #include <dip/model/presets.hpp>
 #include <dip/partition/modality_partition.hpp>
-#include <dip/schedule/dip_planner.hpp>
-#include <dip/schedule/modality_baselines.hpp>
-#include <dip/schedule/segment_tuning.hpp>
-#include <dip/sim/simulator.hpp>
+#include <dip/planner/dip_planner.hpp>
+#include <dip/planner/planner.hpp>
+#include <dip/planner/segment_tuning.hpp>
 
 namespace {
 
+// The tuner's inputs for a preset on its cluster with NVLink between neighbours, as
+// dip::planner passes them; `pipeline` is that planner.
 struct setup {
   dip::model_preset preset;
-  dip::gpu_spec gpu = dip::find_gpu("H800");
+  dip::cluster_spec cluster;
   dip::analytic_cost_model costs;
   dip::partition_options options;
 
-  explicit setup(const char* name) : preset(dip::find_preset(name)), costs(gpu, preset.parallel.tp) {
-    options.ranks = preset.parallel.pp;
-    options.memory = {preset.parallel.tp, 16.0, gpu.memory};
+  explicit setup(const char* name)
+      : preset(dip::find_preset(name)), cluster(dip::cluster_of(preset)), costs(cluster.gpu, cluster.tp) {
+    cluster.link = cluster.gpu.nvlink;
+    options.ranks = cluster.pp;
+    options.memory = cluster.weight_rule();
   }
   dip::dip_planner_options planner() const {
     dip::dip_planner_options o;
-    o.memory_cap = gpu.memory;
-    o.comm = {{}, gpu.nvlink};
+    o.memory_cap = cluster.cap();
+    o.comm = cluster.comm();
     return o;
+  }
+  dip::planner<dip::analytic_cost_model> pipeline(dip::planner_options o) const {
+    return {preset.model, costs, cluster, std::move(o)};
   }
   std::vector<std::vector<dip::packed_microbatch>> samples(const char* data, std::uint64_t seed, int batches) const {
     dip::batch_source source = dip::make_batch_source(data, preset.model, seed);
@@ -68,17 +74,21 @@ TEST_CASE("segment tuning: the rule's K first, the best trial kept, impossible K
         CHECK(!t.failure.empty());
       }
     }
-    // Re-planning the samples on the chosen partition gives the recorded mean.
-    dip::dip_planner_options planner = s.planner();
-    planner.memory_strategies = false;
-    planner.weight_memory = tuned.partition.weight_memory;
+    // dip-plan's pipeline tuned on the same samples chooses the same K, and planning them
+    // there as the tuner does (phase 2 alone: no search, no memory strategies) gives the
+    // recorded mean.
+    dip::planner_options o;
+    o.tuning_batches = samples;
+    o.search_ms = 0;
+    o.memory_strategies = false;
+    const dip::planner pipeline = s.pipeline(o);
     dip::duration total{};
-    for (const auto& batch : samples) {
-      const auto split = dip::split_batch(batch, s.preset.model, tuned.partition.policy, s.costs);
-      auto graph = std::make_shared<const dip::stage_graph>(
-          dip::build_stage_graph(s.preset.model, tuned.partition.placement, dip::to_batch_work(split), s.costs));
-      total += dip::simulate(dip::plan_dip_schedule(graph, planner), dip::simulation_options_of(planner)).makespan;
-    }
+    for (const auto& batch : samples) total += pipeline.plan(batch, "dip").simulation.makespan;
+    const dip::modality_partition* tuned_there = pipeline.modality_partition_if_built();
+    REQUIRE(tuned_there != nullptr);
+    std::vector<std::size_t> there_k;
+    for (const auto& g : tuned_there->groups) there_k.push_back(g.segments_per_rank);
+    CHECK(there_k == chosen_k);
     CHECK(dip::to_milliseconds(total / 2.0) == doctest::Approx(dip::to_milliseconds(*chosen->mean_makespan)).epsilon(1e-12));
   }
 }
@@ -102,8 +112,8 @@ TEST_CASE("segment tuning: under a tight cap, a K that fits only with memory str
   // VLM-S with 56 GiB per GPU: one LLM segment per rank does not fit by phase 2 alone on these
   // samples, but with recompute it plans (and on the real batches it is the fastest K).
   setup s("vlm-s");
-  s.gpu.memory = dip::gib(56);
-  s.options.memory = {s.preset.parallel.tp, 16.0, s.gpu.memory};
+  s.cluster.memory_cap = dip::gib(56);
+  s.options.memory = s.cluster.weight_rule();
   const auto samples = s.samples("obelics", 1 + 0x5eed, 2);
   const dip::segment_tuning tuned = dip::tune_segments_per_rank(s.preset.model, s.costs, s.options, samples, s.planner());
   const auto helped = std::find_if(tuned.trials.begin(), tuned.trials.end(), [](const dip::segment_trial& t) {
@@ -127,18 +137,20 @@ TEST_CASE("segment tuning: under a tight cap, a K that fits only with memory str
 
 TEST_CASE("the DIP planner without search is never slower than static-dip's order (it tries 1F1B's in-flight caps)") {
   const setup s("vlm-l");
-  const dip::modality_partition part = dip::partition_modalities(s.preset.model, s.costs, s.options);
+  // The partitioner's K; static-dip gets the cap too (its in-flight caps) and neither is fitted
+  // with memory strategies afterwards.
+  dip::planner_options o;
+  o.tune_segments = false;
+  o.search_ms = 0;
+  o.memory_strategies = false;
+  o.fit_memory = false;
+  const dip::planner pipeline = s.pipeline(o);
   dip::batch_source source = dip::make_batch_source("obelics", s.preset.model, 11);
   for (int round = 0; round < 3; ++round) {
-    const auto split = dip::split_batch(source.next_batch(8), s.preset.model, part.policy, s.costs);
-    auto graph = std::make_shared<const dip::stage_graph>(
-        dip::build_stage_graph(s.preset.model, part.placement, dip::to_batch_work(split), s.costs));
-    dip::dip_planner_options planner = s.planner();
-    planner.weight_memory = part.weight_memory;
-    planner.memory_strategies = false;
-    const dip::simulation_options sim = dip::simulation_options_of(planner);
-    const dip::duration dip_time = dip::simulate(dip::plan_dip_schedule(graph, planner), sim).makespan;
-    const dip::duration static_time = dip::simulate(dip::plan_static_dip(graph, planner), sim).makespan;
-    CHECK(dip_time <= static_time);
+    const auto batch = source.next_batch(8);
+    const dip::planned_batch dip_plan = pipeline.plan(batch, "dip");
+    const dip::planned_batch static_plan = pipeline.plan(batch, "static-dip");
+    REQUIRE(dip_plan.plan.graph->size() == static_plan.plan.graph->size());
+    CHECK(dip_plan.simulation.makespan <= static_plan.simulation.makespan);
   }
 }

@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/cost/fixed_table.hpp>
 #include <dip/model/model.hpp>
 #include <dip/schedule/plan.hpp>

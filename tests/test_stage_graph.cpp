@@ -6,8 +6,10 @@
 #include <limits>
 #include <random>
 
+#include <dip/schedule/build_stage_graph.hpp>
+#include <dip/partition/contiguous_placement.hpp>
 #include <dip/cost/fixed_table.hpp>
-#include <dip/schedule/placement.hpp>
+#include <dip/partition/placement.hpp>
 #include <dip/schedule/stage_graph.hpp>
 
 using namespace dip::literals;

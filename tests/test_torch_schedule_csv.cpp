@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/cost/fixed_table.hpp>
 #include <dip/io/torch_schedule_csv.hpp>
 #include <dip/model/model.hpp>
@@ -32,7 +33,7 @@ const dip::layer_cost unit_cost{1_ms, 1_ms, 1_ms, dip::mib(1), dip::mib(1)};
 // A baseline's schedule on the uniform p = 4 chain (one layer per chunk), m = 8.
 dip::torch_schedule baseline(const std::string& name, std::vector<int> rank_of_chunk = {0, 1, 2, 3}) {
   const auto graph = dip_test::chain_graph(rank_of_chunk, 4, 8, unit_cost, name == "zb1p");
-  return dip::to_torch_schedule(dip::baseline_plan(name, graph));
+  return dip::to_torch_schedule(dip::plan_baseline(name, graph));
 }
 
 rows_t parse(const std::string& csv) { return dip::parse_torch_csv(csv, "schedule.csv"); }

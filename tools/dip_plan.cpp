@@ -107,7 +107,7 @@ nlohmann::json segments_json(const dip::multimodal_model& model, const dip::moda
                              const std::vector<std::size_t>& rule_segments) {
   nlohmann::json groups = nlohmann::json::array();
   for (std::size_t gi = 0; gi < part.groups.size(); ++gi) {
-    const dip::segment_group& g = part.groups[gi];
+    const dip::chain_group& g = part.groups[gi];
     nlohmann::json modules = nlohmann::json::array();
     for (dip::module_id m : g.modules) modules.push_back(model.module(m).name);
     groups.push_back({{"modules", modules},

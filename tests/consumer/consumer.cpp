@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <memory>
 
+#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/batch/uniform.hpp>
 #include <dip/dip.hpp>
 #include <dip/exec/executor.hpp>  // the reference executor's header-only core ships too
@@ -28,7 +29,7 @@ int main() {
   const dip::placement placement = dip::balanced_partition(preset.model, costs, work_of, 4);
   const auto graph = std::make_shared<const dip::stage_graph>(dip::build_stage_graph(
       preset.model, placement, dip::uniform_batch(preset.model, 8, work_of), costs));
-  const dip::plan plan = dip::baseline_plan("1f1b", graph);
+  const dip::plan plan = dip::plan_baseline("1f1b", graph);
   dip::validate(plan);
   const dip::simulation_result result = dip::simulate(plan);
   std::printf("dip %s: llama3-8b, 1f1b on 4 ranks, 8 microbatches: %s, bubble %.3f\n",

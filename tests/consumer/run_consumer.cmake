@@ -60,7 +60,7 @@ if(MODE STREQUAL "find_package")
     "-DCMAKE_PREFIX_PATH=${prefix}" -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF)
   # What `cmake --install` must place: headers (dip's and the executor's), the package files,
   # the tools. The libdir may be lib or lib64, so the package files are looked for.
-  set(expected_files include/dip/dip.hpp include/dip/version.hpp include/dip/schedule/dip_async.hpp
+  set(expected_files include/dip/dip.hpp include/dip/version.hpp include/dip/planner/dip_async.hpp
                      include/dip/exec/executor.hpp share/doc/dip/LICENSE)
   if(DIP_EXPECT_TOOLS)
     list(APPEND expected_files bin/dip-plan bin/dip-exec)

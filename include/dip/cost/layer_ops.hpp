@@ -140,7 +140,7 @@ inline layer_flops flops_of(const layer_spec& layer, const work_unit& work) {
         result.backward_weight += op.flops;
         break;
       case op_kind::attention: result.backward_input += 2 * op.flops; break;
-      case op_kind::elementwise: break;
+      case op_kind::elementwise:
       case op_kind::gather: break;
     }
   }

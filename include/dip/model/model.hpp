@@ -133,7 +133,7 @@ class model_builder {
       const module_id v = resolve(model, to, from);
       require(u != v, errc::graph_error, where, "module '" + from + "' feeds itself");
       require(!boost::edge(u.index(), v.index(), model.graph_).second, errc::graph_error, where,
-              "edge '" + from + "' -> '" + to + "' is given twice");
+              std::string("edge '").append(from).append("' -> '").append(to).append("' is given twice"));
       boost::add_edge(u.index(), v.index(), model.graph_);
     }
 

@@ -45,7 +45,7 @@ inline constexpr std::int64_t image_pixels = 728;
 inline constexpr std::int64_t vit_patch = 14;
 inline constexpr std::int64_t vit_merge = 4;
 inline constexpr std::int64_t image_tokens = 169;  // (728 / 14 / 4)^2
-inline constexpr std::int64_t dit_latent_patch_features = 16 * 2 * 2;  // 16 latent channels, 2x2
+inline constexpr std::int64_t dit_latent_patch_features = std::int64_t{16} * 2 * 2;  // 16 latent channels, 2x2
 
 inline module_spec transformer_module(std::string name, module_role role, modality kind,
                                       int blocks, transformer_block block) {

@@ -24,6 +24,7 @@ inline placement megatron_partition(const multimodal_model& model, int ranks, in
                                     const weight_memory_rule& memory = {}) {
   const std::vector<layer_ref> layers = layers_in_order(model);
   std::vector<double> weights;
+  weights.reserve(layers.size());
   for (const layer_ref& l : layers) weights.push_back(double(parameter_count(model.module(l.module).layers[l.layer])));
   placement p = contiguous_placement(model, layers, weights, ranks, chunks_per_rank);
   check_weight_memory(model, p, memory, "megatron partition of model '" + model.name() + "'");

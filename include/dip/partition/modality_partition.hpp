@@ -4,7 +4,7 @@
 //
 // For a model (any DAG: several encoders feeding an LLM, an LLM feeding a diffusion decoder), a
 // cost model and P ranks:
-// 1. Segment groups (segment_groups.hpp): one chain per module; projectors ride with a
+// 1. Segment groups (chain_groups.hpp): one chain per module; projectors ride with a
 //    neighbour.
 // 2. Sub-microbatch size B_g per group (sub_microbatch_size.hpp): smallest size within the
 //    throughput threshold of the peak, unless the user fixes it.
@@ -45,7 +45,7 @@
 #include "dip/partition/min_max.hpp"
 #include "dip/partition/contiguous_placement.hpp"
 #include "dip/partition/placement_report.hpp"
-#include "dip/partition/segment_groups.hpp"
+#include "dip/partition/chain_groups.hpp"
 #include "dip/partition/sub_microbatch_size.hpp"
 #include "dip/partition/weight_memory.hpp"
 #include "dip/partition/placement.hpp"
@@ -67,7 +67,7 @@ struct partition_options {
   uniform_microbatch_shape shape{};                        // the typical microbatch (item profiles)
 };
 
-struct segment_group {
+struct chain_group {
   std::vector<module_id> modules;      // in chain order
   module_id leader;                    // the module with the most layers; names the group
   item_kind kind = item_kind::sequence;
@@ -81,7 +81,7 @@ struct segment_group {
 };
 
 struct modality_partition {
-  std::vector<segment_group> groups;   // group g is placement chain g
+  std::vector<chain_group> groups;   // group g is placement chain g
   dip::placement placement;
   std::vector<duration> chunk_time;    // per chunk: forward + backward for one sub-microbatch (B_g items)
   std::vector<duration> rank_work;     // per rank: expected forward + backward per microbatch
@@ -222,7 +222,7 @@ modality_partition partition_modalities(const multimodal_model& model, const Cos
   require(profiles.size() == model.module_count(), errc::invalid_argument, where,
           "needs one item profile per module");
   const std::size_t ranks = std::size_t(options.ranks);
-  const segment_group_layout layout = segment_groups(model, options.ranks);
+  const chain_group_layout layout = chain_groups(model, options.ranks);
 
   modality_partition result;
   result.policy.items_per_sub.assign(model.module_count(), 0);
@@ -231,7 +231,7 @@ modality_partition partition_modalities(const multimodal_model& model, const Cos
 
   // B_g and T_g per group.
   for (std::size_t g = 0; g < layout.groups.size(); ++g) {
-    segment_group group;
+    chain_group group;
     group.modules = layout.groups[g];
     group.leader = group.modules.front();
     for (module_id m : group.modules) {
@@ -284,7 +284,7 @@ modality_partition partition_modalities(const multimodal_model& model, const Cos
   const double t1 = to_seconds(result.groups[fastest].latency);
   const double tau = min_max_partition(weights[fastest], ranks, where).largest;
   for (std::size_t g = 0; g < result.groups.size(); ++g) {
-    segment_group& group = result.groups[g];
+    chain_group& group = result.groups[g];
     const std::size_t most = std::max<std::size_t>(weights[g].size() / ranks, 1);
     // The ratio is unbounded when the fastest chain takes next to no time (measured costs scaled
     // down to nothing); a chain cannot have more segments than layers, so clamp before the cast.
@@ -316,7 +316,7 @@ modality_partition partition_modalities(const multimodal_model& model, const Cos
   std::vector<contiguous_partition> cuts;
   std::vector<std::vector<double>> loads(result.groups.size());
   for (std::size_t g = 0; g < result.groups.size(); ++g) {
-    const segment_group& group = result.groups[g];
+    const chain_group& group = result.groups[g];
     cuts.push_back(min_max_partition(weights[g], group.segments_per_rank * ranks, where));
     for (std::size_t c = 0; c < cuts[g].parts(); ++c) {
       double sum = 0;
@@ -332,7 +332,7 @@ modality_partition partition_modalities(const multimodal_model& model, const Cos
   p.chain_inputs = layout.inputs;
   result.rank_work.assign(ranks, duration{});
   for (std::size_t g = 0; g < result.groups.size(); ++g) {
-    segment_group& group = result.groups[g];
+    chain_group& group = result.groups[g];
     group.rank_offset = offsets[g];
     // Layer i of the group's chain order -> (module, layer).
     std::vector<layer_ref> refs;

@@ -30,7 +30,7 @@ struct weight_memory_rule {
 inline std::vector<bytes> check_weight_memory(const multimodal_model& model, const placement& p,
                                               const weight_memory_rule& rule, const std::string& where) {
   require(rule.bytes_per_parameter > 0, errc::invalid_argument, where, "bytes per parameter must be > 0");
-  const std::vector<bytes> per_rank = weight_bytes_per_rank(model, p, rule.tp, rule.bytes_per_parameter);
+  std::vector<bytes> per_rank = weight_bytes_per_rank(model, p, rule.tp, rule.bytes_per_parameter);
   if (!rule.capacity) return per_rank;
   std::string over;
   for (std::size_t r = 0; r < per_rank.size(); ++r) {

@@ -21,14 +21,14 @@
 #include "dip/planner/dip_planner.hpp"
 #include "dip/schedule/memory_chooser.hpp"
 #include "dip/planner/modality_baselines.hpp"
-#include "dip/schedule/segment_search.hpp"
+#include "dip/schedule/pass_search.hpp"
 #include "dip/sim/simulator.hpp"
 
 namespace dip {
 
 // The static fallback: static-dip's order, with recompute/offload where it would exceed the cap.
 inline plan static_dip_fallback(std::shared_ptr<const stage_graph> graph, const dip_planner_options& options) {
-  plan result = plan_static_dip(graph, options);
+  plan result = plan_static_dip(std::move(graph), options);
   if (options.memory_cap) {
     fit_memory(result, *options.memory_cap, options.weight_memory, options.strategy_model, options.memory_solver);
     validate(result, validation_options_of(options));
@@ -42,24 +42,24 @@ inline plan static_dip_fallback(std::shared_ptr<const stage_graph> graph, const 
 // options.search_ms (or search_rollouts). Scores are simulated makespans in ms. `deliver` runs on
 // the worker (searched plans) or in get() (the fallback) and must be thread-safe.
 template <std::movable Plan, class Deliver>
-void submit_dip_batch(async_planner<Plan>& planner, std::size_t index, std::shared_ptr<const stage_graph> graph,
-                      dip_planner_options options, Deliver deliver) {
+void submit_dip_batch(async_planner<Plan>& planner, std::size_t index, const std::shared_ptr<const stage_graph>& graph,
+                      const dip_planner_options& options, Deliver deliver) {
   require(options.search_ms > 0 || options.search_rollouts > 0, errc::invalid_argument, "submit_dip_batch",
           "needs a search budget (search_ms or search_rollouts)");
   auto search = [graph, options, deliver](std::size_t, planning_context<Plan>& ctx) {
     const simulation_options sim = simulation_options_of(options);
     const validation_options checks = validation_options_of(options);
-    const segment_index segments(*graph);
-    segment_search_options budget = search_options_of(*graph, options);
+    const pass_index passes(*graph);
+    pass_search_options budget = search_options_of(*graph, options);
     budget.stop = ctx.stop_token();
     budget.on_improvement = [&](const std::vector<std::uint32_t>& priority, duration) {
       // Phase 2 only: cheap, and valid under the cap whenever the search says it is.
-      plan candidate = make_plan(graph, interleave_stages(*graph, segments, priority, budget.interleave).order);
+      plan candidate = make_plan(graph, interleave_stages(*graph, passes, priority, budget.interleave).order);
       if (first_violation(candidate, checks)) return;
       const double ms = to_milliseconds(simulate(candidate, sim).makespan);
       ctx.offer(deliver(std::move(candidate)), ms);
     };
-    const segment_search_result found = search_segment_order(*graph, budget);
+    const pass_search_result found = search_pass_order(*graph, budget);
     if (ctx.cancelled()) return;
     plan full = plan_dip(graph, options, found.priority);  // phase 3 on the best order
     const double ms = to_milliseconds(simulate(full, sim).makespan);
@@ -69,9 +69,9 @@ void submit_dip_batch(async_planner<Plan>& planner, std::size_t index, std::shar
   planner.submit(index, std::move(search), std::move(fallback));
 }
 
-inline void submit_dip_batch(async_planner<plan>& planner, std::size_t index, std::shared_ptr<const stage_graph> graph,
-                             dip_planner_options options) {
-  submit_dip_batch(planner, index, std::move(graph), std::move(options), [](plan p) { return p; });
+inline void submit_dip_batch(async_planner<plan>& planner, std::size_t index, const std::shared_ptr<const stage_graph>& graph,
+                             const dip_planner_options& options) {
+  submit_dip_batch(planner, index, graph, options, [](plan p) { return p; });
 }
 
 }  // namespace dip

@@ -1,6 +1,6 @@
 // The DIP planner: one call from a stage graph (a placement and a batch) to a validated plan.
 //
-// Phase 1 (segment reordering by tree search, segment_search.hpp) picks the segment order within
+// Phase 1 (pass reordering by tree search, pass_search.hpp) picks the pass order within
 // a budget, unless the caller gives one; phase 2 (dual-queue interleaving, dual_queue.hpp) turns
 // it into per-rank stage orders within the memory cap; phase 3 (memory strategies,
 // memory_strategy.hpp) lets phase 2 run with a looser cap, more microbatches in flight and fewer
@@ -23,7 +23,7 @@
 #include "dip/schedule/in_flight_caps.hpp"
 #include "dip/schedule/memory_chooser.hpp"
 #include "dip/schedule/plan.hpp"
-#include "dip/schedule/segment_search.hpp"
+#include "dip/schedule/pass_search.hpp"
 #include "dip/schedule/stage_graph.hpp"
 #include "dip/schedule/validate.hpp"
 #include "dip/sim/simulator.hpp"
@@ -60,8 +60,8 @@ inline interleave_options interleave_options_of(const stage_graph& graph, const 
   return interleave;
 }
 
-inline segment_search_options search_options_of(const stage_graph& graph, const dip_planner_options& options) {
-  segment_search_options search;
+inline pass_search_options search_options_of(const stage_graph& graph, const dip_planner_options& options) {
+  pass_search_options search;
   search.time_budget_ms = options.search_ms;
   search.max_rollouts = options.search_rollouts;
   search.threads = options.threads;
@@ -101,12 +101,12 @@ inline void fit_memory(plan& p, bytes cap, const std::vector<bytes>& weight_memo
 inline plan plan_dip(std::shared_ptr<const stage_graph> graph, const dip_planner_options& options,
                               std::span<const std::uint32_t> priority = {}) {
   require(graph != nullptr, errc::invalid_argument, "plan_dip", "no stage graph");
-  const segment_index segments(*graph);
-  const std::vector<std::uint32_t> natural = default_segment_priority(segments);
+  const pass_index passes(*graph);
+  const std::vector<std::uint32_t> natural = default_pass_priority(passes);
   const interleave_options at_cap = interleave_options_of(*graph, options);
   std::vector<std::uint32_t> searched;
   if (priority.empty() && (options.search_ms > 0 || options.search_rollouts > 0)) {
-    searched = search_segment_order(*graph, search_options_of(*graph, options)).priority;
+    searched = search_pass_order(*graph, search_options_of(*graph, options)).priority;
     priority = searched;
   }
   const std::span<const std::uint32_t> chosen = priority.empty() ? std::span(natural) : priority;
@@ -117,7 +117,7 @@ inline plan plan_dip(std::shared_ptr<const stage_graph> graph, const dip_planner
   std::optional<plan> best;
   duration best_time = duration(std::numeric_limits<double>::infinity());
   const auto consider = [&](std::span<const std::uint32_t> order, const interleave_options& caps) {
-    plan candidate = make_plan(graph, interleave_stages(*graph, segments, order, caps).order);
+    plan candidate = make_plan(graph, interleave_stages(*graph, passes, order, caps).order);
     if (use_strategies) {
       try {
         fit_memory(candidate, *options.memory_cap, options.weight_memory, options.strategy_model, options.memory_solver);
@@ -159,7 +159,7 @@ inline plan plan_dip(std::shared_ptr<const stage_graph> graph, const dip_planner
   }
   if (!best) {
     // Nothing fits: validating the plan at the real cap throws, naming the violation.
-    validate(make_plan(graph, interleave_stages(*graph, segments, chosen, at_cap).order), checks);
+    validate(make_plan(graph, interleave_stages(*graph, passes, chosen, at_cap).order), checks);
     throw error(errc::invalid_plan, "plan_dip", "no order fits the memory cap");
   }
   return std::move(*best);

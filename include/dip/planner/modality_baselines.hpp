@@ -1,6 +1,6 @@
 // Static schedules on a modality-aware placement, the baselines between Megatron and DIP:
 // - static-dip (like nnScaler*'s offline plans): DIP's placement and sub-microbatches, but one
-//   fixed rule instead of a per-batch search: segments in natural order (microbatch by
+//   fixed rule instead of a per-batch search: passes in natural order (microbatch by
 //   microbatch, producers first) and 1F1B's in-flight limit, rank r holding at most P - r
 //   microbatches' activations (as bytes: P - r times the most one microbatch keeps on it);
 // - optimus (Optimus, Feng et al. 2024, in spirit): the backbone runs a plain 1F1B pipeline
@@ -33,10 +33,10 @@ namespace detail {
 
 inline plan plan_with_order(std::shared_ptr<const stage_graph> graph, const dip_planner_options& options,
                             const std::vector<std::uint32_t>& priority) {
-  const segment_index segments(*graph);
+  const pass_index passes(*graph);
   interleave_options interleave = interleave_options_of(*graph, options);
   interleave.memory_cap = one_f_one_b_caps(*graph, options.weight_memory, options.memory_cap);
-  const interleave_result order = interleave_stages(*graph, segments, priority, interleave);
+  const interleave_result order = interleave_stages(*graph, passes, priority, interleave);
   plan result = make_plan(std::move(graph), order.order);
   validate(result, {.memory_cap = std::nullopt, .weight_memory = options.weight_memory});
   return result;
@@ -44,16 +44,16 @@ inline plan plan_with_order(std::shared_ptr<const stage_graph> graph, const dip_
 
 }  // namespace detail
 
-inline plan plan_static_dip(std::shared_ptr<const stage_graph> graph, const dip_planner_options& options) {
+inline plan plan_static_dip(const std::shared_ptr<const stage_graph>& graph, const dip_planner_options& options) {
   require(graph != nullptr, errc::invalid_argument, "static-dip", "no stage graph");
-  const segment_index segments(*graph);
-  return detail::plan_with_order(graph, options, default_segment_priority(segments));
+  const pass_index passes(*graph);
+  return detail::plan_with_order(graph, options, default_pass_priority(passes));
 }
 
-inline plan plan_optimus(std::shared_ptr<const stage_graph> graph, const dip_planner_options& options) {
+inline plan plan_optimus(const std::shared_ptr<const stage_graph>& graph, const dip_planner_options& options) {
   require(graph != nullptr, errc::invalid_argument, "optimus", "no stage graph");
-  const segment_index segments(*graph);
-  const std::vector<std::uint32_t> priority = default_segment_priority(segments);
+  const pass_index passes(*graph);
+  const std::vector<std::uint32_t> priority = default_pass_priority(passes);
   return detail::plan_with_order(graph, options, priority);
 }
 

@@ -188,9 +188,7 @@ class planner {
                      std::uint64_t index = 0) const {
     const prepared p = prepare(batch, schedule, index);
     const auto start = std::chrono::steady_clock::now();
-    dip::plan made = p.entry.make({p.graph, p.planner_options});
-    planned_batch out = finish(p, std::move(made), start);
-    return out;
+    return refused_as(p.schedule, [&] { return finish(p, p.entry.make({p.graph, p.planner_options}), start); });
   }
 
   // The same for samples not yet packed: packs them with the model's rules (dip/batch/packing.hpp),
@@ -214,7 +212,9 @@ class planner {
       submit_dip_batch(workers, std::size_t(index), p->graph, p->planner_options, deliver);
       return;
     }
-    const auto make = [p, deliver] { return deliver(p->entry.make({p->graph, p->planner_options})); };
+    const auto make = [p, deliver] {
+      return refused_as(p->schedule, [&] { return deliver(p->entry.make({p->graph, p->planner_options})); });
+    };
     workers.submit(
         std::size_t(index),
         [make](std::size_t, planning_context<planned_batch>& ctx) {
@@ -316,6 +316,18 @@ class planner {
     }
   };
 
+  // Runs `step`; a dip::error from inside a schedule (the validator's "rank 0 action 9", the
+  // planner's "plan_dip") is refused under the schedule's name, the inner place kept in the detail.
+  template <class Step>
+  static planned_batch refused_as(const std::string& schedule, Step&& step) {
+    try {
+      return step();
+    } catch (const error& e) {
+      if (e.where() == schedule) throw;
+      throw error(e.code(), schedule, e.what());
+    }
+  }
+
   finisher snapshot() const {
     return {cluster_.comm(), cluster_.cap(), options_.fit_memory, options_.record_timeline};
   }
@@ -401,7 +413,7 @@ class planner {
                                                    .comm = cluster_.comm(),
                                                    .memory_strategies = options_.memory_strategies});
     std::vector<std::size_t> chosen;
-    for (const segment_group& g : tuned.partition.groups) chosen.push_back(g.segments_per_rank);
+    for (const chain_group& g : tuned.partition.groups) chosen.push_back(g.segments_per_rank);
     if (chosen != tuned.trials.front().segments_per_rank) cache_->rule_segments = tuned.trials.front().segments_per_rank;
     cache_->modality = std::move(tuned.partition);
     return *cache_->modality;

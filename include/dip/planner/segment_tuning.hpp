@@ -124,7 +124,7 @@ segment_tuning tune_segments_per_rank(const multimodal_model& model, const Costs
   };
 
   std::vector<std::size_t> current;
-  for (const segment_group& g : result.partition.groups) current.push_back(g.segments_per_rank);
+  for (const chain_group& g : result.partition.groups) current.push_back(g.segments_per_rank);
   std::optional<duration> best_time = evaluate(current);
   std::vector<std::size_t> best = current;
   for (int round = 0; round < tuning.max_rounds; ++round) {

@@ -1,10 +1,10 @@
 // DIP's phase 2: greedy dual-queue stage interleaving.
 //
-// Given a priority for every *segment* (one sub-microbatch's pass through one chain: its forward
+// Given a priority for every *pass* (one sub-microbatch's pass through one chain: its forward
 // and backward stages on every chunk of the chain), build each rank's compute order by list
 // scheduling on an estimated clock:
 // - every rank keeps the stages whose inputs are done in a forward queue (F) and a backward
-//   queue (B, or I and W when the backward is split), ordered by segment priority;
+//   queue (B, or I and W when the backward is split), ordered by pass priority;
 // - repeatedly the rank that can start something soonest decides: if both a forward and a
 //   backward are ready at that time it alternates with its previous kind (1F1B's steady state);
 //   if one is ready it runs it; otherwise it idles until the earliest-startable stage (W, the
@@ -12,8 +12,8 @@
 // - a forward is only ready if the rank's memory (static weights plus kept activations) stays
 //   within its cap: a full rank closes its forward queue until backwards free memory.
 // With the cap at 1F1B's in-flight limit this reproduces 1F1B exactly on a uniform pipeline
-// (a test); with the GPU's memory as the cap it interleaves DIP's many short segments from
-// several chains on one rank. Deterministic: ties go to the lower segment priority value, then
+// (a test); with the GPU's memory as the cap it interleaves DIP's many short passes from
+// several chains on one rank. Deterministic: ties go to the lower pass priority value, then
 // the lower stage id.
 //
 // When every remaining forward is blocked by memory and no backward can run (the cap is too
@@ -38,23 +38,23 @@
 
 namespace dip {
 
-// Segments of a stage graph, numbered microbatch by microbatch, chain by chain (in placement
+// Passes of a stage graph, numbered microbatch by microbatch, chain by chain (in placement
 // order, so producers before consumers), sub-microbatch by sub-microbatch.
-class segment_index {
+class pass_index {
  public:
-  struct segment {
+  struct pass {
     std::size_t microbatch = 0;
     std::size_t chain = 0;
     std::uint32_t sub = 0;
   };
 
-  explicit segment_index(const stage_graph& graph) {
+  explicit pass_index(const stage_graph& graph) {
     const std::size_t chains = graph.placement().chains.size();
     first_.assign(graph.microbatch_count(), std::vector<std::uint32_t>(chains, 0));
     for (std::size_t j = 0; j < graph.microbatch_count(); ++j) {
       for (std::size_t k = 0; k < chains; ++k) {
-        first_[j][k] = std::uint32_t(segments_.size());
-        for (std::uint32_t s = 0; s < graph.sub_count(j, k); ++s) segments_.push_back({j, k, s});
+        first_[j][k] = std::uint32_t(passes_.size());
+        for (std::uint32_t s = 0; s < graph.sub_count(j, k); ++s) passes_.push_back({j, k, s});
       }
     }
     of_.reserve(graph.size());
@@ -64,19 +64,19 @@ class segment_index {
     }
   }
 
-  std::size_t size() const noexcept { return segments_.size(); }
-  const segment& at(std::size_t i) const { return segments_.at(i); }
+  std::size_t size() const noexcept { return passes_.size(); }
+  const pass& at(std::size_t i) const { return passes_.at(i); }
   std::uint32_t of(stage_id id) const { return of_.at(id.index()); }
 
  private:
-  std::vector<segment> segments_;
+  std::vector<pass> passes_;
   std::vector<std::vector<std::uint32_t>> first_;
   std::vector<std::uint32_t> of_;
 };
 
-// The natural priority: segment i gets priority value i (microbatch order, producers first).
-inline std::vector<std::uint32_t> default_segment_priority(const segment_index& segments) {
-  std::vector<std::uint32_t> priority(segments.size());
+// The natural priority: pass i gets priority value i (microbatch order, producers first).
+inline std::vector<std::uint32_t> default_pass_priority(const pass_index& passes) {
+  std::vector<std::uint32_t> priority(passes.size());
   for (std::size_t i = 0; i < priority.size(); ++i) priority[i] = std::uint32_t(i);
   return priority;
 }
@@ -94,14 +94,14 @@ struct interleave_result {
   bool over_cap = false;                     // a forward had to exceed its rank's cap
 };
 
-// Orders every stage of `graph`; `priority[segment]` (lower first) for each segment of
-// `segments`. Throws dip::error for priorities or caps of the wrong size.
-inline interleave_result interleave_stages(const stage_graph& graph, const segment_index& segments,
+// Orders every stage of `graph`; `priority[pass]` (lower first) for each pass of
+// `passes`. Throws dip::error for priorities or caps of the wrong size.
+inline interleave_result interleave_stages(const stage_graph& graph, const pass_index& passes,
                                            std::span<const std::uint32_t> priority,
                                            const interleave_options& options = {}) {
   const std::size_t ranks = std::size_t(graph.ranks()), n = graph.size();
-  require(priority.size() == segments.size(), errc::invalid_argument, "interleave_stages",
-          "needs one priority per segment (" + std::to_string(segments.size()) + "), got " +
+  require(priority.size() == passes.size(), errc::invalid_argument, "interleave_stages",
+          "needs one priority per pass (" + std::to_string(passes.size()) + "), got " +
               std::to_string(priority.size()));
   require(options.memory_cap.empty() || options.memory_cap.size() == ranks, errc::invalid_argument,
           "interleave_stages", "memory_cap needs one entry per rank");
@@ -142,11 +142,11 @@ inline interleave_result interleave_stages(const stage_graph& graph, const segme
   std::vector<double> peak = memory;
   std::vector<int> last_queue(ranks, 1);  // as if each rank had just run a backward: forward first
 
-  // Higher priority: lower segment priority value, then (forward) deeper position in its chain,
+  // Higher priority: lower pass priority value, then (forward) deeper position in its chain,
   // then lower stage id.
   const auto before = [&](std::uint32_t a, std::uint32_t b) {
-    const std::uint32_t pa = priority[segments.of(stage_id::from_index(a))];
-    const std::uint32_t pb = priority[segments.of(stage_id::from_index(b))];
+    const std::uint32_t pa = priority[passes.of(stage_id::from_index(a))];
+    const std::uint32_t pb = priority[passes.of(stage_id::from_index(b))];
     if (pa != pb) return pa < pb;
     return a < b;
   };

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "dip/core/error.hpp"
@@ -77,22 +78,23 @@ inline plan make_plan(std::shared_ptr<const stage_graph> graph,
   require(int(compute_order.size()) == graph->ranks(), errc::invalid_argument, "make_plan",
           "got compute orders for " + std::to_string(compute_order.size()) + " ranks, the placement has " +
               std::to_string(graph->ranks()));
-  plan result{graph, std::vector<std::vector<action>>(compute_order.size())};
-  const auto edges = graph->edges();
+  const stage_graph& g = *graph;
+  plan result{std::move(graph), std::vector<std::vector<action>>(compute_order.size())};
+  const auto edges = g.edges();
   for (std::size_t r = 0; r < compute_order.size(); ++r) {
     std::vector<action>& out = result.ranks[r];
     out.reserve(compute_order[r].size() * 3);
     for (stage_id id : compute_order[r]) {
-      require(id.index() < graph->size(), errc::invalid_argument, "make_plan rank " + std::to_string(r),
+      require(id.index() < g.size(), errc::invalid_argument, "make_plan rank " + std::to_string(r),
               "stage " + std::to_string(id.value()) + " does not exist");
-      const rank_id here = graph->at(id).rank;
-      for (std::uint32_t e : graph->in_edges(id)) {
-        const rank_id from = graph->at(edges[e].from).rank;
+      const rank_id here = g.at(id).rank;
+      for (std::uint32_t e : g.in_edges(id)) {
+        const rank_id from = g.at(edges[e].from).rank;
         if (from != here) out.push_back({action_kind::recv, edges[e].from, e, from, memory_strategy::keep});
       }
       out.push_back({action_kind::compute, id, 0, rank_id{}, memory_strategy::keep});
-      for (std::uint32_t e : graph->out_edges(id)) {
-        const rank_id to = graph->at(edges[e].to).rank;
+      for (std::uint32_t e : g.out_edges(id)) {
+        const rank_id to = g.at(edges[e].to).rank;
         if (to != here) out.push_back({action_kind::send, id, e, to, memory_strategy::keep});
       }
     }

@@ -168,7 +168,8 @@ inline unit_loss compute_loss(const executable_model& model, std::size_t j, unit
 // by reduce().
 class gradient_store {
  public:
-  void add(std::size_t module, std::size_t layer, std::size_t microbatch, std::uint32_t unit, std::vector<tensor> grads) {
+  void add(std::size_t module, std::size_t layer, std::size_t microbatch, std::uint32_t unit,
+           std::vector<tensor> grads) {  // NOLINT(performance-unnecessary-value-param): moved below
     auto [it, fresh] = parts_.try_emplace({module, layer, microbatch, unit}, std::move(grads));
     require(fresh, errc::invalid_argument, "gradient_store",
             "module " + std::to_string(module) + " layer " + std::to_string(layer) + " microbatch " +

@@ -46,7 +46,7 @@ rank_report run_rank(const execution_context& ctx, rank_id rank, Transport& tran
 
 // Runs plan `p` of `model` on `batch` (the batch its graph was built from), one thread per
 // rank over an in-process fabric, and returns the reduced gradients, loss and per-rank figures.
-inline step_result execute(std::shared_ptr<const plan> p, const multimodal_model& model, const batch_work& batch,
+inline step_result execute(const std::shared_ptr<const plan>& p, const multimodal_model& model, const batch_work& batch,
                            const execute_options& options = {}) {
   require(p != nullptr && p->graph != nullptr, errc::invalid_argument, "execute", "no plan");
   const execution_context ctx(p, std::make_shared<const executable_model>(model), batch);

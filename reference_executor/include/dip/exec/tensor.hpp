@@ -82,6 +82,7 @@ inline double max_abs_difference(const tensor& a, const tensor& b) {
 inline bool bitwise_equal(const tensor& a, const tensor& b) noexcept {
   if (a.rows() != b.rows() || a.cols() != b.cols()) return false;
   for (std::int64_t i = 0; i < a.size(); ++i) {
+    // NOLINTNEXTLINE(bugprone-suspicious-memory-comparison): bitwise equality is the point
     if (std::memcmp(a.data() + i, b.data() + i, sizeof(double)) != 0) return false;
   }
   return true;

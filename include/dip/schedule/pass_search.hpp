@@ -1,12 +1,12 @@
-// DIP's phase 1: segment reordering by Monte Carlo tree search.
+// DIP's phase 1: pass reordering by Monte Carlo tree search.
 //
-// A schedule is decided by the order of its segments (segment_index: one sub-microbatch's pass
-// through one chain): position i in the order is the segment's priority in the dual-queue
+// A schedule is decided by the order of its passes (pass_index: one sub-microbatch's pass
+// through one chain): position i in the order is the pass's priority in the dual-queue
 // interleaver (phase 2, dual_queue.hpp), which turns the order into per-rank stage orders and
 // an estimated makespan. The search looks for the order with the shortest makespan within the
 // memory cap.
 //
-// Tree: a node is a prefix of the order; its children append one more segment. Pruning (the
+// Tree: a node is a prefix of the order; its children append one more pass. Pruning (the
 // paper's): the sub-microbatches of one chain within one microbatch keep their order, so a
 // node's candidates are, per (microbatch, chain), its next unplaced sub-microbatch.
 // One iteration:
@@ -15,13 +15,13 @@
 //   anywhere / best makespan found below the child (in (0, 1], 1 for the best subtree);
 // - expansion: try the node's next untried candidate, in natural order (so the first path
 //   explored is the natural order itself);
-// - rollout: complete the order: with probability 1 - epsilon the eligible segment earliest in
+// - rollout: complete the order: with probability 1 - epsilon the eligible pass earliest in
 //   the reference order (the best order found so far), else a random eligible one; score it
 //   with phase 2;
 // - back-propagation: the best (smallest) makespan along the path (visits were counted when
 //   the path was selected, so that concurrent threads spread over the tree).
 // Before the tree, cheap seeds are scored (natural order; heaviest microbatches first; every
-// producer chain's segments of a window of microbatches before their consumers), so that a tiny
+// producer chain's passes of a window of microbatches before their consumers), so that a tiny
 // budget already returns a good order; the best seed is the rollouts' first reference.
 //
 // Threads: `threads` workers share the tree under one mutex (selection, expansion and
@@ -50,7 +50,7 @@
 
 namespace dip {
 
-struct segment_search_options {
+struct pass_search_options {
   double time_budget_ms = 100;       // wall-clock budget for the tree (seeds always run); <= 0: none
   std::size_t max_rollouts = 0;      // 0: unlimited (then a time budget is required)
   unsigned threads = 1;
@@ -71,8 +71,8 @@ struct search_progress_point {
   double best_makespan_ms = 0;
 };
 
-struct segment_search_result {
-  std::vector<std::uint32_t> priority;  // per segment; feed to interleave_stages / plan_dip
+struct pass_search_result {
+  std::vector<std::uint32_t> priority;  // per pass; feed to interleave_stages / plan_dip
   duration makespan{};                  // phase 2's estimate for it
   bool within_cap = true;               // false: even the best order had to exceed a memory cap
   std::string found_by;                 // "natural", "heaviest-first", "producers-first" or "tree"
@@ -83,7 +83,7 @@ struct segment_search_result {
 
 namespace detail {
 
-// The priority of each segment under `order`: its position in it.
+// The priority of each pass under `order`: its position in it.
 inline std::vector<std::uint32_t> priority_of(const std::vector<std::uint32_t>& order) {
   std::vector<std::uint32_t> priority(order.size());
   for (std::size_t i = 0; i < order.size(); ++i) priority[order[i]] = std::uint32_t(i);
@@ -93,24 +93,24 @@ inline std::vector<std::uint32_t> priority_of(const std::vector<std::uint32_t>& 
 // Scores an order: phase 2's estimated makespan, +infinity-like penalty when over the cap.
 struct order_scorer {
   const stage_graph& graph;
-  const segment_index& segments;
+  const pass_index& passes;
   const interleave_options& options;
 
   std::pair<double, bool> operator()(const std::vector<std::uint32_t>& order) const {
-    const interleave_result r = interleave_stages(graph, segments, priority_of(order), options);
+    const interleave_result r = interleave_stages(graph, passes, priority_of(order), options);
     // An order that breaks the cap is worse than any that keeps it, but still comparable.
     return {to_seconds(r.estimated_makespan) * (r.over_cap ? 1e3 : 1.0), !r.over_cap};
   }
 };
 
-// Segments grouped by (microbatch, chain), each group's subs in order.
-struct segment_groups_of_graph {
+// Passes grouped by (microbatch, chain), each group's subs in order.
+struct passes_by_microbatch_chain {
   std::vector<std::vector<std::uint32_t>> groups;
   std::vector<std::uint32_t> group_of;
-  explicit segment_groups_of_graph(const segment_index& segments) {
-    group_of.resize(segments.size());
-    for (std::uint32_t s = 0; s < segments.size(); ++s) {
-      const auto& seg = segments.at(s);
+  explicit passes_by_microbatch_chain(const pass_index& passes) {
+    group_of.resize(passes.size());
+    for (std::uint32_t s = 0; s < passes.size(); ++s) {
+      const auto& seg = passes.at(s);
       if (seg.sub == 0) groups.emplace_back();
       groups.back().push_back(s);
       group_of[s] = std::uint32_t(groups.size() - 1);
@@ -120,20 +120,20 @@ struct segment_groups_of_graph {
 
 }  // namespace detail
 
-inline segment_search_result search_segment_order(const stage_graph& graph, const segment_search_options& options) {
-  require(options.time_budget_ms > 0 || options.max_rollouts > 0, errc::invalid_argument, "segment search",
+inline pass_search_result search_pass_order(const stage_graph& graph, const pass_search_options& options) {
+  require(options.time_budget_ms > 0 || options.max_rollouts > 0, errc::invalid_argument, "pass search",
           "needs a time budget or a rollout budget");
-  require(options.threads >= 1, errc::invalid_argument, "segment search", "needs at least one thread");
+  require(options.threads >= 1, errc::invalid_argument, "pass search", "needs at least one thread");
   const auto start = std::chrono::steady_clock::now();
   const auto elapsed_ms = [&] {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   };
-  const segment_index segments(graph);
-  const detail::segment_groups_of_graph groups(segments);
-  const detail::order_scorer score{graph, segments, options.interleave};
-  const std::size_t n = segments.size();
+  const pass_index passes(graph);
+  const detail::passes_by_microbatch_chain groups(passes);
+  const detail::order_scorer score{graph, passes, options.interleave};
+  const std::size_t n = passes.size();
 
-  segment_search_result result;
+  pass_search_result result;
   double best = std::numeric_limits<double>::infinity();
   std::vector<std::uint32_t> best_order;
   const auto consider = [&](const std::vector<std::uint32_t>& order, double value, bool ok, const char* by) {
@@ -160,20 +160,20 @@ inline segment_search_result search_segment_order(const stage_graph& graph, cons
     for (const stage& st : graph.stages()) work[st.microbatch.index()] += to_seconds(st.time);
     std::vector<std::uint32_t> order = natural;
     std::stable_sort(order.begin(), order.end(), [&](std::uint32_t a, std::uint32_t b) {
-      const std::size_t ma = segments.at(a).microbatch, mb = segments.at(b).microbatch;
+      const std::size_t ma = passes.at(a).microbatch, mb = passes.at(b).microbatch;
       return work[ma] != work[mb] ? work[ma] > work[mb] : ma < mb;
     });
     const auto [v, ok] = score(order);
     consider(order, v, ok, "heaviest-first");
   }
   {
-    // Producer chains run ahead: within each window of `ranks` microbatches, all segments of
+    // Producer chains run ahead: within each window of `ranks` microbatches, all passes of
     // chain k before those of chain k+1 (encoders fill the pipeline before the LLM starts).
     const std::size_t window = std::max<std::size_t>(1, std::size_t(graph.ranks()));
     std::vector<std::uint32_t> order = natural;
     std::stable_sort(order.begin(), order.end(), [&](std::uint32_t a, std::uint32_t b) {
-      const auto& sa = segments.at(a);
-      const auto& sb = segments.at(b);
+      const auto& sa = passes.at(a);
+      const auto& sb = passes.at(b);
       const std::size_t wa = sa.microbatch / window, wb = sb.microbatch / window;
       if (wa != wb) return wa < wb;
       return sa.chain != sb.chain ? sa.chain < sb.chain : sa.microbatch < sb.microbatch;
@@ -185,16 +185,16 @@ inline segment_search_result search_segment_order(const stage_graph& graph, cons
   // The tree.
   struct node {
     std::int32_t parent = -1;
-    std::uint32_t segment = 0;        // the choice leading here
+    std::uint32_t pass = 0;        // the choice leading here
     std::vector<std::int32_t> children;
     std::uint32_t tried = 0;          // candidates expanded so far
-    std::uint32_t candidates = 0;     // eligible segments at this prefix (set on first visit)
+    std::uint32_t candidates = 0;     // eligible passes at this prefix (set on first visit)
     std::uint32_t visits = 0;
     double best = std::numeric_limits<double>::infinity();
   };
   std::vector<node> tree(1);
   std::mutex mutex;  // guards tree, best, best_order, result
-  // The rollouts' reference: each segment's position in the best order so far.
+  // The rollouts' reference: each pass's position in the best order so far.
   std::vector<std::uint32_t> reference_rank = detail::priority_of(best_order);
   bool stop = false;
 
@@ -244,7 +244,7 @@ inline segment_search_result search_segment_order(const stage_graph& graph, cons
             std::uint32_t pick = 0;
             for (std::uint32_t c : candidates) {
               bool used = false;
-              for (std::int32_t child : v.children) used = used || tree[std::size_t(child)].segment == c;
+              for (std::int32_t child : v.children) used = used || tree[std::size_t(child)].pass == c;
               if (!used) {
                 pick = c;
                 break;
@@ -253,7 +253,7 @@ inline segment_search_result search_segment_order(const stage_graph& graph, cons
             ++tree[std::size_t(current)].tried;
             node child;
             child.parent = current;
-            child.segment = pick;
+            child.pass = pick;
             tree.push_back(child);
             const std::int32_t index = std::int32_t(tree.size() - 1);
             tree[std::size_t(current)].children.push_back(index);
@@ -274,7 +274,7 @@ inline segment_search_result search_segment_order(const stage_graph& graph, cons
               chosen = c;
             }
           }
-          place(tree[std::size_t(chosen)].segment);
+          place(tree[std::size_t(chosen)].pass);
           path.push_back(chosen);
           current = chosen;
         }

@@ -23,7 +23,7 @@
 
 namespace dip {
 
-struct segment_group_layout {
+struct chain_group_layout {
   std::vector<std::vector<module_id>> groups;  // modules of each group, in chain order
   std::vector<std::size_t> group_of;           // by module index
   std::vector<std::vector<std::size_t>> inputs;  // groups feeding each group
@@ -34,10 +34,10 @@ inline bool rides_on_neighbour(const module_spec& module, int ranks) {
   return module.role == module_role::projector || module.layers.size() < std::size_t(std::max(ranks, 1));
 }
 
-inline segment_group_layout segment_groups(const multimodal_model& model, int ranks) {
+inline chain_group_layout chain_groups(const multimodal_model& model, int ranks) {
   const std::size_t n = model.module_count();
   constexpr std::size_t none = static_cast<std::size_t>(-1);
-  segment_group_layout layout;
+  chain_group_layout layout;
   layout.group_of.assign(n, none);
   std::vector<std::vector<module_id>>& groups = layout.groups;
 
@@ -87,6 +87,7 @@ inline segment_group_layout segment_groups(const multimodal_model& model, int ra
     return rank_in_order[groups[a].front().index()] < rank_in_order[groups[b].front().index()];
   });
   std::vector<std::vector<module_id>> sorted;
+  sorted.reserve(permutation.size());
   for (std::size_t g : permutation) sorted.push_back(groups[g]);
   groups = std::move(sorted);
   for (std::size_t g = 0; g < groups.size(); ++g) {

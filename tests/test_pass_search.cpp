@@ -9,9 +9,10 @@
 #include <set>
 #include <vector>
 
+#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/cost/fixed_table.hpp>
-#include <dip/schedule/dip_planner.hpp>
-#include <dip/schedule/segment_search.hpp>
+#include <dip/planner/dip_planner.hpp>
+#include <dip/schedule/pass_search.hpp>
 #include <dip/sim/simulator.hpp>
 
 #include "plan_test_support.hpp"
@@ -71,7 +72,7 @@ instance random_instance(std::mt19937_64& rng, int ranks, std::size_t microbatch
 
 // The best phase-2 makespan over every order that keeps each (microbatch, chain)'s subs in order.
 double brute_force_best(const dip::stage_graph& graph) {
-  const dip::segment_index segments(graph);
+  const dip::pass_index segments(graph);
   std::vector<std::uint32_t> order(segments.size());
   for (std::uint32_t i = 0; i < order.size(); ++i) order[i] = i;
   double best = 1e300;
@@ -100,12 +101,12 @@ TEST_CASE("tree search finds the brute-force best segment order on small graphs"
   for (int trial = 0; trial < 40; ++trial) {
     CAPTURE(trial);
     const instance t = random_instance(rng, 2 + int(rng() % 2), 2 + rng() % 2, 2);
-    const dip::segment_index segments(*t.graph);
+    const dip::pass_index segments(*t.graph);
     if (segments.size() > 8) continue;  // keep the brute force small
-    dip::segment_search_options options;
+    dip::pass_search_options options;
     options.time_budget_ms = 0;
     options.max_rollouts = 20000;  // more than the pruned tree has nodes: the search becomes exhaustive
-    const dip::segment_search_result found = dip::search_segment_order(*t.graph, options);
+    const dip::pass_search_result found = dip::search_pass_order(*t.graph, options);
     const double truth = brute_force_best(*t.graph);
     CHECK(dip::to_seconds(found.makespan) == doctest::Approx(truth).epsilon(1e-9));
     // The reported makespan is what phase 2 gives for the returned priority.
@@ -121,24 +122,24 @@ TEST_CASE("tree search: reproducible with one thread and a seed; never worse tha
   for (int trial = 0; trial < 10; ++trial) {
     CAPTURE(trial);
     const instance t = random_instance(rng, 4, 8, 4);
-    const dip::segment_index segments(*t.graph);
-    dip::segment_search_options options;
+    const dip::pass_index segments(*t.graph);
+    dip::pass_search_options options;
     options.time_budget_ms = 0;
     options.max_rollouts = 200;
     options.seed = std::uint64_t(trial);
-    const dip::segment_search_result a = dip::search_segment_order(*t.graph, options);
-    const dip::segment_search_result b = dip::search_segment_order(*t.graph, options);
+    const dip::pass_search_result a = dip::search_pass_order(*t.graph, options);
+    const dip::pass_search_result b = dip::search_pass_order(*t.graph, options);
     CHECK(a.priority == b.priority);
     CHECK(a.makespan == b.makespan);
     CHECK(a.rollouts == 200);
     const dip::duration natural =
-        dip::interleave_stages(*t.graph, segments, dip::default_segment_priority(segments)).estimated_makespan;
+        dip::interleave_stages(*t.graph, segments, dip::default_pass_priority(segments)).estimated_makespan;
     CHECK(a.makespan <= natural);
     // Progress is monotone: every recorded point improves on the previous one.
     for (std::size_t i = 1; i < a.progress.size(); ++i) CHECK(a.progress[i].best_makespan_ms < a.progress[i - 1].best_makespan_ms);
 
     options.threads = 3;
-    const dip::segment_search_result c = dip::search_segment_order(*t.graph, options);
+    const dip::pass_search_result c = dip::search_pass_order(*t.graph, options);
     std::vector<std::uint32_t> sorted = c.priority;
     std::sort(sorted.begin(), sorted.end());
     for (std::uint32_t i = 0; i < sorted.size(); ++i) CHECK(sorted[i] == i);
@@ -156,16 +157,16 @@ TEST_CASE("the DIP planner gives valid plans within the cap that never beat the 
     options.memory_cap = dip::bytes(10 + 40);
     options.weight_memory = weights;
     options.search_rollouts = 50;
-    const dip::plan plan = dip::plan_dip_schedule(t.graph, options);  // validates, cap included
+    const dip::plan plan = dip::plan_dip(t.graph, options);  // validates, cap included
     const dip::simulation_result sim = dip::simulate(plan, {.comm = {}, .weight_memory = weights});
     CHECK(sim.makespan >= sim.bounds.best() * (1 - 1e-9));
     for (const dip::rank_stats& r : sim.ranks) CHECK(r.peak_memory <= *options.memory_cap);
   }
-  dip::segment_search_options bad;
+  dip::pass_search_options bad;
   bad.time_budget_ms = 0;
   std::mt19937_64 rng2(1);
   const instance t = random_instance(rng2, 2, 2, 2);
-  CHECK_THROWS_WITH_AS(dip::search_segment_order(*t.graph, bad), doctest::Contains("time budget or a rollout budget"),
+  CHECK_THROWS_WITH_AS(dip::search_pass_order(*t.graph, bad), doctest::Contains("time budget or a rollout budget"),
                        dip::error);
 }
 
@@ -182,11 +183,11 @@ TEST_CASE("memory strategies (phase 3) never make the DIP plan slower and rescue
     options.search_rollouts = 20;
     const dip::simulation_options sim{.comm = {}, .weight_memory = weights, .record_timeline = false,
                                       .memory_strategies = options.strategy_model};
-    const dip::plan with = dip::plan_dip_schedule(t.graph, options);  // validated under the cap
+    const dip::plan with = dip::plan_dip(t.graph, options);  // validated under the cap
     for (const dip::rank_stats& r : dip::simulate(with, sim).ranks) CHECK(r.peak_memory <= *options.memory_cap);
     options.memory_strategies = false;
     try {
-      const dip::plan without = dip::plan_dip_schedule(t.graph, options);
+      const dip::plan without = dip::plan_dip(t.graph, options);
       const dip::duration a = dip::simulate(with, sim).makespan, b = dip::simulate(without, sim).makespan;
       CHECK(a <= b * (1 + 1e-12));
       faster += a < b * (1 - 1e-9) ? 1 : 0;
