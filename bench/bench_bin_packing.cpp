@@ -25,7 +25,8 @@ void run(benchmark::State& state, dip::bin_packing_algorithm algorithm) {
   constexpr std::size_t bins = 4;
   double largest = 0;
   for (auto _ : state) {
-    const dip::bin_assignment a = dip::pack_bins(w, bins, [](double x) { return x; }, algorithm);
+    const dip::bin_assignment a = dip::pack_bins(
+        w, bins, [](double x) { return x; }, algorithm);
     largest = a.max_weight();
     benchmark::DoNotOptimize(largest);
   }

@@ -23,9 +23,9 @@ const dip_bench::search_workload& vlm_l() {
 void search(benchmark::State& state) {
   const dip_bench::search_workload& w = vlm_l();
   const dip::pass_index segments(*w.graph);
-  const double natural =
-      dip::to_milliseconds(dip::interleave_stages(*w.graph, segments, dip::default_pass_priority(segments), w.interleave)
-                               .estimated_makespan);
+  const double natural = dip::to_milliseconds(
+      dip::interleave_stages(*w.graph, segments, dip::default_pass_priority(segments), w.interleave)
+          .estimated_makespan);
   dip::pass_search_options options;
   options.time_budget_ms = double(state.range(0));
   options.threads = unsigned(state.range(1));

@@ -12,9 +12,9 @@
 #include <numeric>
 #include <vector>
 
-#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/cost/fixed_table.hpp>
 #include <dip/model/model.hpp>
+#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/schedule/plan.hpp>
 #include <dip/schedule/stage_graph.hpp>
 #include <dip/schedule/validate.hpp>
@@ -50,13 +50,10 @@ dip::plan large_plan(bool split) {
   const auto depth = [&](const dip::stage& s) -> std::size_t {
     const std::size_t c = s.chunk.index();
     switch (s.kind) {
-      case dip::stage_kind::forward:
-        return c;
+      case dip::stage_kind::forward: return c;
       case dip::stage_kind::backward:
-      case dip::stage_kind::backward_input:
-        return 2 * chunks - 1 - c;
-      case dip::stage_kind::backward_weight:
-        return 2 * chunks - c;
+      case dip::stage_kind::backward_input: return 2 * chunks - 1 - c;
+      case dip::stage_kind::backward_weight: return 2 * chunks - c;
     }
     return 0;
   };

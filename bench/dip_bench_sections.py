@@ -82,10 +82,10 @@ class MainComparison:
             label = f"{model} {data_label(data)}"
             mega = jobs.run(f"main {label} megatron", ctx.plan_argv(model, data, ALL_SCHEDULES, "megatron",
                                                                     self.microbatches, self.iterations, self.search_ms),
-                            accept=(0, 1)).json()
+                            accept=(0, 1, 3)).json()
             bal = jobs.run(f"main {label} balanced", ctx.plan_argv(model, data, CLASSIC, "balanced", self.microbatches,
                                                                    self.iterations, self.search_ms),
-                           accept=(0, 1)).json()
+                           accept=(0, 1, 3)).json()
             docs[label] = {"megatron": mega, "balanced": bal}
             dip = schedule_metrics(mega, "dip")
             for schedule, partition, doc in ([(s, "megatron", mega) for s in CLASSIC] +
@@ -215,7 +215,7 @@ class Ablation:
             for i, (schedule, partition, search, extra) in enumerate(steps):
                 doc = jobs.run(f"ablation {model} {label} step {i + 1}",
                                ctx.plan_argv(model, data, [schedule], partition, self.microbatches, self.iterations,
-                                             search, extra + capped), accept=(0, 1)).json()
+                                             search, extra + capped), accept=(0, 1, 3)).json()
                 m = schedule_metrics(doc, schedule)
                 value = m.get("mean_iteration_ms")
                 first = first if i else value
@@ -268,7 +268,7 @@ class DynamicWorkload:
         ctx = self.ctx
         doc = jobs.run("dynamic workload", ctx.plan_argv(self.model, "dynamic", ALL_SCHEDULES, "megatron",
                                                          self.microbatches, self.iterations, self.search_ms),
-                       accept=(0, 1)).json()
+                       accept=(0, 1, 3)).json()
         per = {s: iteration_ms(doc, s) for s in ALL_SCHEDULES}
         rows = []
         for i, it in enumerate(doc["iterations"]):
@@ -320,7 +320,7 @@ class SubMicrobatchSweep:
         for b in self.sizes:
             extra = ("--search-rollouts", self.rollouts, "--sub-microbatch-size", str(b))
             doc = jobs.run(f"sweep B={b or 'auto'}", ctx.plan_argv("vlm-s", "obelics", ["dip"], "megatron", self.microbatches,
-                                                                   self.iterations, "0", extra), accept=(0, 1)).json()
+                                                                   self.iterations, "0", extra), accept=(0, 1, 3)).json()
             m = schedule_metrics(doc, "dip")
             vit = next((g for g in doc.get("segments", []) if g["item"] == "image"), {})
             rows.append({"requested_b": b or "auto", "b": vit.get("sub_microbatch_size"),
@@ -360,7 +360,7 @@ class PipelineSweep:
             for mb in self.microbatch_counts:
                 doc = jobs.run(f"sweep pp={pp} mb={mb}", ctx.plan_argv(self.model, "obelics", self.schedules, "megatron", mb,
                                                                       1, self.search_ms, ("--pp", str(pp))),
-                               accept=(0, 1)).json()
+                               accept=(0, 1, 3)).json()
                 row = {"model": self.model, "pp": pp, "microbatches": mb}
                 dip = schedule_metrics(doc, "dip")
                 for s in self.schedules:
@@ -440,7 +440,7 @@ class Scale:
                 for mb in self.microbatch_counts:
                     out = jobs.run(f"scale {name} pp={pp} mb={mb}",
                                    ctx.plan_argv(path, data, ["dip"], "megatron", mb, 1, "0",
-                                                 ("--pp", str(pp), "--search-rollouts", self.rollouts)), accept=(0, 1))
+                                                 ("--pp", str(pp), "--search-rollouts", self.rollouts)), accept=(0, 1, 3))
                     m = schedule_metrics(out.json(), "dip")
                     rows.append({"config": name, "pp": pp, "microbatches": mb, "plan_ms": m.get("plan_ms"),
                                  "wall_s": out.wall_s, "cpu_s": out.cpu_s, "peak_rss_mib": out.maxrss_mib,
@@ -543,9 +543,9 @@ class Timeline:
         args = ("vlm-s", "obelics")
         extra = ("--search-rollouts", "50")
         dip_first = jobs.run("timeline dip", ctx.plan_argv(*args, ["dip", "1f1b"], "megatron", 8, 1, "0",
-                                                           extra + ("--trace", trace)), accept=(0, 1)).json()
+                                                           extra + ("--trace", trace)), accept=(0, 1, 3)).json()
         f1b_first = jobs.run("timeline 1f1b placement", ctx.plan_argv(*args, ["1f1b"], "megatron", 8, 1, "0", extra),
-                             accept=(0, 1)).json()
+                             accept=(0, 1, 3)).json()
         write_json(os.path.join(ctx.out, "timeline_placements.json"),
                    {"dip": dip_first["placement"], "1f1b": f1b_first["placement"],
                     "makespan_ms": {s: dip_first["summary"][s].get("mean_makespan_ms") for s in ("dip", "1f1b")}})

@@ -34,8 +34,8 @@
 #include "preset_workload.hpp"
 
 #include <dip/schedule/dual_queue.hpp>
-#include <dip/schedule/memory_solver.hpp>
 #include <dip/schedule/memory_chooser.hpp>
+#include <dip/schedule/memory_solver.hpp>
 #include <dip/schedule/plan.hpp>
 
 namespace {
@@ -83,7 +83,7 @@ std::vector<instance> planner_instances(const std::string& preset, const std::st
             dip::memory_problem_for_rank(*w.graph, r, orders[r], w.interleave.weight_memory[r], cap);
         if (problem.items.empty() || dip::first_infeasible_point(problem)) continue;
         if (dip::solve_memory_problem(problem).extra <= dip::duration{}) continue;  // fits as it is
-        if (!seen.insert(signature(problem)).second) continue;  // several caps can give one order
+        if (!seen.insert(signature(problem)).second) continue;                      // several caps can give one order
         out.push_back({preset + " " + data, std::move(problem)});
       }
     }
@@ -203,7 +203,8 @@ int main(int argc, char** argv) {
     std::vector<instance> more = planner_instances(preset, data, quick ? 1 : batches, 16);
     std::move(more.begin(), more.end(), std::back_inserter(all));
   }
-  const std::vector<std::size_t> sizes = quick ? std::vector<std::size_t>{100} : std::vector<std::size_t>{100, 300, 1000};
+  const std::vector<std::size_t> sizes = quick ? std::vector<std::size_t>{100}
+                                               : std::vector<std::size_t>{100, 300, 1000};
   for (std::size_t pairs : sizes) {
     for (int k = 0; k < (quick ? 2 : 6); ++k) {
       const int window = k % 2 == 0 ? 8 : 32;
@@ -247,9 +248,8 @@ int main(int argc, char** argv) {
     f.exact_s = std::max(f.exact_s, exact.seconds);
     // CBC's tolerances may land its optimum a hair above our choice: the bound never exceeds
     // the best choice known.
-    const double bound =
-        std::min({std::max(exact.bound_ms, dflt.bound_ms), planner.extra_ms, dflt.extra_ms,
-                  exact.found ? exact.extra_ms : INFINITY});
+    const double bound = std::min({std::max(exact.bound_ms, dflt.bound_ms), planner.extra_ms, dflt.extra_ms,
+                                   exact.found ? exact.extra_ms : INFINITY});
     f.sum_planner += over(planner.extra_ms, bound);
     f.worst_planner = std::max(f.worst_planner, over(planner.extra_ms, bound));
     f.sum_default += over(dflt.extra_ms, bound);

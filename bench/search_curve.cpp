@@ -2,8 +2,8 @@
 // OBELICS microbatches per batch, several batches, budgets from 10 ms to 10 s, 1 and 2 threads.
 // For each batch and thread count the reference is the 10 s search; a row gives the best order's
 // estimated iteration time over the reference's (mean and worst over the batches) and the
-// rollouts; an order over the memory cap counts as none found. The target: after at most 1 s on 2 cores, within 1% of what a 10x longer
-// search finds. Also writes the curve as CSV (for bench/plots).
+// rollouts; an order over the memory cap counts as none found. The target: after at most 1 s on 2 cores, within
+// 1% of what a 10x longer search finds. Also writes the curve as CSV (for bench/plots).
 //
 //   build/bench/dip-search-curve [--batches 5] [--csv FILE]
 // Times are wall-clock: run it on an otherwise idle machine.
@@ -44,7 +44,8 @@ int main(int argc, char** argv) {
   dip_bench::vlm_l_batches source;
 
   // found[b][t][k]: makespan (ms) of batch b, thread count t, budget k; rollouts likewise.
-  std::vector<std::vector<std::vector<double>>> found(static_cast<std::size_t>(batches)), rollouts(static_cast<std::size_t>(batches));
+  std::vector<std::vector<std::vector<double>>> found(static_cast<std::size_t>(batches)),
+      rollouts(static_cast<std::size_t>(batches));
   std::vector<double> natural(static_cast<std::size_t>(batches));
   for (int b = 0; b < batches; ++b) {
     const dip_bench::search_workload w = source.next(32);
@@ -73,9 +74,11 @@ int main(int argc, char** argv) {
     }
   }
 
-  std::printf("VLM-L, 32 OBELICS microbatches, %d batches; ratio = found / the %.0f ms search's, same batch and threads\n",
-              batches, budgets.back());
-  std::printf("| threads | budget ms | within the cap | mean ratio | worst ratio | mean vs natural order | mean rollouts |\n");
+  std::printf(
+      "VLM-L, 32 OBELICS microbatches, %d batches; ratio = found / the %.0f ms search's, same batch and threads\n",
+      batches, budgets.back());
+  std::printf(
+      "| threads | budget ms | within the cap | mean ratio | worst ratio | mean vs natural order | mean rollouts |\n");
   std::printf("|---|---|---|---|---|---|---|\n");
   std::ofstream csv;
   if (!csv_path.empty()) {
@@ -104,8 +107,8 @@ int main(int argc, char** argv) {
         mean /= feasible;
         vs_natural /= feasible;
       }
-      std::printf("| %u | %.0f | %d of %d | %.4f | %.4f | %.4f | %.0f |\n", thread_counts[t], budgets[k], feasible, batches,
-                  mean, worst, vs_natural, mean_rollouts);
+      std::printf("| %u | %.0f | %d of %d | %.4f | %.4f | %.4f | %.0f |\n", thread_counts[t], budgets[k], feasible,
+                  batches, mean, worst, vs_natural, mean_rollouts);
     }
   }
   return EXIT_SUCCESS;

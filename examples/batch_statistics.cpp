@@ -88,8 +88,8 @@ void report(const std::string& preset_name, const std::string& data, const std::
   const auto [light_mb, heavy_mb] = std::minmax_element(microbatch_ms.begin(), microbatch_ms.end());
   std::printf("| %-6s | %-23s | %-6s | %6.1f | %4.0f | %4.0f | %4.0f | %6.1f | %6.1f | %6.1f | %6.1f | %5.1f | %5.1f |"
               " %5.1f | %5.1f | %5.2fx | %6.2fx |\n",
-              preset_name.c_str(), label.c_str(), video ? "frames" : "images", n.mean, n.p50, n.p95, n.max, e.mean, e.p50,
-              e.p95, e.max, b.mean, b.p50, b.p95, b.max, heaviest / lightest, *heavy_mb / *light_mb);
+              preset_name.c_str(), label.c_str(), video ? "frames" : "images", n.mean, n.p50, n.p95, n.max, e.mean,
+              e.p50, e.p95, e.max, b.mean, b.p50, b.p95, b.max, heaviest / lightest, *heavy_mb / *light_mb);
   const dip::packing_stats& stats = source.stats();
   if (stats.truncated_samples + stats.dropped_samples + stats.cut_clips > 0) {
     std::printf("|        | packing: %llu samples, %llu truncated, %llu dropped, %llu clips cut into %llu pieces\n",
@@ -103,15 +103,19 @@ void report(const std::string& preset_name, const std::string& data, const std::
 
 int main(int argc, char** argv) {
   const std::filesystem::path shared = argc > 1 ? argv[1] : "../shared/data";
-  std::printf("100 global batches x 8 packed microbatches, seed 1; per microbatch: images or frames, encoder\n"
-              "(ViT+projector, or caption LLM+projector) and backbone (LLM, or DiT) fwd+bwd ms on one H800 at the\n"
-              "preset's TP (whole module, all layers); last columns: heaviest / lightest global batch and microbatch.\n\n");
-  std::printf("|        |                         |        | items per microbatch       | encoder ms per microbatch         |"
-              " backbone ms per microbatch  | heaviest / lightest  |\n");
-  std::printf("| model  | data                    | items  |   mean |  p50 |  p95 |  max |   mean |    p50 |    p95 |    max |"
-              "  mean |   p50 |   p95 |   max |  batch | microbatch |\n");
-  std::printf("|--------|-------------------------|--------|-------:|-----:|-----:|-----:|-------:|-------:|-------:|-------:|"
-              "------:|------:|------:|------:|-------:|-----------:|\n");
+  std::printf(
+      "100 global batches x 8 packed microbatches, seed 1; per microbatch: images or frames, encoder\n"
+      "(ViT+projector, or caption LLM+projector) and backbone (LLM, or DiT) fwd+bwd ms on one H800 at the\n"
+      "preset's TP (whole module, all layers); last columns: heaviest / lightest global batch and microbatch.\n\n");
+  std::printf(
+      "|        |                         |        | items per microbatch       | encoder ms per microbatch         |"
+      " backbone ms per microbatch  | heaviest / lightest  |\n");
+  std::printf(
+      "| model  | data                    | items  |   mean |  p50 |  p95 |  max |   mean |    p50 |    p95 |    max |"
+      "  mean |   p50 |   p95 |   max |  batch | microbatch |\n");
+  std::printf(
+      "|--------|-------------------------|--------|-------:|-----:|-----:|-----:|-------:|-------:|-------:|-------:|"
+      "------:|------:|------:|------:|-------:|-----------:|\n");
   try {
     for (const char* data : {"uniform", "laion", "obelics", "scienceqa", "mixed"}) report("vlm-s", data, data);
     for (const char* trace : {"vlm-coco-captions.jsonl", "vlm-scienceqa.jsonl"}) {

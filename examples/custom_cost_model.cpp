@@ -21,15 +21,14 @@ namespace {
 class my_cluster_costs {
  public:
   struct per_token {
-    double forward_us;          // per token
-    double attention_ns;        // per token pair
-    double activation_bytes;    // per token
+    double forward_us;        // per token
+    double attention_ns;      // per token pair
+    double activation_bytes;  // per token
   };
 
   explicit my_cluster_costs(std::map<std::string, per_token> table) : table_(std::move(table)) {}
 
-  dip::layer_cost cost(const dip::module_spec& module, std::size_t /*layer*/,
-                       const dip::work_unit& work) const {
+  dip::layer_cost cost(const dip::module_spec& module, std::size_t /*layer*/, const dip::work_unit& work) const {
     const auto it = table_.find(module.name);
     if (it == table_.end()) {
       throw dip::error(dip::errc::not_found, "module '" + module.name + "'", "not profiled");
@@ -52,9 +51,8 @@ static_assert(dip::cost_model_like<my_cluster_costs>);
 
 int main() {
   const dip::model_preset preset = dip::find_preset("vlm-s");
-  const my_cluster_costs costs({{"vit", {0.12, 0.02, 30000}},
-                                {"projector", {0.05, 0.0, 8000}},
-                                {"llm", {0.15, 0.015, 40000}}});
+  const my_cluster_costs costs(
+      {{"vit", {0.12, 0.02, 30000}}, {"projector", {0.05, 0.0, 8000}}, {"llm", {0.15, 0.015, 40000}}});
 
   // Cost one chunk of eight LLM layers for a packed 8192-token microbatch, and the whole ViT for
   // ten 2704-token images: exactly what the partitioner and the search will ask of it.
@@ -68,9 +66,9 @@ int main() {
   std::printf("llm layers 1-8, 8192 tokens: forward %s, backward %s, activations %s\n",
               dip::to_string(llm_chunk.forward).c_str(), dip::to_string(llm_chunk.backward()).c_str(),
               dip::to_string(llm_chunk.activation).c_str());
-  std::printf("vit (all %zu layers), 10 images: forward %s, backward %s, activations %s\n",
-              vit.layers.size(), dip::to_string(vit_all.forward).c_str(),
-              dip::to_string(vit_all.backward()).c_str(), dip::to_string(vit_all.activation).c_str());
+  std::printf("vit (all %zu layers), 10 images: forward %s, backward %s, activations %s\n", vit.layers.size(),
+              dip::to_string(vit_all.forward).c_str(), dip::to_string(vit_all.backward()).c_str(),
+              dip::to_string(vit_all.activation).c_str());
 
   // A cost model's answers are input too: dip checks them before planning with them.
   dip::validate(llm_chunk, "llm chunk");

@@ -16,8 +16,8 @@
 #include <dip/io/torch_schedule_csv.hpp>
 
 int main(int argc, char** argv) {
-  const std::filesystem::path out =
-      argc > 1 ? std::filesystem::path(argv[1]) : std::filesystem::temp_directory_path() / "dip-export-pytorch";
+  const std::filesystem::path out = argc > 1 ? std::filesystem::path(argv[1])
+                                             : std::filesystem::temp_directory_path() / "dip-export-pytorch";
   std::filesystem::create_directories(out);
 
   // A plain LLM pipeline: what PyTorch's schedules express (one chain of stages, equal microbatches).

@@ -17,8 +17,8 @@
 
 int main() {
   const dip::gpu_spec gpu = dip::find_gpu("H800");
-  std::printf("%-6s %-3s %-26s %4s %10s %4s %8s | %-26s\n", "model", "pp", "chain", "B", "T at B ms", "K",
-              "paper K", "rank work max/mean: dip megatron balanced");
+  std::printf("%-6s %-3s %-26s %4s %10s %4s %8s | %-26s\n", "model", "pp", "chain", "B", "T at B ms", "K", "paper K",
+              "rank work max/mean: dip megatron balanced");
   for (const char* name : {"vlm-s", "vlm-m", "vlm-l", "t2v-s", "t2v-l"}) {
     const dip::model_preset preset = dip::find_preset(name);
     const dip::analytic_cost_model costs(gpu, preset.parallel.tp);
@@ -33,7 +33,8 @@ int main() {
       return dip::max_over_mean(dip::rank_totals(p, dip::chunk_times(preset.model, p, costs, work_of), once));
     };
     const double megatron = balance_of(dip::megatron_partition(preset.model, options.ranks, 1, options.memory));
-    const double balanced = balance_of(dip::balanced_partition(preset.model, costs, work_of, options.ranks, 1, options.memory));
+    const double balanced =
+        balance_of(dip::balanced_partition(preset.model, costs, work_of, options.ranks, 1, options.memory));
 
     for (std::size_t g = 0; g < part.groups.size(); ++g) {
       const dip::chain_group& group = part.groups[g];

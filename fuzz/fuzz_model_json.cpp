@@ -58,8 +58,7 @@ std::vector<dip::training_sample> samples_for(dip::packing_kind kind) {
 // Packs and splits those samples as dip-plan --data FILE.jsonl does with this model.
 void pack_trace(const dip::model_file& file) {
   const dip::multimodal_model& model = file.model;
-  const std::vector<dip::packed_microbatch> batch =
-      dip::pack_samples(samples_for(dip::packing_kind_of(model)), model);
+  const std::vector<dip::packed_microbatch> batch = dip::pack_samples(samples_for(dip::packing_kind_of(model)), model);
   dip::fuzz::check(!batch.empty(), "the samples fill a microbatch");
   const auto costs = dip::cost_model_for(file, dip::find_gpu(file.gpu.value_or("H800")), file.tp.value_or(1));
   const std::vector<dip::split_microbatch> split = dip::split_batch(batch, model, dip::unsplit_policy(model), costs);

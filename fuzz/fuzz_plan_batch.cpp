@@ -40,7 +40,7 @@ struct planning_case {
   const dip::model_preset* preset = nullptr;
   int pp = 1;
   std::string schedule;
-  std::size_t rollouts = 0;          // the dip schedule's segment search budget
+  std::size_t rollouts = 0;  // the dip schedule's segment search budget
   bool memory_strategies = true;
   std::size_t segments_per_rank = 0;  // 0: the partitioner's rule, or tuned
   bool tune_segments = false;         // with segments_per_rank 0: K per chain tuned on the batch
@@ -66,7 +66,9 @@ dip::training_sample vision_language_sample(FuzzedDataProvider& in) {
   for (int i = 0; i < images; ++i) {
     switch (in.ConsumeIntegralInRange(0, 2)) {
       case 0: s.images.push_back(dip::trace_image::default_size()); break;
-      case 1: s.images.push_back(dip::trace_image::with_tokens(in.ConsumeIntegralInRange<std::int64_t>(1, 3000))); break;
+      case 1:
+        s.images.push_back(dip::trace_image::with_tokens(in.ConsumeIntegralInRange<std::int64_t>(1, 3000)));
+        break;
       default:
         s.images.push_back(dip::trace_image::with_pixels(in.ConsumeIntegralInRange<std::int64_t>(1, 4000),
                                                          in.ConsumeIntegralInRange<std::int64_t>(1, 4000)));
@@ -153,7 +155,8 @@ void plan_and_check(const planning_case& c) {
   const dip::simulation_result& result = planned.simulation;
   const double makespan = dip::to_milliseconds(result.makespan);
   const double bound = dip::to_milliseconds(result.bounds.best());
-  if (makespan < bound * (1 - 1e-9)) std::fprintf(stderr, "dip fuzz: makespan %.9g ms < bound %.9g ms\n", makespan, bound);
+  if (makespan < bound * (1 - 1e-9))
+    std::fprintf(stderr, "dip fuzz: makespan %.9g ms < bound %.9g ms\n", makespan, bound);
   check(makespan >= bound * (1 - 1e-9), "no plan beats the lower bound");
   check(result.bubble_ratio >= -1e-9 && result.bubble_ratio <= 1 + 1e-9, "the bubble ratio is a ratio");
 }

@@ -17,11 +17,10 @@ void print_nccl_version() {
   int code = 0;
   if (ncclGetVersion(&code) == ncclSuccess) {
     // Since NCCL 2.9 the code is major*10000 + minor*100 + patch.
-    std::printf("NCCL: %d.%d.%d (library), %d.%d.%d (header)\n", code / 10000, (code % 10000) / 100,
-                code % 100, NCCL_MAJOR, NCCL_MINOR, NCCL_PATCH);
+    std::printf("NCCL: %d.%d.%d (library), %d.%d.%d (header)\n", code / 10000, (code % 10000) / 100, code % 100,
+                NCCL_MAJOR, NCCL_MINOR, NCCL_PATCH);
   } else {
-    std::printf("NCCL: ncclGetVersion failed (header %d.%d.%d)\n", NCCL_MAJOR, NCCL_MINOR,
-                NCCL_PATCH);
+    std::printf("NCCL: ncclGetVersion failed (header %d.%d.%d)\n", NCCL_MAJOR, NCCL_MINOR, NCCL_PATCH);
   }
 #else
   std::printf("NCCL: not built in\n");
@@ -32,12 +31,12 @@ void print_versions() {
   int runtime = 0;
   int driver = 0;
   cudaRuntimeGetVersion(&runtime);
-  cudaDriverGetVersion(&driver); // 0 when no driver is installed
-  std::printf("CUDA runtime %d.%d, driver supports %d.%d\n", runtime / 1000, (runtime % 1000) / 10,
-              driver / 1000, (driver % 1000) / 10);
+  cudaDriverGetVersion(&driver);  // 0 when no driver is installed
+  std::printf("CUDA runtime %d.%d, driver supports %d.%d\n", runtime / 1000, (runtime % 1000) / 10, driver / 1000,
+              (driver % 1000) / 10);
 }
 
-} // namespace
+}  // namespace
 
 int main() {
   print_versions();
@@ -46,8 +45,7 @@ int main() {
   int count = 0;
   const cudaError_t status = cudaGetDeviceCount(&count);
   if (status != cudaSuccess || count == 0) {
-    std::printf("no CUDA device (%s)\n",
-                status != cudaSuccess ? cudaGetErrorString(status) : "device count is 0");
+    std::printf("no CUDA device (%s)\n", status != cudaSuccess ? cudaGetErrorString(status) : "device count is 0");
     return 0;
   }
 
@@ -67,8 +65,8 @@ int main() {
     std::printf("  [%d] %s: compute capability %d.%d, %d SMs, %.1f GiB (%.1f GiB free), "
                 "PCI %04x:%02x:%02x\n",
                 device, prop.name, prop.major, prop.minor, prop.multiProcessorCount,
-                static_cast<double>(total_bytes) / gib, static_cast<double>(free_bytes) / gib,
-                prop.pciDomainID, prop.pciBusID, prop.pciDeviceID);
+                static_cast<double>(total_bytes) / gib, static_cast<double>(free_bytes) / gib, prop.pciDomainID,
+                prop.pciBusID, prop.pciDeviceID);
   }
 
   // Peer access decides whether pipeline stages on two GPUs can copy directly.

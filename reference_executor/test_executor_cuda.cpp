@@ -12,15 +12,15 @@
 #include <string>
 #include <vector>
 
-#include <dip/schedule/build_stage_graph.hpp>
-#include <dip/partition/contiguous_placement.hpp>
 #include <dip/cost/analytic.hpp>
 #include <dip/exec/executor.hpp>
 #include <dip/exec/layers.hpp>
 #include <dip/model/presets.hpp>
+#include <dip/partition/contiguous_placement.hpp>
 #include <dip/partition/modality_partition.hpp>
-#include <dip/schedule/baselines.hpp>
 #include <dip/planner/dip_planner.hpp>
+#include <dip/schedule/baselines.hpp>
+#include <dip/schedule/build_stage_graph.hpp>
 
 #include "cuda_compute.hpp"
 #include "cuda_executor.hpp"
@@ -63,10 +63,14 @@ void test_kernels(const cu::device_context& ctx) {
   const tensor a = dip::exec::random_tensor(37, 53, 1.0, 3), b = dip::exec::random_tensor(53, 29, 1.0, 4);
   const tensor at = a.transpose(), bt = b.transpose();
   const tensor product = a * b;
-  expect_close("gemm nn", cu::download(cu::matmul(ctx, cu::upload(a, s), false, cu::upload(b, s), false), s), product, 1e-2);
-  expect_close("gemm tn", cu::download(cu::matmul(ctx, cu::upload(at, s), true, cu::upload(b, s), false), s), product, 1e-2);
-  expect_close("gemm nt", cu::download(cu::matmul(ctx, cu::upload(a, s), false, cu::upload(bt, s), true), s), product, 1e-2);
-  expect_close("gemm tt", cu::download(cu::matmul(ctx, cu::upload(at, s), true, cu::upload(bt, s), true), s), product, 1e-2);
+  expect_close("gemm nn", cu::download(cu::matmul(ctx, cu::upload(a, s), false, cu::upload(b, s), false), s), product,
+               1e-2);
+  expect_close("gemm tn", cu::download(cu::matmul(ctx, cu::upload(at, s), true, cu::upload(b, s), false), s), product,
+               1e-2);
+  expect_close("gemm nt", cu::download(cu::matmul(ctx, cu::upload(a, s), false, cu::upload(bt, s), true), s), product,
+               1e-2);
+  expect_close("gemm tt", cu::download(cu::matmul(ctx, cu::upload(at, s), true, cu::upload(bt, s), true), s), product,
+               1e-2);
 }
 
 // One layer of a one-module model: forward, backward and weight gradients on both backends.
@@ -165,7 +169,8 @@ void test_plans(cu::cuda_mode mode, const char* mode_name) {
     {
       const dip::placement p = dip::sequential_placement(
           preset.model, costs, [](const dip::module_spec&) { return dip::work_unit::sequence(16); }, 4, 1);
-      const auto graph = std::make_shared<const dip::stage_graph>(dip::build_stage_graph(preset.model, p, merged, costs));
+      const auto graph =
+          std::make_shared<const dip::stage_graph>(dip::build_stage_graph(preset.model, p, merged, costs));
       const auto plan = std::make_shared<const dip::plan>(dip::plan_baseline("1f1b", graph));
       compare_runs(name + " 1f1b " + mode_name, cu::execute_cuda(plan, preset.model, merged, options),
                    dip::exec::execute(plan, preset.model, merged));

@@ -32,7 +32,7 @@ struct device_buffer {
   ~device_buffer() { cudaFree(data); }
 };
 
-} // namespace
+}  // namespace
 
 int main() {
   int count = 0;
@@ -57,8 +57,7 @@ int main() {
   device_buffer dx;
   device_buffer dy;
   const std::size_t bytes = sizeof(float) * n;
-  if (!ok(cudaMalloc(&dx.data, bytes), "cudaMalloc x") ||
-      !ok(cudaMalloc(&dy.data, bytes), "cudaMalloc y") ||
+  if (!ok(cudaMalloc(&dx.data, bytes), "cudaMalloc x") || !ok(cudaMalloc(&dy.data, bytes), "cudaMalloc y") ||
       !ok(cudaMemcpy(dx.data, x.data(), bytes, cudaMemcpyHostToDevice), "copy x to device") ||
       !ok(cudaMemcpy(dy.data, y.data(), bytes, cudaMemcpyHostToDevice), "copy y to device")) {
     return 1;

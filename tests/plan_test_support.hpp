@@ -13,10 +13,10 @@
 
 #include <memory>
 
-#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/cost/fixed_table.hpp>
 #include <dip/model/model.hpp>
 #include <dip/model/module.hpp>
+#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/schedule/stage_graph.hpp>
 
 namespace dip_test {
@@ -25,7 +25,8 @@ namespace dip_test {
 inline dip::module_spec opaque_module(const std::string& name, std::size_t layers) {
   dip::module_spec m;
   m.name = name;
-  for (std::size_t i = 0; i < layers; ++i) m.layers.push_back(dip::opaque_layer{std::string(1, 'l').append(std::to_string(i)), 0, 0});
+  for (std::size_t i = 0; i < layers; ++i)
+    m.layers.push_back(dip::opaque_layer{std::string(1, 'l').append(std::to_string(i)), 0, 0});
   return m;
 }
 
@@ -48,7 +49,8 @@ inline std::shared_ptr<const dip::stage_graph> chain_graph(const std::vector<int
   }
   const dip::batch_work batch =
       dip::uniform_batch(model, microbatches, [](const dip::module_spec&) { return dip::work_unit::sequence(1); });
-  return std::make_shared<const dip::stage_graph>(dip::build_stage_graph(model, p, batch, costs, {.split_backward = split}));
+  return std::make_shared<const dip::stage_graph>(
+      dip::build_stage_graph(model, p, batch, costs, {.split_backward = split}));
 }
 
 // A random linear extension of the stage graph (Kahn's algorithm picking a random ready stage),

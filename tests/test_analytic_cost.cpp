@@ -67,7 +67,8 @@ TEST_CASE("roofline: compute-bound at large sizes, efficiency rises with the sub
   // Throughput per token never falls as the work grows (memory-, then compute-bound).
   double previous = 0;
   for (double tokens = 1; tokens <= 65536; tokens *= 2) {
-    const double per_second = tokens / dip::to_seconds(model.cost(llm, 1, dip::work_unit::sequences_of(tokens, 1)).forward);
+    const double per_second = tokens /
+                              dip::to_seconds(model.cost(llm, 1, dip::work_unit::sequences_of(tokens, 1)).forward);
     CHECK(per_second >= previous * 0.999);
     previous = per_second;
   }
@@ -97,9 +98,12 @@ TEST_CASE("tensor parallelism divides the work and adds its collectives") {
 TEST_CASE("bad requests are errors") {
   const dip::module_spec llm = dip::presets::llama3_8b();
   const dip::analytic_cost_model model(dip::h800(), 1);
-  CHECK_THROWS_WITH_AS(model.cost(llm, 99, dip::work_unit::sequence(8)), doctest::Contains("layer 99 does not exist"), dip::error);
-  dip::module_spec opaque{"measured", dip::module_role::other, dip::modality::text(), {dip::opaque_layer{"x", 0, 0}}, {}, {}, {}};
-  CHECK_THROWS_WITH_AS(model.cost(opaque, 0, dip::work_unit::sequence(8)), doctest::Contains("fixed cost table"), dip::error);
+  CHECK_THROWS_WITH_AS(model.cost(llm, 99, dip::work_unit::sequence(8)), doctest::Contains("layer 99 does not exist"),
+                       dip::error);
+  dip::module_spec opaque{
+      "measured", dip::module_role::other, dip::modality::text(), {dip::opaque_layer{"x", 0, 0}}, {}, {}, {}};
+  CHECK_THROWS_WITH_AS(model.cost(opaque, 0, dip::work_unit::sequence(8)), doctest::Contains("fixed cost table"),
+                       dip::error);
   CHECK_THROWS_AS(dip::analytic_cost_model(dip::h800(), 0), dip::error);
   CHECK_THROWS_AS(dip::analytic_cost_model(dip::h800(), 1, {.matmul = 1.5}), dip::error);
   CHECK_THROWS_AS(dip::chunk_cost(model, llm, 3, 3, dip::work_unit::sequence(8)), dip::error);

@@ -42,9 +42,7 @@ test_plan searched_plan(std::size_t batch, double score) {
   return {batch, score, false, std::make_unique<int>(static_cast<int>(batch))};
 }
 
-test_plan fallback_plan(std::size_t batch) {
-  return {batch, 0, true, std::make_unique<int>(static_cast<int>(batch))};
-}
+test_plan fallback_plan(std::size_t batch) { return {batch, 0, true, std::make_unique<int>(static_cast<int>(batch))}; }
 
 using planner = dip::async_planner<test_plan>;
 using context = dip::planning_context<test_plan>;
@@ -113,14 +111,15 @@ std::chrono::steady_clock::duration time_of(F&& f) {
 TEST_CASE("async planner: plans arrive in order, each with its batch index") {
   std::atomic<int> wrong_index{0};
   std::atomic<int> kept_worse{0};
-  planner p({.workers = 2, .max_ahead = 2},
-            [&](std::size_t i, context& ctx) {
-              if (ctx.batch_index() != i) ++wrong_index;
-              const double score = static_cast<double>(i) + 0.5;
-              if (!ctx.offer(searched_plan(i, score), score)) ++kept_worse;
-              if (ctx.offer(searched_plan(i, score + 10), score + 10)) ++kept_worse;  // worse: dropped
-            },
-            fallback_plan);
+  planner p(
+      {.workers = 2, .max_ahead = 2},
+      [&](std::size_t i, context& ctx) {
+        if (ctx.batch_index() != i) ++wrong_index;
+        const double score = static_cast<double>(i) + 0.5;
+        if (!ctx.offer(searched_plan(i, score), score)) ++kept_worse;
+        if (ctx.offer(searched_plan(i, score + 10), score + 10)) ++kept_worse;  // worse: dropped
+      },
+      fallback_plan);
   constexpr std::size_t n = 30;
   p.submit(0);
   for (std::size_t i = 0; i < n; ++i) {
@@ -153,24 +152,25 @@ TEST_CASE("async planner: past its deadline a search yields its best plan so far
   event offered;
   event returned;
   std::atomic<int> surprises{0};  // assertions stay on the test's thread
-  planner p({.workers = 1, .max_ahead = 2},
-            [&](std::size_t i, context& ctx) {
-              if (!ctx.offer(searched_plan(i, 10), 10)) ++surprises;
-              if (!ctx.offer(searched_plan(i, 5), 5)) ++surprises;
-              if (ctx.offer(searched_plan(i, 7), 7)) ++surprises;  // worse than 5
-              if (ctx.best_score() != 5.0) ++surprises;
-              offered.set();
-              wait_until_cancelled(ctx);  // an anytime search that would run forever
-              if (ctx.offer(searched_plan(i, 1), 1)) ++surprises;  // delivered already: dropped
-              returned.set();
-            },
-            fallback_plan);
+  planner p(
+      {.workers = 1, .max_ahead = 2},
+      [&](std::size_t i, context& ctx) {
+        if (!ctx.offer(searched_plan(i, 10), 10)) ++surprises;
+        if (!ctx.offer(searched_plan(i, 5), 5)) ++surprises;
+        if (ctx.offer(searched_plan(i, 7), 7)) ++surprises;  // worse than 5
+        if (ctx.best_score() != 5.0) ++surprises;
+        offered.set();
+        wait_until_cancelled(ctx);                           // an anytime search that would run forever
+        if (ctx.offer(searched_plan(i, 1), 1)) ++surprises;  // delivered already: dropped
+        returned.set();
+      },
+      fallback_plan);
   p.submit(0);
   REQUIRE(offered.wait_for(generous));
   std::optional<dip::delivered_plan<test_plan>> r;
   const auto took = time_of([&] { r = p.get(0, 20ms); });
-  CHECK(took >= 20ms);      // it waited for the deadline ...
-  CHECK(took < generous);   // ... and not for the search
+  CHECK(took >= 20ms);     // it waited for the deadline ...
+  CHECK(took < generous);  // ... and not for the search
   CHECK(r->source == dip::plan_source::best_so_far);
   CHECK(r->batch_index == 0);
   CHECK(r->plan.batch == 0);
@@ -190,8 +190,8 @@ TEST_CASE("async planner: a search that offered nothing yields the fallback") {
   };
 
   SUBCASE("past the deadline") {
-    planner p({.workers = 1, .max_ahead = 1}, [](std::size_t, context& ctx) { wait_until_cancelled(ctx); },
-              counted_fallback);
+    planner p(
+        {.workers = 1, .max_ahead = 1}, [](std::size_t, context& ctx) { wait_until_cancelled(ctx); }, counted_fallback);
     p.submit(0);
     const auto r = p.get(0, 10ms);
     CHECK(r.source == dip::plan_source::fallback);
@@ -202,7 +202,8 @@ TEST_CASE("async planner: a search that offered nothing yields the fallback") {
     CHECK(p.stats() == dip::async_planner_stats{0, 0, 1, 0});
   }
   SUBCASE("in time, having found nothing") {
-    planner p({.workers = 1, .max_ahead = 1}, [](std::size_t, context&) {}, counted_fallback);
+    planner p(
+        {.workers = 1, .max_ahead = 1}, [](std::size_t, context&) {}, counted_fallback);
     p.submit(0);
     const auto r = p.get(0);  // no deadline: waits for the search
     CHECK(r.source == dip::plan_source::fallback);
@@ -211,8 +212,9 @@ TEST_CASE("async planner: a search that offered nothing yields the fallback") {
     CHECK(p.stats() == dip::async_planner_stats{0, 0, 1, 0});
   }
   SUBCASE("the fallback is only called when needed") {
-    planner p({.workers = 1, .max_ahead = 1},
-              [](std::size_t i, context& ctx) { ctx.offer(searched_plan(i, 1), 1); }, counted_fallback);
+    planner p(
+        {.workers = 1, .max_ahead = 1}, [](std::size_t i, context& ctx) { ctx.offer(searched_plan(i, 1), 1); },
+        counted_fallback);
     p.submit(0);
     CHECK(p.get(0, generous).source == dip::plan_source::in_time);
     CHECK(fallbacks == 0);
@@ -220,13 +222,14 @@ TEST_CASE("async planner: a search that offered nothing yields the fallback") {
 }
 
 TEST_CASE("async planner: a search that throws yields the fallback and counts an error") {
-  planner p({.workers = 2, .max_ahead = 4},
-            [](std::size_t i, context& ctx) {
-              if (i == 1) throw std::runtime_error("boom 1");
-              ctx.offer(searched_plan(i, 1), 1);
-              if (i == 2) throw 42;  // not a std::exception; the plan offered before is not used
-            },
-            fallback_plan);
+  planner p(
+      {.workers = 2, .max_ahead = 4},
+      [](std::size_t i, context& ctx) {
+        if (i == 1) throw std::runtime_error("boom 1");
+        ctx.offer(searched_plan(i, 1), 1);
+        if (i == 2) throw 42;  // not a std::exception; the plan offered before is not used
+      },
+      fallback_plan);
   for (std::size_t i = 0; i < 4; ++i) p.submit(i);
   CHECK(p.get(0, generous).source == dip::plan_source::in_time);
   CHECK_FALSE(p.last_error().has_value());
@@ -306,8 +309,8 @@ TEST_CASE("async planner: misuse is a dip::error") {
   CHECK(is_invalid_argument([&] { planner({.workers = 1, .max_ahead = 0}, instant, fallback_plan); }));
   {
     planner p({.workers = 1, .max_ahead = 2}, nullptr, nullptr);
-    CHECK(is_invalid_argument([&] { p.submit(0); }));                   // no search at all
-    CHECK(is_invalid_argument([&] { p.submit(0, instant); }));          // no fallback at all
+    CHECK(is_invalid_argument([&] { p.submit(0); }));           // no search at all
+    CHECK(is_invalid_argument([&] { p.submit(0, instant); }));  // no fallback at all
     CHECK(p.ahead() == 0);
   }
 
@@ -337,7 +340,8 @@ TEST_CASE("async planner: misuse is a dip::error") {
 
 TEST_CASE("async planner: max_ahead is honoured; submit throws and try_submit refuses when full") {
   SUBCASE("refusal") {
-    planner p({.workers = 1, .max_ahead = 3}, [](std::size_t, context&) {}, fallback_plan);
+    planner p(
+        {.workers = 1, .max_ahead = 3}, [](std::size_t, context&) {}, fallback_plan);
     p.submit(0);
     p.submit(1);
     CHECK(p.try_submit(2));
@@ -353,17 +357,18 @@ TEST_CASE("async planner: max_ahead is honoured; submit throws and try_submit re
   SUBCASE("no more than max_ahead searches run at once, however many workers") {
     std::atomic<int> running{0};
     std::atomic<int> most{0};
-    planner p({.workers = 4, .max_ahead = 2},
-              [&](std::size_t i, context& ctx) {
-                const int now = ++running;
-                int seen = most.load();
-                while (now > seen && !most.compare_exchange_weak(seen, now)) {
-                }
-                std::this_thread::sleep_for(1ms);
-                ctx.offer(searched_plan(i, 1), 1);
-                --running;
-              },
-              fallback_plan);
+    planner p(
+        {.workers = 4, .max_ahead = 2},
+        [&](std::size_t i, context& ctx) {
+          const int now = ++running;
+          int seen = most.load();
+          while (now > seen && !most.compare_exchange_weak(seen, now)) {
+          }
+          std::this_thread::sleep_for(1ms);
+          ctx.offer(searched_plan(i, 1), 1);
+          --running;
+        },
+        fallback_plan);
     constexpr std::size_t n = 20;
     std::size_t next = 0;
     for (std::size_t i = 0; i < n; ++i) {
@@ -379,19 +384,20 @@ TEST_CASE("async planner: max_ahead is honoured; submit throws and try_submit re
 TEST_CASE("async planner: cancel_all stops running and queued searches; planning resumes after") {
   event offered;
   std::atomic<int> ran_1{0};
-  planner p({.workers = 1, .max_ahead = 3},
-            [&](std::size_t i, context& ctx) {
-              if (i == 0) {
-                ctx.offer(searched_plan(i, 3), 3);
-                offered.set();
-                wait_until_cancelled(ctx);
-              } else if (i == 1) {
-                ++ran_1;
-              } else {
-                ctx.offer(searched_plan(i, 2), 2);
-              }
-            },
-            fallback_plan);
+  planner p(
+      {.workers = 1, .max_ahead = 3},
+      [&](std::size_t i, context& ctx) {
+        if (i == 0) {
+          ctx.offer(searched_plan(i, 3), 3);
+          offered.set();
+          wait_until_cancelled(ctx);
+        } else if (i == 1) {
+          ++ran_1;
+        } else {
+          ctx.offer(searched_plan(i, 2), 2);
+        }
+      },
+      fallback_plan);
   p.submit(0);
   p.submit(1);  // queued behind batch 0 on the only worker
   REQUIRE(offered.wait_for(generous));
@@ -415,7 +421,8 @@ TEST_CASE("async planner: destruction with searches in flight is prompt and leav
   event two_started;
   {
     // No submit at all: workers still start and stop.
-    planner idle({.workers = 3, .max_ahead = 1}, [](std::size_t, context&) {}, fallback_plan);
+    planner idle(
+        {.workers = 3, .max_ahead = 1}, [](std::size_t, context&) {}, fallback_plan);
   }
   std::chrono::steady_clock::duration took{};
   {
@@ -461,21 +468,22 @@ TEST_CASE("async planner: stress, hundreds of batches with random durations and 
   std::atomic<int> in_flight{0};
   dip::async_planner_stats tally;
   {
-    planner p({.workers = 3, .max_ahead = 3},
-              [&](std::size_t i, context& ctx) {
-                ++in_flight;
-                const spec& s = specs[i];
-                const auto step = s.duration / (s.offers + 1);
-                bool going = true;
-                for (int k = 0; k < s.offers && going; ++k) {
-                  going = sleep_unless_cancelled(ctx, step);
-                  if (going) ctx.offer(searched_plan(i, 100.0 - 10.0 * k), 100.0 - 10.0 * k);
-                }
-                if (going) sleep_unless_cancelled(ctx, step);
-                --in_flight;
-                if (s.throws) throw std::runtime_error("boom " + std::to_string(i));
-              },
-              fallback_plan);
+    planner p(
+        {.workers = 3, .max_ahead = 3},
+        [&](std::size_t i, context& ctx) {
+          ++in_flight;
+          const spec& s = specs[i];
+          const auto step = s.duration / (s.offers + 1);
+          bool going = true;
+          for (int k = 0; k < s.offers && going; ++k) {
+            going = sleep_unless_cancelled(ctx, step);
+            if (going) ctx.offer(searched_plan(i, 100.0 - 10.0 * k), 100.0 - 10.0 * k);
+          }
+          if (going) sleep_unless_cancelled(ctx, step);
+          --in_flight;
+          if (s.throws) throw std::runtime_error("boom " + std::to_string(i));
+        },
+        fallback_plan);
     std::size_t next = 0;
     for (std::size_t i = 0; i < n; ++i) {
       while (next < n && p.try_submit(next)) ++next;
@@ -524,6 +532,6 @@ TEST_CASE("async planner: stress, hundreds of batches with random durations and 
   }
   CHECK(in_flight == 0);
   if (threads_before) CHECK(thread_count() == threads_before);
-  MESSAGE("stress: in time " << tally.planned_in_time << ", best so far " << tally.best_so_far_used
-                             << ", fallback " << tally.fallback_used << ", errors " << tally.errors);
+  MESSAGE("stress: in time " << tally.planned_in_time << ", best so far " << tally.best_so_far_used << ", fallback "
+                             << tally.fallback_used << ", errors " << tally.errors);
 }

@@ -12,12 +12,12 @@
 #include <utility>
 #include <vector>
 
-#include <dip/schedule/build_stage_graph.hpp>
-#include <dip/partition/contiguous_placement.hpp>
 #include <dip/cost/fixed_table.hpp>
 #include <dip/io/model_json.hpp>
-#include <dip/schedule/baselines.hpp>
+#include <dip/partition/contiguous_placement.hpp>
 #include <dip/partition/placement.hpp>
+#include <dip/schedule/baselines.hpp>
+#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/schedule/plan.hpp>
 #include <dip/schedule/stage_graph.hpp>
 #include <dip/schedule/validate.hpp>
@@ -41,7 +41,8 @@ struct toy_model {
 toy_model make_model(std::vector<dip::fixed_layer_cost> per_layer) {
   dip::module_spec lm;
   lm.name = "lm";
-  for (std::size_t i = 0; i < per_layer.size(); ++i) lm.layers.push_back(dip::opaque_layer{"lm." + std::to_string(i), 0, 0});
+  for (std::size_t i = 0; i < per_layer.size(); ++i)
+    lm.layers.push_back(dip::opaque_layer{"lm." + std::to_string(i), 0, 0});
   toy_model t{dip::model_builder("toy").add(lm).build(), {}};
   t.costs.set("lm", std::move(per_layer));
   return t;
@@ -50,7 +51,8 @@ toy_model make_model(std::vector<dip::fixed_layer_cost> per_layer) {
 // `layers` identical layers: forward, input gradient, weight gradient, kept activation.
 toy_model uniform_model(std::size_t layers, dip::duration forward, dip::duration input, dip::duration weight,
                         dip::bytes activation = dip::bytes(0)) {
-  return make_model(std::vector<dip::fixed_layer_cost>(layers, {{forward, input, weight, activation, dip::bytes(0)}, 0}));
+  return make_model(
+      std::vector<dip::fixed_layer_cost>(layers, {{forward, input, weight, activation, dip::bytes(0)}, 0}));
 }
 
 graph_ptr build(const toy_model& t, int p, int v, std::size_t m, bool split) {
@@ -166,7 +168,6 @@ double peak_memory(const dip::simulation_result& result) {
   return peak;
 }
 
-
 }  // namespace
 
 // --- exact orders ---------------------------------------------------------------------------------
@@ -200,14 +201,12 @@ TEST_CASE("interleaved order follows Megatron's chunk/microbatch table") {
   // 2 on rank 1. Rank r's model chunk i is chain position i p + r (c0, c2 on rank 0).
   const graph_ptr g = build(uniform_model(8, 1_ms, 1_ms, 1_ms), 2, 2, 4, false);
   const orders_t o = orders_of(&dip::interleaved_one_f_one_b, g);
-  CHECK(describe_order(*g, o[0]) ==
-        "F0@c0 F1@c0 F0@c2 F1@c2 "
-        "F2@c0 B0@c2 F3@c0 B1@c2 F2@c2 B0@c0 F3@c2 B1@c0 "
-        "B2@c2 B3@c2 B2@c0 B3@c0");
-  CHECK(describe_order(*g, o[1]) ==
-        "F0@c1 F1@c1 "
-        "F0@c3 B0@c3 F1@c3 B1@c3 F2@c1 B0@c1 F3@c1 B1@c1 F2@c3 B2@c3 F3@c3 B3@c3 "
-        "B2@c1 B3@c1");
+  CHECK(describe_order(*g, o[0]) == "F0@c0 F1@c0 F0@c2 F1@c2 "
+                                    "F2@c0 B0@c2 F3@c0 B1@c2 F2@c2 B0@c0 F3@c2 B1@c0 "
+                                    "B2@c2 B3@c2 B2@c0 B3@c0");
+  CHECK(describe_order(*g, o[1]) == "F0@c1 F1@c1 "
+                                    "F0@c3 B0@c3 F1@c3 B1@c3 F2@c1 B0@c1 F3@c1 B1@c1 F2@c3 B2@c3 F3@c3 B3@c3 "
+                                    "B2@c1 B3@c1");
 }
 
 TEST_CASE("ZB1P order is the handcrafted ZB-H1 schedule") {
@@ -298,7 +297,8 @@ TEST_CASE("interleaved in-flight chunks match Megatron's warm-up + 1") {
         const orders_t o = orders_of(&dip::interleaved_one_f_one_b, g);
         for (std::size_t r = 0; r < std::size_t(p); ++r) {
           const std::size_t total = m * std::size_t(v);
-          const std::size_t warmup = std::min(2 * (std::size_t(p) - r - 1) + std::size_t(v - 1) * std::size_t(p), total);
+          const std::size_t warmup =
+              std::min(2 * (std::size_t(p) - r - 1) + std::size_t(v - 1) * std::size_t(p), total);
           CHECK(peak_in_flight(*g, o[r]) == std::min(warmup + 1, total));
         }
       }
@@ -370,7 +370,8 @@ TEST_CASE("bad inputs are refused at the call, with a message that says why") {
     const dip::placement p = dip::sequential_placement(model.model, model.costs, one_sequence, 2, 1);
     dip::batch_work batch;
     batch.microbatches.assign(2, dip::microbatch_work{{{dip::work_unit::sequence(1), dip::work_unit::sequence(1)}}});
-    const graph_ptr g = std::make_shared<const dip::stage_graph>(dip::build_stage_graph(model.model, p, batch, model.costs));
+    const graph_ptr g =
+        std::make_shared<const dip::stage_graph>(dip::build_stage_graph(model.model, p, batch, model.costs));
     CHECK_THROWS_WITH_AS((void)dip::one_f_one_b(g, r0), doctest::Contains("sub-microbatches"), dip::error);
   }
 }
@@ -538,10 +539,10 @@ TEST_CASE("random per-layer costs: every baseline is valid, deadlock-free and ab
     const std::size_t layers = std::size_t(p * v + pick(0, 10));
     std::vector<dip::fixed_layer_cost> per_layer;
     for (std::size_t i = 0; i < layers; ++i) {
-      per_layer.push_back({{dip::milliseconds(uniform(0.05, 3.0)), dip::milliseconds(uniform(0.05, 3.0)),
-                            dip::milliseconds(uniform(0.05, 3.0)), dip::bytes(uniform(1, 100)),
-                            dip::bytes(uniform(1e6, 1e8))},
-                           0});
+      per_layer.push_back(
+          {{dip::milliseconds(uniform(0.05, 3.0)), dip::milliseconds(uniform(0.05, 3.0)),
+            dip::milliseconds(uniform(0.05, 3.0)), dip::bytes(uniform(1, 100)), dip::bytes(uniform(1e6, 1e8))},
+           0});
     }
     const toy_model model = make_model(per_layer);
     dip::simulation_options options;

@@ -73,9 +73,9 @@ std::vector<double> random_weights(dip::sample_rng& rng, std::size_t n, int shap
   std::vector<double> w(n);
   for (double& x : w) {
     switch (shape) {
-      case 0: x = double(1 + rng.next() % 100); break;     // small integers: many ties
-      case 1: x = rng.uniform(1.0, 10.0); break;           // similar sizes
-      default: x = rng.log_uniform(0.1, 1000.0); break;    // heavy-tailed, like OBELICS images
+      case 0: x = double(1 + rng.next() % 100); break;   // small integers: many ties
+      case 1: x = rng.uniform(1.0, 10.0); break;         // similar sizes
+      default: x = rng.log_uniform(0.1, 1000.0); break;  // heavy-tailed, like OBELICS images
     }
   }
   return w;
@@ -206,7 +206,8 @@ TEST_CASE("generic items: durations as weights, bytes as memory, under a cap") {
       ++tried;
       try {
         const dip::bin_assignment result = dip::pack_bins(
-            items, bins, [](const image_item& x) { return x.time; }, a, [](const image_item& x) { return x.activation; }, cap);
+            items, bins, [](const image_item& x) { return x.time; }, a,
+            [](const image_item& x) { return x.activation; }, cap);
         check_assignment(result, w, bins, m);
         for (double used : result.memory) CHECK(used <= cap * (1 + 1e-9));
         ++solved;
@@ -266,19 +267,29 @@ TEST_CASE("bad input is a clear error") {
     }
     return std::string("no error");
   };
-  CHECK(code_of([&] { dip::best_of_bins(ok, 0, identity); }).find("invalid argument: bin packing: needs at least one bin") == 0);
-  CHECK(code_of([&] { dip::best_of_bins(std::vector<double>{}, 2, identity); }).find("has no items") != std::string::npos);
+  CHECK(code_of([&] {
+          dip::best_of_bins(ok, 0, identity);
+        }).find("invalid argument: bin packing: needs at least one bin") == 0);
+  CHECK(code_of([&] { dip::best_of_bins(std::vector<double>{}, 2, identity); }).find("has no items") !=
+        std::string::npos);
   const double nan = std::numeric_limits<double>::quiet_NaN();
-  CHECK(code_of([&] { dip::best_of_bins(std::vector<double>{1, nan}, 2, identity); })
-            .find("item 1: weight must be finite and >= 0, got nan") != std::string::npos);
-  CHECK(code_of([&] { dip::lpt_bins(std::vector<double>{-1, 2}, 2, identity); })
-            .find("item 0: weight must be finite and >= 0") != std::string::npos);
-  CHECK(code_of([&] { dip::ffd_bins(ok, 2, identity, [](double) { return -1.0; }); })
-            .find("item 0: memory must be finite and >= 0") != std::string::npos);
-  CHECK(code_of([&] { dip::karmarkar_karp_bins(ok, 2, identity, [](double) { return 1.0; }, -5.0); })
-            .find("memory cap must be finite and >= 0") != std::string::npos);
-  CHECK(code_of([&] { dip::karmarkar_karp_bins(ok, 2, identity, [](double) { return 1.0; }, nan); })
-            .find("invalid argument") == 0);
+  CHECK(code_of([&] {
+          dip::best_of_bins(std::vector<double>{1, nan}, 2, identity);
+        }).find("item 1: weight must be finite and >= 0, got nan") != std::string::npos);
+  CHECK(code_of([&] {
+          dip::lpt_bins(std::vector<double>{-1, 2}, 2, identity);
+        }).find("item 0: weight must be finite and >= 0") != std::string::npos);
+  CHECK(code_of([&] {
+          dip::ffd_bins(ok, 2, identity, [](double) { return -1.0; });
+        }).find("item 0: memory must be finite and >= 0") != std::string::npos);
+  CHECK(code_of([&] {
+          dip::karmarkar_karp_bins(
+              ok, 2, identity, [](double) { return 1.0; }, -5.0);
+        }).find("memory cap must be finite and >= 0") != std::string::npos);
+  CHECK(code_of([&] {
+          dip::karmarkar_karp_bins(
+              ok, 2, identity, [](double) { return 1.0; }, nan);
+        }).find("invalid argument") == 0);
 }
 
 TEST_CASE("zero weights and equal weights split deterministically") {

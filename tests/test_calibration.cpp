@@ -52,7 +52,8 @@ TEST_CASE("a plan priced by the calibrated model predicts the executor's peak ac
   cluster.pp = 2;
   cluster.link = dip::bandwidth{};
   const dip::planner planner(model, fitted.costs, cluster);
-  dip::batch_source source = dip::make_batch_source("obelics", model, 3, {.max_tokens = 256, .max_images = 4, .max_clips = 4, .max_seconds = 16});
+  dip::batch_source source = dip::make_batch_source(
+      "obelics", model, 3, {.max_tokens = 256, .max_images = 4, .max_clips = 4, .max_seconds = 16});
   const dip::planned_batch planned = planner.plan(source.next_batch(4), "1f1b");
   CHECK(planned.placement == "balanced");
   const dip::plan& p = planned.plan;

@@ -97,6 +97,6 @@ TEST_CASE("a rank's actions as a generator equal the plan's list") {
     }
     CHECK(i == plan->ranks[r].size());
   }
-  CHECK_THROWS_WITH_AS(dip::rank_actions(plan, dip::rank_id::from_index(99)), doctest::Contains("not one of the plan's"),
-                       dip::error);
+  CHECK_THROWS_WITH_AS(dip::rank_actions(plan, dip::rank_id::from_index(99)),
+                       doctest::Contains("not one of the plan's"), dip::error);
 }

@@ -8,12 +8,12 @@
 #include <string>
 #include <vector>
 
-#include <dip/schedule/build_stage_graph.hpp>
-#include <dip/partition/contiguous_placement.hpp>
 #include <dip/cost/fixed_table.hpp>
-#include <dip/schedule/baselines.hpp>
-#include <dip/schedule/dual_queue.hpp>
+#include <dip/partition/contiguous_placement.hpp>
 #include <dip/partition/placement.hpp>
+#include <dip/schedule/baselines.hpp>
+#include <dip/schedule/build_stage_graph.hpp>
+#include <dip/schedule/dual_queue.hpp>
 #include <dip/schedule/plan.hpp>
 #include <dip/schedule/validate.hpp>
 #include <dip/sim/simulator.hpp>
@@ -70,7 +70,8 @@ TEST_CASE("dual-queue interleaving under 1F1B's in-flight cap reproduces 1F1B ex
     CAPTURE(m);
     dip::fixed_cost_table table;
     table.set_uniform("lm", std::size_t(p), {{1_ms, 1_ms, 1_ms, dip::bytes(1), dip::bytes(1)}, 0});
-    const dip::multimodal_model model = dip::model_builder("toy").add(dip_test::opaque_module("lm", std::size_t(p))).build();
+    const dip::multimodal_model model =
+        dip::model_builder("toy").add(dip_test::opaque_module("lm", std::size_t(p))).build();
     const auto one = [](const dip::module_spec&) { return dip::work_unit::sequence(1); };
     const dip::placement placement = dip::sequential_placement(model, table, one, p, 1);
     const auto graph = std::make_shared<const dip::stage_graph>(
@@ -92,7 +93,8 @@ TEST_CASE("dual-queue interleaving under 1F1B's in-flight cap reproduces 1F1B ex
   }
 }
 
-TEST_CASE("dual-queue interleaving on random multi-chain graphs: valid, deterministic, never below the bound, within the cap") {
+TEST_CASE("dual-queue interleaving on random multi-chain graphs: valid, deterministic, never below the bound, within "
+          "the cap") {
   std::mt19937_64 rng(77);
   int capped = 0, over = 0;
   for (int trial = 0; trial < 2000; ++trial) {
@@ -183,8 +185,8 @@ TEST_CASE("dual-queue interleaving rejects priorities and caps of the wrong size
   const dip::pass_index segments(graph);
   CHECK(segments.size() == 3);
   const std::vector<std::uint32_t> short_priority{0, 1};
-  CHECK_THROWS_WITH_AS(dip::interleave_stages(graph, segments, short_priority), doctest::Contains("one priority per segment"),
-                       dip::error);
+  CHECK_THROWS_WITH_AS(dip::interleave_stages(graph, segments, short_priority),
+                       doctest::Contains("one priority per pass"), dip::error);
   dip::interleave_options options;
   options.memory_cap = {dip::bytes(1)};
   CHECK_THROWS_WITH_AS(dip::interleave_stages(graph, segments, dip::default_pass_priority(segments), options),

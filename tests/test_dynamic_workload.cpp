@@ -7,11 +7,11 @@
 #include <vector>
 
 #include <dip/batch/dynamic.hpp>
+#include <dip/batch/model_flops.hpp>
 #include <dip/batch/source.hpp>
 #include <dip/batch/splitter.hpp>
 #include <dip/core/error.hpp>
 #include <dip/cost/analytic.hpp>
-#include <dip/batch/model_flops.hpp>
 #include <dip/model/presets.hpp>
 
 TEST_CASE("dynamic image bounds rise over iterations 1-5, fall to zero by 20 and stay there") {

@@ -64,7 +64,8 @@ void check_layer(const dip::module_spec& module, std::size_t index, std::int64_t
   tensor xv = x, cv = c;
   const auto f = [&] { return loss(xv, cv); };
   CHECK(dip::exec::max_abs_difference(dx, numeric(xv, f)) < 1e-6 * (1 + dx.cwiseAbs().maxCoeff()));
-  if (context_width > 0) CHECK(dip::exec::max_abs_difference(dc, numeric(cv, f)) < 1e-6 * (1 + dc.cwiseAbs().maxCoeff()));
+  if (context_width > 0)
+    CHECK(dip::exec::max_abs_difference(dc, numeric(cv, f)) < 1e-6 * (1 + dc.cwiseAbs().maxCoeff()));
   for (std::size_t p = 0; p < l->parameters().size(); ++p) {
     INFO("parameter " << l->parameters()[p].name);
     const tensor expected = numeric(l->parameters()[p].value, f);
@@ -133,7 +134,8 @@ struct tiny_setup {
   dip::batch_work batch = uneven_batch(8);
   explicit tiny_setup(const std::string& name) : preset(dip::find_preset(name)) {}
 
-  std::shared_ptr<const dip::stage_graph> classic_graph(const dip::batch_work& b, int chunks_per_rank, bool split) const {
+  std::shared_ptr<const dip::stage_graph> classic_graph(const dip::batch_work& b, int chunks_per_rank,
+                                                        bool split) const {
     const dip::placement p = dip::sequential_placement(
         preset.model, costs, [](const dip::module_spec&) { return dip::work_unit::sequence(16); }, 4, chunks_per_rank);
     return std::make_shared<const dip::stage_graph>(
@@ -210,7 +212,9 @@ TEST_CASE("the cpu transport matches per peer in order and names both ranks on a
   t0.send(1, 5, {tensor::Ones(2, 3)});
   t0.send(1, 6, {tensor::Ones(1, 1)});
   const std::vector<dip::exec::tensor_shape> shape{{2, 3}};
-  CHECK_THROWS_WITH_AS(t1.recv(0, 6, {}), doctest::Contains("rank 1 receiving from rank 0: expected message 6, the next from rank 0 is 5"), dip::error);
+  CHECK_THROWS_WITH_AS(t1.recv(0, 6, {}),
+                       doctest::Contains("rank 1 receiving from rank 0: expected message 6, the next from rank 0 is 5"),
+                       dip::error);
   CHECK_THROWS_WITH_AS(t1.recv(0, 6, shape), doctest::Contains("has shapes [1x1], expected [2x3]"), dip::error);
   const auto start = std::chrono::steady_clock::now();
   CHECK_THROWS_WITH_AS(t0.recv(1, 9, {}), doctest::Contains("rank 0 receiving from rank 1: timed out"), dip::error);
@@ -288,7 +292,8 @@ TEST_CASE("broken plans and failing ranks end in errors naming the ranks, with e
   SUBCASE("a receive without a matching send") {
     dip::plan broken = good;
     auto& list = broken.ranks[0];
-    list.erase(std::find_if(list.begin(), list.end(), [](const dip::action& a) { return a.kind == dip::action_kind::send; }));
+    list.erase(
+        std::find_if(list.begin(), list.end(), [](const dip::action& a) { return a.kind == dip::action_kind::send; }));
     CHECK_THROWS_WITH_AS(dip::exec::execute(broken, setup.preset.model, merged, quick),
                          doctest::Contains("but rank 0 never sends it to rank 1"), dip::error);
   }
@@ -297,7 +302,8 @@ TEST_CASE("broken plans and failing ranks end in errors naming the ranks, with e
     // for that activation, so both block until the timeout.
     dip::plan broken = good;
     auto& list = broken.ranks[0];
-    const auto recv = std::find_if(list.begin(), list.end(), [](const dip::action& a) { return a.kind == dip::action_kind::recv; });
+    const auto recv =
+        std::find_if(list.begin(), list.end(), [](const dip::action& a) { return a.kind == dip::action_kind::recv; });
     const dip::action moved = *recv;
     list.erase(recv);
     list.insert(list.begin(), moved);
@@ -309,7 +315,8 @@ TEST_CASE("broken plans and failing ranks end in errors naming the ranks, with e
   SUBCASE("a rank whose compute throws") {
     dip::exec::execute_options failing = quick;
     failing.before_action = [](dip::rank_id rank, const dip::action& a) {
-      if (rank.index() == 2 && a.kind == dip::action_kind::compute) throw dip::error(dip::errc::invalid_argument, "rank 2", "injected failure");
+      if (rank.index() == 2 && a.kind == dip::action_kind::compute)
+        throw dip::error(dip::errc::invalid_argument, "rank 2", "injected failure");
     };
     const auto start = std::chrono::steady_clock::now();
     CHECK_THROWS_WITH_AS(dip::exec::execute(good, setup.preset.model, merged, failing),
@@ -318,7 +325,8 @@ TEST_CASE("broken plans and failing ranks end in errors naming the ranks, with e
   }
 }
 
-TEST_CASE("property: DIP plans of random batches, ranks and strategies give gradients bit-identical to the sequential run") {
+TEST_CASE(
+    "property: DIP plans of random batches, ranks and strategies give gradients bit-identical to the sequential run") {
   std::mt19937_64 rng(20261121);
   int executed = 0;
   for (int c = 0; c < 24; ++c) {

@@ -31,8 +31,10 @@ TEST_CASE("constant and token-scaled entries") {
   CHECK(half.activation.base() == doctest::Approx(500));
   CHECK(table.covers(lm, 7));
   CHECK_FALSE(table.covers(lm, 8));
-  CHECK_THROWS_WITH_AS(table.cost(lm, 8, dip::work_unit::sequence(1)), doctest::Contains("module 'lm' layer 8"), dip::error);
-  CHECK_THROWS_WITH_AS(table.cost(named("dit", 1), 0, dip::work_unit::sequence(1)), doctest::Contains("no entry"), dip::error);
+  CHECK_THROWS_WITH_AS(table.cost(lm, 8, dip::work_unit::sequence(1)), doctest::Contains("module 'lm' layer 8"),
+                       dip::error);
+  CHECK_THROWS_WITH_AS(table.cost(named("dit", 1), 0, dip::work_unit::sequence(1)), doctest::Contains("no entry"),
+                       dip::error);
   // dip::chunk_cost over the table: 3 layers of 1 + 1 + 1 ms.
   const dip::layer_cost chunk = dip::chunk_cost(table, lm, 2, 5, dip::work_unit::sequence(1));
   CHECK(chunk.forward == 3_ms);
@@ -45,8 +47,8 @@ TEST_CASE("NaN and negative costs are rejected with the module and layer") {
   const double nan = std::nan("");
   CHECK_THROWS_WITH_AS(table.set("lm", {{{dip::milliseconds(nan), 1_ms, 1_ms, {}, {}}, 0}}),
                        doctest::Contains("module 'lm' layer 0: forward"), dip::error);
-  CHECK_THROWS_WITH_AS(table.set("lm", {{{1_ms, 1_ms, -1_ms, {}, {}}, 0}}),
-                       doctest::Contains("backward_weight"), dip::error);
+  CHECK_THROWS_WITH_AS(table.set("lm", {{{1_ms, 1_ms, -1_ms, {}, {}}, 0}}), doctest::Contains("backward_weight"),
+                       dip::error);
   CHECK_THROWS_AS(table.set("lm", {}), dip::error);
 }
 

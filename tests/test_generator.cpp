@@ -32,8 +32,8 @@ static_assert(std::same_as<std::ranges::sentinel_t<int_generator>, std::default_
 static_assert(std::same_as<std::ranges::range_difference_t<int_generator>, std::ptrdiff_t>);
 static_assert(std::same_as<std::ranges::range_reference_t<dip::generator<int&>>, int&>);
 static_assert(std::same_as<std::ranges::range_reference_t<dip::generator<const int&>>, const int&>);
-static_assert(std::ranges::viewable_range<int_generator>);        // an rvalue pipes into views
-static_assert(!std::ranges::viewable_range<int_generator&>);      // an lvalue must be moved
+static_assert(std::ranges::viewable_range<int_generator>);    // an rvalue pipes into views
+static_assert(!std::ranges::viewable_range<int_generator&>);  // an lvalue must be moved
 #if !DIP_GENERATOR_IS_STD
 static_assert(std::same_as<std::ranges::range_reference_t<int_generator>, const int&>);
 static_assert(std::default_initializable<int_generator>);
@@ -56,7 +56,7 @@ int_generator iota_from(int first) {
 }
 
 int_generator squares_up_to(int last) {
-  for (int i = 1; i <= last; ++i) co_yield i * i;
+  for (int i = 1; i <= last; ++i) co_yield i* i;
 }
 
 int_generator nothing() { co_return; }
@@ -149,7 +149,7 @@ int_generator each_of(std::vector<int> values) {
 
 // Nesting without recursion: the inner generator is a by-value parameter owned by the frame.
 int_generator scaled(int_generator source, int factor) {
-  for (int v : source) co_yield v * factor;
+  for (int v : source) co_yield v* factor;
 }
 
 }  // namespace
@@ -188,8 +188,8 @@ TEST_CASE("generator: an infinite generator is cut by views::take") {
 TEST_CASE("generator: composes with views::filter and views::transform") {
   auto odd = [](int x) { return x % 2 != 0; };
   auto times_ten = [](int x) { return x * 10; };
-  CHECK(collect(iota_from(0) | std::views::filter(odd) | std::views::transform(times_ten) |
-                std::views::take(3)) == std::vector<int>{10, 30, 50});
+  CHECK(collect(iota_from(0) | std::views::filter(odd) | std::views::transform(times_ten) | std::views::take(3)) ==
+        std::vector<int>{10, 30, 50});
   CHECK(collect(squares_up_to(5) | std::views::filter(odd)) == std::vector<int>{1, 9, 25});
 }
 
@@ -358,8 +358,7 @@ TEST_CASE("generator: an input taken by value outlives the caller's copy") {
 
 TEST_CASE("generator: a generator consuming another generator") {
   CHECK(collect(scaled(squares_up_to(3), 10)) == std::vector<int>{10, 40, 90});
-  CHECK(collect(scaled(scaled(iota_from(1), 2), 3) | std::views::take(3)) ==
-        std::vector<int>{6, 12, 18});
+  CHECK(collect(scaled(scaled(iota_from(1), 2), 3) | std::views::take(3)) == std::vector<int>{6, 12, 18});
 
   SUBCASE("the inner body stays lazy until the outer one pulls") {
     auto runs = std::make_shared<int>(0);

@@ -15,12 +15,12 @@
 #include <utility>
 #include <vector>
 
-#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/cost/fixed_table.hpp>
 #include <dip/model/model.hpp>
-#include <dip/schedule/baselines.hpp>
-#include <dip/schedule/memory_chooser.hpp>
 #include <dip/partition/placement.hpp>
+#include <dip/schedule/baselines.hpp>
+#include <dip/schedule/build_stage_graph.hpp>
+#include <dip/schedule/memory_chooser.hpp>
 #include <dip/schedule/plan.hpp>
 #include <dip/schedule/stage_graph.hpp>
 #include <dip/schedule/validate.hpp>
@@ -79,8 +79,8 @@ class graph_generator {
       placement.chain_inputs.emplace_back();
       for (dip::module_id input : model.inputs_of(m.id)) placement.chain_inputs.back().push_back(input.index());
       for (std::size_t k = 0; k < m.layers.size(); ++k) {
-        placement.chunks.push_back({{{m.id, k, k + 1}}, dip::rank_id::from_index(std::size_t(integer(0, placement.ranks - 1))),
-                                    chain, k});
+        placement.chunks.push_back(
+            {{{m.id, k, k + 1}}, dip::rank_id::from_index(std::size_t(integer(0, placement.ranks - 1))), chain, k});
         placement.chains[chain].push_back(dip::chunk_id::from_index(placement.chunks.size() - 1));
       }
     }
@@ -280,7 +280,7 @@ TEST_CASE("cost rules on one pair: keep, recompute, offload, and the deltas the 
     const dip::strategy_cost re = dip::strategy_cost_of(*g, f1, memory_strategy::recompute);
     CHECK(re.forward_extra == dip::duration{});
     CHECK(re.backward_extra == 2_ms);
-    CHECK(re.kept == dip::gigabytes(0.1));                                             // its input edge
+    CHECK(re.kept == dip::gigabytes(0.1));                                                  // its input edge
     CHECK(dip::strategy_cost_of(*g, f0, memory_strategy::recompute).kept == dip::bytes{});  // chain head
     // Offload at 50 GB/s: 1 GB takes 20 ms each way; F hides 2 ms, U (B 4 ms or I 2 ms) the rest.
     const dip::strategy_cost off = dip::strategy_cost_of(*g, f1, memory_strategy::offload);
@@ -415,7 +415,8 @@ TEST_CASE("the chooser matches brute force per rank on random stage graphs (<= 1
     for (std::size_t r = 0; r < order.size(); ++r) {
       CAPTURE(r);
       const dip::rank_memory_choice& rc = choice.ranks[r];
-      const double expected = brute_force_rank(*g, order[r], options.weight_memory[r], options.memory_cap, options.model);
+      const double expected =
+          brute_force_rank(*g, order[r], options.weight_memory[r], options.memory_cap, options.model);
       CHECK(rc.optimal);
       CHECK(close(rc.extra_time.base(), expected, 1e-9));
       CHECK(rc.peak_memory <= options.memory_cap);
@@ -528,7 +529,8 @@ TEST_CASE("local search by exchange: feasible, never worse, sometimes better") {
   int better = 0, checked = 0;
   for (int round = 0; round < 300; ++round) {
     CAPTURE(round);
-    const dip::memory_problem pr = gen.pipeline(std::size_t(40 + round % 200), 4 + round % 29, 0.1 + 0.8 * (round % 7) / 6.0);
+    const dip::memory_problem pr =
+        gen.pipeline(std::size_t(40 + round % 200), 4 + round % 29, 0.1 + 0.8 * (round % 7) / 6.0);
     const dip::memory_solution a = dip::solve_memory_problem(pr, without);
     const dip::memory_solution b = dip::solve_memory_problem(pr, with);
     CHECK(b.peak <= pr.cap);
@@ -551,9 +553,10 @@ TEST_CASE("a tiny problem: the hand-computed optimum, proven") {
   pr.cap = dip::mib(100);
   pr.base = {dip::bytes{}};
   for (int i = 0; i < 2; ++i) {
-    pr.items.push_back({0, 1,
-                        {c{memory_strategy::offload, 5_ms, dip::bytes{}}, c{memory_strategy::recompute, 3_ms, dip::mib(40)},
-                         c{memory_strategy::keep, {}, dip::mib(60)}},
+    pr.items.push_back({0,
+                        1,
+                        {c{memory_strategy::offload, 5_ms, dip::bytes{}},
+                         c{memory_strategy::recompute, 3_ms, dip::mib(40)}, c{memory_strategy::keep, {}, dip::mib(60)}},
                         {}});
   }
   for (std::size_t width : {0u, 2u, 64u}) {
@@ -637,7 +640,8 @@ TEST_CASE("simulator and validator honour the strategies, and keep-only plans ar
     const dip::memory_choice choice = dip::choose_memory_strategies(keep_plan, options);
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     std::printf("memory chooser on %s (4 ranks, %zu pairs each): %.2f ms, worst gap %.3f%%\n",
-                split ? "interleaved, split backward" : "interleaved", choice.ranks[0].pairs, ms, 100 * choice.worst_gap());
+                split ? "interleaved, split backward" : "interleaved", choice.ranks[0].pairs, ms,
+                100 * choice.worst_gap());
     CHECK(choice.worst_gap() <= 0.10);  // measured 2.5% (fused B) and 7.0% (split)
 
     dip::plan p = keep_plan;
@@ -686,7 +690,8 @@ TEST_CASE("predicted peaks equal the simulator's for random strategies on random
       if (g->at(dip::stage_id::from_index(id)).kind != dip::stage_kind::forward) continue;
       const memory_strategy s = memory_strategy(gen.integer(0, 2));
       const dip::activation_pair pair = dip::pair_of(*g, dip::stage_id::from_index(id));
-      choice.strategy[pair.forward.index()] = choice.strategy[pair.use.index()] = choice.strategy[pair.release.index()] = s;
+      choice.strategy[pair.forward.index()] = choice.strategy[pair.use.index()] =
+          choice.strategy[pair.release.index()] = s;
     }
     dip::apply_memory_choice(p, choice);
     dip::simulation_options so;

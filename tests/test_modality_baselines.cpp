@@ -24,19 +24,24 @@ TEST_CASE("one_f_one_b_caps are P - r microbatches on a single chain, and static
     CAPTURE(p);
     dip::fixed_cost_table table;
     table.set_uniform("lm", std::size_t(p), {{1_ms, 1_ms, 1_ms, dip::bytes(7), dip::bytes(1)}, 0});
-    const dip::multimodal_model model = dip::model_builder("toy").add(dip_test::opaque_module("lm", std::size_t(p))).build();
+    const dip::multimodal_model model =
+        dip::model_builder("toy").add(dip_test::opaque_module("lm", std::size_t(p))).build();
     const auto one = [](const dip::module_spec&) { return dip::work_unit::sequence(1); };
-    const auto graph = std::make_shared<const dip::stage_graph>(dip::build_stage_graph(
-        model, dip::sequential_placement(model, table, one, p, 1), dip::uniform_batch(model, std::size_t(m), one), table));
+    const auto graph = std::make_shared<const dip::stage_graph>(
+        dip::build_stage_graph(model, dip::sequential_placement(model, table, one, p, 1),
+                               dip::uniform_batch(model, std::size_t(m), one), table));
     const std::vector<dip::bytes> weights(std::size_t(p), dip::bytes(100));
     const std::vector<dip::bytes> caps = dip::one_f_one_b_caps(*graph, weights, std::nullopt);
     for (int r = 0; r < p; ++r) CHECK(caps[std::size_t(r)] == dip::bytes(100 + 7.0 * (p - r)));
-    const dip::plan ours = dip::plan_static_dip(graph, {.memory_cap = std::nullopt, .weight_memory = weights, .comm = {}});
+    const dip::plan ours =
+        dip::plan_static_dip(graph, {.memory_cap = std::nullopt, .weight_memory = weights, .comm = {}});
     const dip::plan theirs = dip::plan_baseline("1f1b", graph);
     for (std::size_t r = 0; r < ours.ranks.size(); ++r) {
       std::vector<dip::stage_id> a, b;
-      for (const dip::action& x : ours.ranks[r]) if (x.kind == dip::action_kind::compute) a.push_back(x.stage);
-      for (const dip::action& x : theirs.ranks[r]) if (x.kind == dip::action_kind::compute) b.push_back(x.stage);
+      for (const dip::action& x : ours.ranks[r])
+        if (x.kind == dip::action_kind::compute) a.push_back(x.stage);
+      for (const dip::action& x : theirs.ranks[r])
+        if (x.kind == dip::action_kind::compute) b.push_back(x.stage);
       CHECK(a == b);
     }
   }

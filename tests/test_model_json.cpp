@@ -51,12 +51,14 @@ TEST_CASE("architecture, preset and measured modules mix in one file") {
   CHECK(model.inputs_of(model.at("llm")) == std::vector{model.at("projector")});
   const auto costs = dip::cost_model_for(file, dip::h100(), 2);
   const dip::module_spec& proj = model.module(model.at("projector"));
-  CHECK(dip::to_milliseconds(costs.cost(proj, 0, dip::work_unit::sequences_of(20, 169)).forward) == doctest::Approx(0.4));
+  CHECK(dip::to_milliseconds(costs.cost(proj, 0, dip::work_unit::sequences_of(20, 169)).forward) ==
+        doctest::Approx(0.4));
   CHECK(costs.cost(llm, 3, dip::work_unit::sequence(4096)).forward > 0_ms);
 }
 
 TEST_CASE("malformed documents name the field or the position") {
-  const std::string ok_module = R"({"name":"lm","modality":"text","layers":2,"layer_cost":{"forward_ms":1,"backward_ms":2}})";
+  const std::string ok_module =
+      R"({"name":"lm","modality":"text","layers":2,"layer_cost":{"forward_ms":1,"backward_ms":2}})";
   CHECK(error_of(R"({"name":"m","modules":[)" + ok_module + "]}") == "");
 
   // Syntax errors: line and column.
@@ -96,7 +98,8 @@ TEST_CASE("malformed documents name the field or the position") {
        "bad.json: modules[0].modality: required field is missing"},
       {R"({"name":"m","modules":[{"name":"lm","modality":"text","layers":2}]})",
        "needs exactly one of \"layer_cost\", \"layer\" or \"preset\""},
-      {R"({"name":"m","modules":[{"name":"lm","preset":"gpt-5"}]})", "bad.json: modules[0].preset: unknown module preset 'gpt-5'"},
+      {R"({"name":"m","modules":[{"name":"lm","preset":"gpt-5"}]})",
+       "bad.json: modules[0].preset: unknown module preset 'gpt-5'"},
       {R"({"name":"m","modules":[{"name":"lm","modality":"text","layers":2,"layer":{"hidden":100,"ffn":10,"heads":3}}]})",
        "multiple of heads"},
       {R"({"name":"m","modules":[{"name":"lm","modality":"text","layers":2,"layer":{"kind":"mamba","hidden":64,"ffn":10,"heads":4}}]})",
@@ -110,7 +113,8 @@ TEST_CASE("malformed documents name the field or the position") {
       {R"({"name":"m","modules":[{"name":"a","modality":"text","inputs":["b"],"layers":1,"layer_cost":{"forward_ms":1,"backward_ms":2}},)"
        R"({"name":"b","modality":"text","inputs":["a"],"layers":1,"layer_cost":{"forward_ms":1,"backward_ms":2}}]})",
        "module graph has a cycle"},
-      {R"({"name":"m","modules":[)" + ok_module + R"(,{"name":"x","modality":"image","layers":1,"layer_cost":{"forward_ms":1,"backward_ms":2}}]})",
+      {R"({"name":"m","modules":[)" + ok_module +
+           R"(,{"name":"x","modality":"image","layers":1,"layer_cost":{"forward_ms":1,"backward_ms":2}}]})",
        "modules not connected to the rest of the model: 'x'"},
   };
   for (const bad_case& c : cases) {

@@ -135,7 +135,8 @@ void check_clip_packing(const std::vector<dip::training_sample>& samples,
     std::size_t expected_pieces = 0;
     for (const dip::trace_clip& c : samples[i].clips) {
       total += c.seconds;
-      expected_pieces += c.seconds > video.max_clip_seconds ? std::size_t(std::ceil(c.seconds / video.max_clip_seconds - 1e-9)) : 1;
+      expected_pieces +=
+          c.seconds > video.max_clip_seconds ? std::size_t(std::ceil(c.seconds / video.max_clip_seconds - 1e-9)) : 1;
       cut += c.seconds > video.max_clip_seconds ? 1 : 0;
     }
     CAPTURE(i);
@@ -193,11 +194,10 @@ TEST_CASE("text-only packing counts text alone") {
 
 TEST_CASE("a sample too large for an empty microbatch is truncated and counted") {
   const std::vector<dip::training_sample> samples{
-      {100, std::vector<dip::trace_image>(2), {}},
-      {10000, {}, {}},                                        // text cut to 8192
-      {300, std::vector<dip::trace_image>(60), {}},           // keeps 48 images (8112 tokens) + 80 text
-      {0, {dip::trace_image::with_tokens(9000)}, {}},         // nothing fits: dropped, counted
-      {5, {{}, dip::trace_image::with_tokens(9000)}, {}},     // a prefix is kept: the default image stays
+      {100, std::vector<dip::trace_image>(2), {}},        {10000, {}, {}},  // text cut to 8192
+      {300, std::vector<dip::trace_image>(60), {}},                         // keeps 48 images (8112 tokens) + 80 text
+      {0, {dip::trace_image::with_tokens(9000)}, {}},                       // nothing fits: dropped, counted
+      {5, {{}, dip::trace_image::with_tokens(9000)}, {}},                   // a prefix is kept: the default image stays
   };
   dip::sequence_packer packer(vlm());
   for (std::size_t i = 0; i < samples.size(); ++i) packer.add(samples[i], i);
@@ -254,9 +254,10 @@ TEST_CASE("text-to-video packing: at most 8 clips, at most 16 s, long clips cut 
 }
 
 TEST_CASE("content the model cannot train on is an error naming the sample") {
-  CHECK_THROWS_WITH_AS(dip::pack_samples({{5, {}, {{3.0}}}}, vlm()), doctest::Contains("sample 0: has video clips"), dip::error);
-  CHECK_THROWS_WITH_AS(dip::pack_samples({{5, {}, {}}, {5, {{}}, {}}}, t2v()), doctest::Contains("sample 1: has images"),
+  CHECK_THROWS_WITH_AS(dip::pack_samples({{5, {}, {{3.0}}}}, vlm()), doctest::Contains("sample 0: has video clips"),
                        dip::error);
+  CHECK_THROWS_WITH_AS(dip::pack_samples({{5, {}, {}}, {5, {{}}, {}}}, t2v()),
+                       doctest::Contains("sample 1: has images"), dip::error);
   // A caption without a clip gives the decoder nothing: dropped and counted.
   dip::sequence_packer packer(t2v());
   packer.add({5, {}, {}}, 0);
@@ -304,7 +305,8 @@ TEST_CASE("batch sources: same seed, same batches; traces in file order, wrappin
     }
     CHECK(a.batches() == 5);
   }
-  dip::batch_source video = dip::make_batch_source("video", t2v(), 1), video2 = dip::make_batch_source("video", t2v(), 1);
+  dip::batch_source video = dip::make_batch_source("video", t2v(), 1),
+                    video2 = dip::make_batch_source("video", t2v(), 1);
   CHECK(video.next_batch(4) == video2.next_batch(4));
 
   // The fixture has 6 samples; ten 2-microbatch batches wrap around it several times.
@@ -341,12 +343,13 @@ TEST_CASE("unknown data lists the known names; errors in a trace name it") {
     FAIL("unknown data accepted");
   } catch (const dip::error& e) {
     CHECK(e.code() == dip::errc::not_found);
-    CHECK(std::string(e.what()) ==
-          "--data: unknown data 'laoin' (known: uniform, laion, obelics, scienceqa, video, mixed, dynamic, or a path to a .jsonl trace)");
+    CHECK(std::string(e.what()) == "--data: unknown data 'laoin' (known: uniform, laion, obelics, scienceqa, video, "
+                                   "mixed, dynamic, or a path to a .jsonl trace)");
   }
   CHECK_THROWS_WITH_AS(dip::make_batch_source("missing.jsonl", vlm(), 1), doctest::Contains("cannot open"), dip::error);
   dip::batch_source wrong = dip::make_batch_source(data_file("video_trace.jsonl"), vlm(), 1);
-  CHECK_THROWS_WITH_AS(wrong.next_batch(1), doctest::Contains("video_trace.jsonl sample 1: has video clips"), dip::error);
+  CHECK_THROWS_WITH_AS(wrong.next_batch(1), doctest::Contains("video_trace.jsonl sample 1: has video clips"),
+                       dip::error);
   CHECK_THROWS_AS(wrong.next_batch(0), dip::error);
   // A trace with nothing a text-to-video model trains on (captions without clips) cannot loop.
   dip::batch_source captions = dip::make_batch_source(data_file("captions_only.jsonl"), t2v(), 1);

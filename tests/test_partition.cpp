@@ -9,13 +9,13 @@
 #include <random>
 #include <set>
 
-#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/batch/uniform.hpp>
 #include <dip/cost/analytic.hpp>
 #include <dip/cost/fixed_table.hpp>
 #include <dip/model/presets.hpp>
 #include <dip/partition/baseline_partitions.hpp>
 #include <dip/partition/modality_partition.hpp>
+#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/schedule/stage_graph.hpp>
 
 using namespace dip::literals;
@@ -52,7 +52,8 @@ brute_force_result brute_force(const std::vector<double>& w, std::size_t parts) 
   return best;
 }
 
-dip::module_spec opaque_module(const std::string& name, std::size_t layers, dip::module_role role = dip::module_role::other) {
+dip::module_spec opaque_module(const std::string& name, std::size_t layers,
+                               dip::module_role role = dip::module_role::other) {
   dip::module_spec m;
   m.name = name;
   m.role = role;
@@ -77,8 +78,9 @@ dip::module_spec video_module(const std::string& name, std::size_t layers, dip::
 // Layer costs that scale with tokens (so throughput is flat and B = 1), `ms` per layer at the
 // module's typical item.
 dip::fixed_layer_cost per_item(double ms, double reference_tokens) {
-  return {{dip::milliseconds(ms / 3), dip::milliseconds(ms / 3), dip::milliseconds(ms / 3), dip::bytes(1), dip::bytes(1)},
-          reference_tokens};
+  return {
+      {dip::milliseconds(ms / 3), dip::milliseconds(ms / 3), dip::milliseconds(ms / 3), dip::bytes(1), dip::bytes(1)},
+      reference_tokens};
 }
 
 // A cost model whose layer time for b sequences is overhead + b * per_sequence: throughput
@@ -159,7 +161,8 @@ TEST_CASE("min-max DP rejects impossible requests and bad weights") {
   CHECK_THROWS_WITH_AS(dip::min_max_partition(bad, 2), doctest::Contains("weight 1 must be finite"), dip::error);
 }
 
-TEST_CASE("DESIGN.md example: the best mixed 16-stage split of 64 ViT (6.75 ms) + 64 LLM (10.5 ms) layers spans 63 to 73.5 ms") {
+TEST_CASE("DESIGN.md example: the best mixed 16-stage split of 64 ViT (6.75 ms) + 64 LLM (10.5 ms) layers spans 63 to "
+          "73.5 ms") {
   dip::fixed_cost_table table;
   table.set_uniform("vit", 64, {{2.25_ms, 2.25_ms, 2.25_ms, {}, {}}, 0});  // 6.75 ms forward + backward
   table.set_uniform("llm", 64, {{3.5_ms, 3.5_ms, 3.5_ms, {}, {}}, 0});     // 10.5 ms
@@ -214,7 +217,8 @@ TEST_CASE("segment groups: projectors ride with their encoder, or with the modul
                                             .build();
     const dip::chain_group_layout layout = dip::chain_groups(model, 4);
     REQUIRE(layout.groups.size() == 3);
-    CHECK(layout.groups[layout.group_of[model.at("vit").index()]] == std::vector{model.at("vit"), model.at("proj_image")});
+    CHECK(layout.groups[layout.group_of[model.at("vit").index()]] ==
+          std::vector{model.at("vit"), model.at("proj_image")});
     CHECK(layout.groups[layout.group_of[model.at("video_encoder").index()]] == std::vector{model.at("video_encoder")});
     // 'fuse' has two producers, so it goes in front of the LLM it alone feeds.
     const std::size_t llm = layout.group_of[model.at("llm").index()];
@@ -227,7 +231,8 @@ TEST_CASE("sub-microbatch size: the smallest b within 95% of peak throughput (cl
   // Per layer T(b) = o + b t; throughput b / (o + b t) is increasing, peak at the max b = 48.
   // b / (o + b t) >= x * peak  <=>  b >= x * peak * o / (1 - x * peak * t).
   const dip::multimodal_model model = dip::model_builder("enc").add(image_encoder("vit", 4)).build();
-  for (const auto& [o, t] : {std::pair{1e-3, 1e-4}, std::pair{5e-3, 1e-4}, std::pair{1e-4, 1e-3}, std::pair{2e-3, 3e-5}}) {
+  for (const auto& [o, t] :
+       {std::pair{1e-3, 1e-4}, std::pair{5e-3, 1e-4}, std::pair{1e-4, 1e-3}, std::pair{2e-3, 3e-5}}) {
     CAPTURE(o);
     CAPTURE(t);
     const overhead_cost_model costs{o, t};
@@ -236,15 +241,16 @@ TEST_CASE("sub-microbatch size: the smallest b within 95% of peak throughput (cl
     for (double x : {0.5, 0.8, 0.95, 1.0}) {
       const double peak = 48.0 / (o + 48.0 * t);
       const std::size_t expected = std::size_t(std::ceil(x * peak * o / (1 - x * peak * t) - 1e-9));
-      const dip::sub_microbatch_size_choice choice = dip::choose_sub_microbatch_size(costs, model, modules, profiles, 48, x);
+      const dip::sub_microbatch_size_choice choice =
+          dip::choose_sub_microbatch_size(costs, model, modules, profiles, 48, x);
       CHECK(choice.size == std::clamp<std::size_t>(expected, 1, 48));
       CHECK(choice.efficiency >= x - 1e-12);
     }
   }
-  CHECK_THROWS_WITH_AS(dip::choose_sub_microbatch_size(overhead_cost_model{1e-3, 1e-4}, model,
-                                                       std::vector{model.at("vit")},
-                                                       std::vector{dip::default_item_profile(model, model.at("vit"))}, 48, 1.5),
-                       doctest::Contains("threshold must be in (0, 1]"), dip::error);
+  CHECK_THROWS_WITH_AS(
+      dip::choose_sub_microbatch_size(overhead_cost_model{1e-3, 1e-4}, model, std::vector{model.at("vit")},
+                                      std::vector{dip::default_item_profile(model, model.at("vit"))}, 48, 1.5),
+      doctest::Contains("threshold must be in (0, 1]"), dip::error);
 }
 
 TEST_CASE("segment counts: the paper's floor(T_i / T_1) and the refined rule on a model with known answers") {
@@ -403,9 +409,9 @@ TEST_CASE("two encoders and a text-to-video model: B, K and a placement whose st
     CHECK(graph.sub_count(1, video) == 2);
     CHECK(graph.sub_count(1, llm) == 1);
     const auto& chains = part.placement.chains;
-    CHECK(chains[image].size() == 4);   // K = 1 for the fastest, the image chain (8.1 ms)
-    CHECK(chains[video].size() == 8);   // refined: 2 ms chunks match the image chain's 2.1 ms
-    CHECK(chains[llm].size() == 16);    // likewise 32 layers in 16 chunks of 2 ms
+    CHECK(chains[image].size() == 4);  // K = 1 for the fastest, the image chain (8.1 ms)
+    CHECK(chains[video].size() == 8);  // refined: 2 ms chunks match the image chain's 2.1 ms
+    CHECK(chains[llm].size() == 16);   // likewise 32 layers in 16 chunks of 2 ms
     CHECK(graph.size() == 2 * 2 * (5 * chains[image].size() + 2 * chains[video].size() + chains[llm].size()));
   }
   SUBCASE("text-to-video preset") {
@@ -414,11 +420,12 @@ TEST_CASE("two encoders and a text-to-video model: B, K and a placement whose st
     dip::partition_options options;
     options.ranks = 4;
     options.memory = {4, 16.0, gpu.memory};
-    const dip::modality_partition part = dip::partition_modalities(preset.model, dip::analytic_cost_model(gpu, 4), options);
+    const dip::modality_partition part =
+        dip::partition_modalities(preset.model, dip::analytic_cost_model(gpu, 4), options);
     REQUIRE(part.groups.size() == 2);
     CHECK(part.groups[0].kind == dip::item_kind::caption);
     CHECK(part.groups[1].kind == dip::item_kind::clip);
-    CHECK(part.groups[0].sub_microbatch_size > 1);     // 64-token captions are too small alone
+    CHECK(part.groups[0].sub_microbatch_size > 1);  // 64-token captions are too small alone
     CHECK(part.groups[0].efficiency >= 0.95);
     CHECK(part.groups[1].segments_per_rank > part.groups[0].segments_per_rank);
     CHECK(part.groups[1].segments_per_rank <= 28 / 4);  // capped by the DiT's layers
@@ -447,8 +454,10 @@ TEST_CASE("presets on H800: every rank holds every module and DIP balances ranks
     const auto once = [](const dip::chunk_spec&) { return 1.0; };
     const dip::placement mega = dip::megatron_partition(preset.model, options.ranks);
     const dip::placement best = dip::balanced_partition(preset.model, costs, work_of, options.ranks);
-    const double mega_balance = dip::max_over_mean(dip::rank_totals(mega, dip::chunk_times(preset.model, mega, costs, work_of), once));
-    const double best_balance = dip::max_over_mean(dip::rank_totals(best, dip::chunk_times(preset.model, best, costs, work_of), once));
+    const double mega_balance =
+        dip::max_over_mean(dip::rank_totals(mega, dip::chunk_times(preset.model, mega, costs, work_of), once));
+    const double best_balance =
+        dip::max_over_mean(dip::rank_totals(best, dip::chunk_times(preset.model, best, costs, work_of), once));
     CHECK(part.balance() < 1.05);
     CHECK(part.balance() <= best_balance);
     CHECK(best_balance < mega_balance);
@@ -465,8 +474,8 @@ TEST_CASE("a placement whose weights do not fit the GPU is an error giving neede
                        doctest::Contains("rank 0 needs"), dip::error);
   CHECK_THROWS_WITH_AS(dip::partition_modalities(preset.model, dip::analytic_cost_model(gpu, 1), options),
                        doctest::Contains("available per GPU"), dip::error);
-  CHECK_THROWS_WITH_AS(dip::megatron_partition(preset.model, 2, 1, {1, 16.0, gpu.memory}), doctest::Contains("do not fit"),
-                       dip::error);
+  CHECK_THROWS_WITH_AS(dip::megatron_partition(preset.model, 2, 1, {1, 16.0, gpu.memory}),
+                       doctest::Contains("do not fit"), dip::error);
 }
 
 TEST_CASE("partition errors: too few layers for the ranks, unknown module names") {

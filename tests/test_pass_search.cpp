@@ -9,9 +9,9 @@
 #include <set>
 #include <vector>
 
-#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/cost/fixed_table.hpp>
 #include <dip/planner/dip_planner.hpp>
+#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/schedule/pass_search.hpp>
 #include <dip/sim/simulator.hpp>
 
@@ -39,7 +39,8 @@ instance random_instance(std::mt19937_64& rng, int ranks, std::size_t microbatch
     std::vector<dip::fixed_layer_cost> costs;
     for (int i = 0; i < ranks; ++i) {
       const double f = 0.5 + double(rng() % 40) / 10.0;
-      costs.push_back({{dip::milliseconds(f), dip::milliseconds(f), dip::milliseconds(f), dip::bytes(1), dip::bytes(0)}, 1.0});
+      costs.push_back(
+          {{dip::milliseconds(f), dip::milliseconds(f), dip::milliseconds(f), dip::bytes(1), dip::bytes(0)}, 1.0});
     }
     t.table.set(name, costs);
   }
@@ -62,7 +63,8 @@ instance random_instance(std::mt19937_64& rng, int ranks, std::size_t microbatch
   for (std::size_t j = 0; j < microbatches; ++j) {
     dip::microbatch_work mb;
     std::vector<dip::work_unit> enc;
-    for (std::uint32_t s = 0; s < 1 + rng() % max_subs; ++s) enc.push_back(dip::work_unit::sequence(double(1 + rng() % 4)));
+    for (std::uint32_t s = 0; s < 1 + rng() % max_subs; ++s)
+      enc.push_back(dip::work_unit::sequence(double(1 + rng() % 4)));
     mb.modules = {enc, {dip::work_unit::sequence(double(1 + rng() % 4))}};
     batch.microbatches.push_back(mb);
   }
@@ -117,7 +119,8 @@ TEST_CASE("tree search finds the brute-force best segment order on small graphs"
   MESSAGE(improved_on_seeds << " instances where the tree beat every seed");
 }
 
-TEST_CASE("tree search: reproducible with one thread and a seed; never worse than the natural order; threads give a permutation") {
+TEST_CASE("tree search: reproducible with one thread and a seed; never worse than the natural order; threads give a "
+          "permutation") {
   std::mt19937_64 rng(5);
   for (int trial = 0; trial < 10; ++trial) {
     CAPTURE(trial);
@@ -136,7 +139,8 @@ TEST_CASE("tree search: reproducible with one thread and a seed; never worse tha
         dip::interleave_stages(*t.graph, segments, dip::default_pass_priority(segments)).estimated_makespan;
     CHECK(a.makespan <= natural);
     // Progress is monotone: every recorded point improves on the previous one.
-    for (std::size_t i = 1; i < a.progress.size(); ++i) CHECK(a.progress[i].best_makespan_ms < a.progress[i - 1].best_makespan_ms);
+    for (std::size_t i = 1; i < a.progress.size(); ++i)
+      CHECK(a.progress[i].best_makespan_ms < a.progress[i - 1].best_makespan_ms);
 
     options.threads = 3;
     const dip::pass_search_result c = dip::search_pass_order(*t.graph, options);
@@ -181,8 +185,8 @@ TEST_CASE("memory strategies (phase 3) never make the DIP plan slower and rescue
     options.memory_cap = dip::bytes(10 + double(4 + rng() % 12));  // tight: a few microbatches in flight
     options.weight_memory = weights;
     options.search_rollouts = 20;
-    const dip::simulation_options sim{.comm = {}, .weight_memory = weights, .record_timeline = false,
-                                      .memory_strategies = options.strategy_model};
+    const dip::simulation_options sim{
+        .comm = {}, .weight_memory = weights, .record_timeline = false, .memory_strategies = options.strategy_model};
     const dip::plan with = dip::plan_dip(t.graph, options);  // validated under the cap
     for (const dip::rank_stats& r : dip::simulate(with, sim).ranks) CHECK(r.peak_memory <= *options.memory_cap);
     options.memory_strategies = false;

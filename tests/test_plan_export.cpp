@@ -14,10 +14,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/cost/fixed_table.hpp>
 #include <dip/io/plan_export.hpp>
 #include <dip/model/model.hpp>
+#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/schedule/plan.hpp>
 #include <dip/schedule/stage_graph.hpp>
 #include <dip/schedule/validate.hpp>
@@ -143,8 +143,14 @@ struct fixture {
 };
 
 fixture make_fixture() {
-  fixture f{dip::model_builder("vlm").add(module_of_width("vit", 2, 32)).add(module_of_width("lm", 2, 64)).connect("vit", "lm").build(),
-            {}, {}, {}};
+  fixture f{dip::model_builder("vlm")
+                .add(module_of_width("vit", 2, 32))
+                .add(module_of_width("lm", 2, 64))
+                .connect("vit", "lm")
+                .build(),
+            {},
+            {},
+            {}};
   dip::fixed_cost_table costs;
   costs.set_uniform("vit", 2, {{1_ms, 1_ms, 1_ms, dip::mib(10), dip::mib(1)}, 100});
   costs.set_uniform("lm", 2, {{2_ms, 2_ms, 2_ms, dip::mib(20), dip::mib(2)}, 100});
@@ -152,7 +158,8 @@ fixture make_fixture() {
   p.ranks = 2;
   const auto vit = f.model.at("vit"), lm = f.model.at("lm");
   const auto r = [](int k) { return dip::rank_id::from_index(std::size_t(k)); };
-  p.chunks = {{{{vit, 0, 1}}, r(0), 0, 0}, {{{vit, 1, 2}}, r(1), 0, 1}, {{{lm, 0, 1}}, r(0), 1, 0}, {{{lm, 1, 2}}, r(1), 1, 1}};
+  p.chunks = {
+      {{{vit, 0, 1}}, r(0), 0, 0}, {{{vit, 1, 2}}, r(1), 0, 1}, {{{lm, 0, 1}}, r(0), 1, 0}, {{{lm, 1, 2}}, r(1), 1, 1}};
   p.chains = {{dip::chunk_id(0), dip::chunk_id(1)}, {dip::chunk_id(2), dip::chunk_id(3)}};
   p.chain_inputs = {{}, {0}};
   const auto seq = [](double n) { return dip::work_unit::sequence(n); };
@@ -236,20 +243,20 @@ TEST_CASE("messages carry the producing layer's tokens x hidden; a receive waits
   using dip::chunk_id;
   using dip::stage_kind;
   // vit sub 1 of microbatch 0 (60 tokens) along its chain: 60 x 32, and its gradient back.
-  CHECK(f.file.shapes[edge_between(g.find(stage_kind::forward, chunk_id(0), 0, 1), g.find(stage_kind::forward, chunk_id(1), 0, 1))] ==
-        dip::message_shape{60, 32});
-  CHECK(f.file.shapes[edge_between(g.find(stage_kind::backward, chunk_id(1), 0, 1), g.find(stage_kind::backward, chunk_id(0), 0, 1))] ==
-        dip::message_shape{60, 32});
+  CHECK(f.file.shapes[edge_between(g.find(stage_kind::forward, chunk_id(0), 0, 1),
+                                   g.find(stage_kind::forward, chunk_id(1), 0, 1))] == dip::message_shape{60, 32});
+  CHECK(f.file.shapes[edge_between(g.find(stage_kind::backward, chunk_id(1), 0, 1),
+                                   g.find(stage_kind::backward, chunk_id(0), 0, 1))] == dip::message_shape{60, 32});
   // Into the lm (one sub-microbatch): the vit output of each vit sub-microbatch.
-  CHECK(f.file.shapes[edge_between(g.find(stage_kind::forward, chunk_id(1), 0, 0), g.find(stage_kind::forward, chunk_id(2), 0))] ==
-        dip::message_shape{100, 32});
+  CHECK(f.file.shapes[edge_between(g.find(stage_kind::forward, chunk_id(1), 0, 0),
+                                   g.find(stage_kind::forward, chunk_id(2), 0))] == dip::message_shape{100, 32});
   // Along the lm: 300 x 64 in microbatch 0, 200 x 64 in microbatch 1; the loss edge carries nothing.
-  CHECK(f.file.shapes[edge_between(g.find(stage_kind::forward, chunk_id(2), 0), g.find(stage_kind::forward, chunk_id(3), 0))] ==
-        dip::message_shape{300, 64});
-  CHECK(f.file.shapes[edge_between(g.find(stage_kind::forward, chunk_id(2), 1), g.find(stage_kind::forward, chunk_id(3), 1))] ==
-        dip::message_shape{200, 64});
-  CHECK(f.file.shapes[edge_between(g.find(stage_kind::forward, chunk_id(3), 1), g.find(stage_kind::backward, chunk_id(3), 1))] ==
-        dip::message_shape{});
+  CHECK(f.file.shapes[edge_between(g.find(stage_kind::forward, chunk_id(2), 0),
+                                   g.find(stage_kind::forward, chunk_id(3), 0))] == dip::message_shape{300, 64});
+  CHECK(f.file.shapes[edge_between(g.find(stage_kind::forward, chunk_id(2), 1),
+                                   g.find(stage_kind::forward, chunk_id(3), 1))] == dip::message_shape{200, 64});
+  CHECK(f.file.shapes[edge_between(g.find(stage_kind::forward, chunk_id(3), 1),
+                                   g.find(stage_kind::backward, chunk_id(3), 1))] == dip::message_shape{});
 
   // Every message names its edge as tag, the other end's rank as peer; every receive waits before
   // the compute of its consumer.
@@ -271,7 +278,8 @@ TEST_CASE("messages carry the producing layer's tokens x hidden; a receive waits
   }
   CHECK(f.doc["format"] == "dip.plan");
   CHECK(f.doc["version"] == dip::plan_export_version);
-  CHECK(f.doc["placement"]["chunks"][2]["spans"][0] == nlohmann::json{{"module", "lm"}, {"first_layer", 0}, {"last_layer", 0}});
+  CHECK(f.doc["placement"]["chunks"][2]["spans"][0] ==
+        nlohmann::json{{"module", "lm"}, {"first_layer", 0}, {"last_layer", 0}});
 }
 
 TEST_CASE("malformed plan documents are refused, naming the JSON path") {
@@ -337,7 +345,8 @@ TEST_CASE("malformed plan documents are refused, naming the JSON path") {
     check_error(doc, dip::errc::parse_error, "plan.json: edges[0].to", "expected an integer in [0, ");
     doc = f.doc;
     doc["placement"]["chunks"][0]["spans"][0]["module"] = "audio";
-    check_error(doc, dip::errc::parse_error, "plan.json: placement.chunks[0].spans[0].module", "no module named 'audio'");
+    check_error(doc, dip::errc::parse_error, "plan.json: placement.chunks[0].spans[0].module",
+                "no module named 'audio'");
     doc = f.doc;
     doc["placement"]["chains"][1]["inputs"] = {5};
     check_error(doc, dip::errc::parse_error, "plan.json: placement.chains[1].inputs[0]", "expected a chain index");
@@ -370,7 +379,9 @@ TEST_CASE("malformed plan documents are refused, naming the JSON path") {
   SUBCASE("a plan the validator rejects") {
     nlohmann::json doc = f.doc;
     nlohmann::json& actions = doc["ranks"][0]["actions"];
-    const auto backward = std::find_if(actions.begin(), actions.end(), [](const nlohmann::json& a) { return a["op"] == "compute" && a["kind"] == "B"; });
+    const auto backward = std::find_if(actions.begin(), actions.end(), [](const nlohmann::json& a) {
+      return a["op"] == "compute" && a["kind"] == "B";
+    });
     REQUIRE(backward != actions.end());
     (*backward)["strategy"] = "recompute";  // only forwards take a memory strategy
     const dip::error e = read_error(doc);

@@ -62,8 +62,7 @@ const layer_truth embedding_layer{{2e-4, 1e-8, 0.0},
                                   {0.0, 8192.0, 0.0},
                                   {0.0, 8192.0, 0.0}};
 
-std::vector<profile_sample> single_sequence_samples(const layer_truth& t,
-                                                    const std::vector<double>& lengths) {
+std::vector<profile_sample> single_sequence_samples(const layer_truth& t, const std::vector<double>& lengths) {
   std::vector<profile_sample> samples;
   for (double n : lengths) samples.push_back(t.sample(work_unit::sequence(n)));
   return samples;
@@ -102,9 +101,7 @@ dip::error thrown_error(F&& call) {
   return dip::error(errc::invalid_argument, "", "");
 }
 
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 // Random numbers from the raw std::mt19937_64 stream, whose output the standard fixes: the
 // std:: distributions differ between standard libraries, and a seeded test must draw the same
@@ -177,8 +174,7 @@ TEST_CASE("fit_polynomial recovers coefficients within a few percent from 1% noi
   for (double value : y) mean += value / 50.0;
   for (double value : y) sum_sq_total += (value - mean) * (value - mean);
   for (std::size_t i = 0; i < x.size(); ++i) {
-    const double fitted = report.coefficients[0] + report.coefficients[1] * x[i] +
-                          report.coefficients[2] * x[i] * x[i];
+    const double fitted = report.coefficients[0] + report.coefficients[1] * x[i] + report.coefficients[2] * x[i] * x[i];
     const double residual = y[i] - fitted;
     max_abs = std::max(max_abs, std::fabs(residual));
     max_rel = std::max(max_rel, std::fabs(residual) / std::fabs(y[i]));
@@ -216,8 +212,7 @@ TEST_CASE("least squares refuses rank-deficient and malformed input") {
   SUBCASE("fewer samples than coefficients") {
     const std::vector<double> x{512, 1024};
     const std::vector<double> y{1, 2};
-    CHECK(thrown_error([&] { dip::fit_polynomial(x, y, 2, "short"); }).code() ==
-          errc::invalid_argument);
+    CHECK(thrown_error([&] { dip::fit_polynomial(x, y, 2, "short"); }).code() == errc::invalid_argument);
   }
   SUBCASE("a linearly dependent feature column") {
     std::vector<std::vector<double>> rows;
@@ -226,12 +221,10 @@ TEST_CASE("least squares refuses rank-deficient and malformed input") {
       rows.push_back({1.0, n, 3.0 * n});
       y.push_back(n);
     }
-    CHECK(thrown_error([&] { dip::least_squares_fit(rows, y, "dependent"); }).code() ==
-          errc::invalid_argument);
+    CHECK(thrown_error([&] { dip::least_squares_fit(rows, y, "dependent"); }).code() == errc::invalid_argument);
     // Equal up to 1e-13 relative is dependent too: the "coefficients" would be noise times 1e13.
     for (std::size_t i = 0; i < rows.size(); ++i) rows[i][2] = rows[i][1] * (1.0 + 1e-13 * (i % 2));
-    CHECK(thrown_error([&] { dip::least_squares_fit(rows, y, "nearly dependent"); }).code() ==
-          errc::invalid_argument);
+    CHECK(thrown_error([&] { dip::least_squares_fit(rows, y, "nearly dependent"); }).code() == errc::invalid_argument);
   }
   SUBCASE("NaN and infinity name the sample") {
     std::vector<double> x{128, 256, 512, 1024, 2048, 4096, 8192, 16384};
@@ -251,13 +244,11 @@ TEST_CASE("least squares refuses rank-deficient and malformed input") {
     const std::vector<double> none;
     const std::vector<double> three{1, 2, 3};
     const std::vector<double> two{1, 2};
-    CHECK(thrown_error([&] { dip::fit_polynomial(none, none, 1, "empty"); }).code() ==
-          errc::invalid_argument);
+    CHECK(thrown_error([&] { dip::fit_polynomial(none, none, 1, "empty"); }).code() == errc::invalid_argument);
     const dip::error mismatch = thrown_error([&] { dip::fit_polynomial(three, two, 1, "sizes"); });
     CHECK(mismatch.code() == errc::invalid_argument);
     CHECK(mismatch.where() == "sizes");
-    CHECK(thrown_error([&] { dip::fit_polynomial(three, three, -1, "degree"); }).code() ==
-          errc::invalid_argument);
+    CHECK(thrown_error([&] { dip::fit_polynomial(three, three, -1, "degree"); }).code() == errc::invalid_argument);
     const std::vector<std::vector<double>> ragged{{1, 2}, {1, 3}, {1}};
     const dip::error e = thrown_error([&] { dip::least_squares_fit(ragged, three, "ragged"); });
     CHECK(e.code() == errc::invalid_argument);
@@ -276,8 +267,7 @@ TEST_CASE("least squares refuses rank-deficient and malformed input") {
 TEST_CASE("profiled_cost_model prices layers and chunks from module-wide and layer fits") {
   const std::vector<double> lengths{128, 512, 1024, 2048, 4096, 8192};
   dip::profiled_cost_model model;
-  const dip::profile_report report =
-      model.add_samples("vit", single_sequence_samples(vit_block, lengths));
+  const dip::profile_report report = model.add_samples("vit", single_sequence_samples(vit_block, lengths));
   CHECK(report.basis == profile_basis::quadratic);
   CHECK(report.samples == lengths.size());
   REQUIRE(report.forward.coefficients.size() == 3);
@@ -309,14 +299,11 @@ TEST_CASE("profiled_cost_model prices layers and chunks from module-wide and lay
     CHECK(close(model.report("vit", 0).forward.coefficients[1], vit_block.forward.b, 1e-9));
 
     const dip::layer_cost chunk = dip::chunk_cost(model, vit, 0, 3, work);
-    CHECK(close(chunk.forward.base(),
-                2 * vit_block.forward.at(work) + embedding_layer.forward.at(work), 1e-9));
+    CHECK(close(chunk.forward.base(), 2 * vit_block.forward.at(work) + embedding_layer.forward.at(work), 1e-9));
     CHECK(close(chunk.backward_input.base(),
-                2 * vit_block.backward_input.at(work) + embedding_layer.backward_input.at(work),
-                1e-9));
+                2 * vit_block.backward_input.at(work) + embedding_layer.backward_input.at(work), 1e-9));
     CHECK(close(chunk.output.base(), vit_block.output.at(work), 1e-9));
-    CHECK(close(dip::chunk_cost(model, vit, 0, 2, work).output.base(),
-                embedding_layer.output.at(work), 1e-9));
+    CHECK(close(dip::chunk_cost(model, vit, 0, 2, work).output.base(), embedding_layer.output.at(work), 1e-9));
   }
 
   SUBCASE("unknown modules and layers are not found") {
@@ -343,14 +330,11 @@ TEST_CASE("profiled_cost_model prices layers and chunks from module-wide and lay
     CHECK(thrown_error([&] { (void)model.cost(vit, 0, bad); }).code() == errc::invalid_argument);
   }
 
-  SUBCASE("empty work is free") {
-    CHECK(model.cost(vit, 0, work_unit{}) == dip::layer_cost{});
-  }
+  SUBCASE("empty work is free") { CHECK(model.cost(vit, 0, work_unit{}) == dip::layer_cost{}); }
 
   SUBCASE("adding samples refits on all of them") {
     const std::vector<double> more{16384, 12000};
-    const dip::profile_report refit =
-        model.add_samples("vit", single_sequence_samples(vit_block, more));
+    const dip::profile_report refit = model.add_samples("vit", single_sequence_samples(vit_block, more));
     CHECK(refit.samples == lengths.size() + more.size());
     CHECK(model.report("vit").forward.samples == lengths.size() + more.size());
     check_cost_matches(model.cost(vit, 2, work), vit_block, work);
@@ -382,8 +366,8 @@ TEST_CASE("profiled_cost_model prices layers and chunks from module-wide and lay
 
   SUBCASE("samples at a single size are rank-deficient") {
     const std::vector<double> one_size(5, 2048.0);
-    const dip::error e = thrown_error(
-        [&] { model.add_samples("projector", single_sequence_samples(vit_block, one_size)); });
+    const dip::error e =
+        thrown_error([&] { model.add_samples("projector", single_sequence_samples(vit_block, one_size)); });
     CHECK(e.code() == errc::invalid_argument);
     CHECK(e.where() == "module 'projector'");
     CHECK(contains(e.detail(), "3 distinct sizes"));
@@ -393,14 +377,10 @@ TEST_CASE("profiled_cost_model prices layers and chunks from module-wide and lay
 
 TEST_CASE("a fitted negative intercept is clamped at zero") {
   // Cost proportional to tokens above a threshold: the line's intercept is negative.
-  const layer_truth t{{-1e-4, 1e-7, 0.0},
-                      {-1e-4, 1e-7, 0.0},
-                      {-1e-4, 1e-7, 0.0},
-                      {-2000.0, 10.0, 0.0},
-                      {0.0, 10.0, 0.0}};
+  const layer_truth t{
+      {-1e-4, 1e-7, 0.0}, {-1e-4, 1e-7, 0.0}, {-1e-4, 1e-7, 0.0}, {-2000.0, 10.0, 0.0}, {0.0, 10.0, 0.0}};
   dip::profiled_cost_model model;
-  const dip::profile_report report =
-      model.add_samples("mlp", single_sequence_samples(t, {2000, 4000, 8000}));
+  const dip::profile_report report = model.add_samples("mlp", single_sequence_samples(t, {2000, 4000, 8000}));
   CHECK(report.forward.coefficients[0] < 0.0);
   const dip::module_spec mlp = module_with_layers("mlp", 1);
   const dip::layer_cost small = model.cost(mlp, 0, work_unit::sequence(100));
@@ -453,8 +433,8 @@ TEST_CASE("packed sequences of mixed lengths are priced through token_pairs") {
   // Ten 169-token images cost less attention than one 1690-token sequence, and the model sees it.
   const dip::layer_cost images = model.cost(llm, 0, work_unit::sequences_of(10, 169));
   const dip::layer_cost text = model.cost(llm, 0, work_unit::sequence(1690));
-  CHECK(close(text.backward_input.base() - images.backward_input.base(),
-              t.c * (1690.0 * 1690.0 - 10 * 169.0 * 169.0), 1e-6));
+  CHECK(close(text.backward_input.base() - images.backward_input.base(), t.c * (1690.0 * 1690.0 - 10 * 169.0 * 169.0),
+              1e-6));
 }
 
 TEST_CASE("the linear basis fits samples that all share one sequence length") {
@@ -486,8 +466,7 @@ TEST_CASE("the linear basis fits samples that all share one sequence length") {
 
   // A line still needs two distinct token counts.
   const std::vector<profile_sample> one_count(3, layer.sample(work_unit::sequences_of(4, 169)));
-  const dip::error line =
-      thrown_error([&] { model.add_samples("proj", one_count, profile_basis::linear); });
+  const dip::error line = thrown_error([&] { model.add_samples("proj", one_count, profile_basis::linear); });
   CHECK(line.code() == errc::invalid_argument);
   CHECK(contains(line.detail(), "2 distinct token counts"));
 }

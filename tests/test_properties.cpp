@@ -20,11 +20,11 @@
 #include <random>
 #include <string>
 
-#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/cost/fixed_table.hpp>
 #include <dip/model/model.hpp>
 #include <dip/planner/dip_planner.hpp>
 #include <dip/planner/modality_baselines.hpp>
+#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/schedule/stage_graph.hpp>
 #include <dip/schedule/validate.hpp>
 #include <dip/sim/simulator.hpp>

@@ -55,7 +55,8 @@ TEST_CASE("segment tuning: the rule's K first, the best trial kept, impossible K
     CAPTURE(name);
     const setup s(name);
     const auto samples = s.samples(name[0] == 'v' ? "obelics" : "video", 3, 2);
-    const dip::segment_tuning tuned = dip::tune_segments_per_rank(s.preset.model, s.costs, s.options, samples, s.planner());
+    const dip::segment_tuning tuned =
+        dip::tune_segments_per_rank(s.preset.model, s.costs, s.options, samples, s.planner());
     const dip::modality_partition rule = dip::partition_modalities(s.preset.model, s.costs, s.options);
     REQUIRE(!tuned.trials.empty());
     std::vector<std::size_t> rule_k, chosen_k;
@@ -89,7 +90,8 @@ TEST_CASE("segment tuning: the rule's K first, the best trial kept, impossible K
     std::vector<std::size_t> there_k;
     for (const auto& g : tuned_there->groups) there_k.push_back(g.segments_per_rank);
     CHECK(there_k == chosen_k);
-    CHECK(dip::to_milliseconds(total / 2.0) == doctest::Approx(dip::to_milliseconds(*chosen->mean_makespan)).epsilon(1e-12));
+    CHECK(dip::to_milliseconds(total / 2.0) ==
+          doctest::Approx(dip::to_milliseconds(*chosen->mean_makespan)).epsilon(1e-12));
   }
 }
 
@@ -98,7 +100,8 @@ TEST_CASE("segment tuning: a K the layers cannot take is a failed trial, not an 
   // t2v-s's DiT has 28 layers on 4 ranks: K = 7 is the most it takes; start the search there.
   s.options.segments_per_rank["dit"] = 7;
   const auto samples = s.samples("video", 5, 1);
-  const dip::segment_tuning tuned = dip::tune_segments_per_rank(s.preset.model, s.costs, s.options, samples, s.planner());
+  const dip::segment_tuning tuned =
+      dip::tune_segments_per_rank(s.preset.model, s.costs, s.options, samples, s.planner());
   // The rule is fixed by the caller here, so every trial keeps K = 7: tuning overrides it per
   // trial, and K = 8 cannot partition 28 layers over 4 ranks.
   const bool failed_eight = std::any_of(tuned.trials.begin(), tuned.trials.end(), [](const dip::segment_trial& t) {
@@ -115,7 +118,8 @@ TEST_CASE("segment tuning: under a tight cap, a K that fits only with memory str
   s.cluster.memory_cap = dip::gib(56);
   s.options.memory = s.cluster.weight_rule();
   const auto samples = s.samples("obelics", 1 + 0x5eed, 2);
-  const dip::segment_tuning tuned = dip::tune_segments_per_rank(s.preset.model, s.costs, s.options, samples, s.planner());
+  const dip::segment_tuning tuned =
+      dip::tune_segments_per_rank(s.preset.model, s.costs, s.options, samples, s.planner());
   const auto helped = std::find_if(tuned.trials.begin(), tuned.trials.end(), [](const dip::segment_trial& t) {
     return t.with_memory_strategies && t.mean_makespan.has_value();
   });

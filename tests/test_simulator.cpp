@@ -13,9 +13,9 @@
 #include <utility>
 #include <vector>
 
-#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/cost/fixed_table.hpp>
 #include <dip/model/model.hpp>
+#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/schedule/plan.hpp>
 #include <dip/schedule/stage_graph.hpp>
 #include <dip/schedule/validate.hpp>
@@ -28,7 +28,6 @@ using namespace dip::literals;
 namespace {
 
 using dip_test::opaque_module;
-
 
 // --- random small plans -------------------------------------------------------------------------
 class case_generator {

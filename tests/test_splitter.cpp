@@ -28,7 +28,8 @@ struct linear_costs {
 };
 
 // B per module and the encoder chain (vit + projector, or caption llm + projector) in one group.
-dip::sub_microbatch_policy chain_policy(const dip::multimodal_model& model, std::size_t encoder_b, std::size_t decoder_b) {
+dip::sub_microbatch_policy chain_policy(const dip::multimodal_model& model, std::size_t encoder_b,
+                                        std::size_t decoder_b) {
   dip::sub_microbatch_policy policy;
   for (const dip::module_spec& m : model.modules()) {
     const dip::item_kind kind = dip::module_item_kind(model, m.id);
@@ -126,7 +127,8 @@ TEST_CASE("every item lands in exactly one sub-microbatch, M = ceil(N / B), grou
 TEST_CASE("items carry each module's own work") {
   const dip::multimodal_model vlm = dip::find_preset("vlm-s").model;
   const dip::packed_microbatch mb = dip::pack_samples(
-      {{532, {dip::trace_image::with_tokens(169), dip::trace_image::with_pixels(640, 480)}, {}}, {100, {}, {}}}, vlm)[0];
+      {{532, {dip::trace_image::with_tokens(169), dip::trace_image::with_pixels(640, 480)}, {}}, {100, {}, {}}},
+      vlm)[0];
   const auto split = dip::split_microbatch_items(mb, 5, vlm, dip::unsplit_policy(vlm), linear_costs{});
   const auto& vit = split.modules[vlm.at("vit").index()].subs.at(0);
   CHECK(vit.microbatch == 5);
@@ -134,7 +136,8 @@ TEST_CASE("items carry each module's own work") {
   CHECK(split.modules[vlm.at("projector").index()].subs.at(0).work ==
         dip::work_unit::sequence(169) + dip::work_unit::sequence(108));
   // The LLM: one packed row of 909 tokens, attention within each sample (809 and 100 tokens).
-  CHECK(split.modules[vlm.at("llm").index()].subs.at(0).work == dip::work_unit{1, 909, 809.0 * 809 + 100.0 * 100, 0, 0});
+  CHECK(split.modules[vlm.at("llm").index()].subs.at(0).work ==
+        dip::work_unit{1, 909, 809.0 * 809 + 100.0 * 100, 0, 0});
 
   const dip::multimodal_model t2v = dip::find_preset("t2v-s").model;
   const dip::packed_microbatch clips = dip::pack_samples({{80, {}, {{12.3}}}, {20, {}, {{2.0}}}}, t2v)[0];
@@ -246,7 +249,8 @@ TEST_CASE("the summary dip-plan prints") {
   CHECK(video.clips == 2);
   CHECK(video.frames == 197 + 32);
   CHECK(video.text_tokens == 100);
-  CHECK(video.sub_microbatches == std::vector<std::pair<std::string, std::size_t>>{{"llm", 2}, {"projector", 2}, {"dit", 2}});
+  CHECK(video.sub_microbatches ==
+        std::vector<std::pair<std::string, std::size_t>>{{"llm", 2}, {"projector", 2}, {"dit", 2}});
 }
 
 TEST_CASE("split batches feed the stage graph") {

@@ -6,10 +6,10 @@
 #include <limits>
 #include <random>
 
-#include <dip/schedule/build_stage_graph.hpp>
-#include <dip/partition/contiguous_placement.hpp>
 #include <dip/cost/fixed_table.hpp>
+#include <dip/partition/contiguous_placement.hpp>
 #include <dip/partition/placement.hpp>
+#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/schedule/stage_graph.hpp>
 
 using namespace dip::literals;
@@ -141,8 +141,9 @@ TEST_CASE("two chains: every encoder sub-microbatch before the LLM's first forwa
               {{{dip::module_id(1), 0, 1}}, dip::rank_id(0), 1, 0},
               {{{dip::module_id(1), 1, 2}}, dip::rank_id(1), 1, 1}};
   dip::batch_work batch;
-  batch.microbatches.push_back({{{dip::work_unit::sequence(1), dip::work_unit::sequence(1), dip::work_unit::sequence(1)},
-                                 {dip::work_unit::sequence(1)}}});
+  batch.microbatches.push_back(
+      {{{dip::work_unit::sequence(1), dip::work_unit::sequence(1), dip::work_unit::sequence(1)},
+        {dip::work_unit::sequence(1)}}});
   const dip::stage_graph g = dip::build_stage_graph(model, p, batch, table);
   CHECK(g.sub_count(0, 0) == 3);
   CHECK(g.sub_count(0, 1) == 1);
@@ -160,11 +161,14 @@ TEST_CASE("bad batches are rejected with where and what") {
   table.set_uniform("lm", 4, {{1_ms, 1_ms, 1_ms, {}, {}}, 0});
   const dip::multimodal_model model = chain_model(4);
   const dip::placement p = dip::sequential_placement(model, table, one_token, 2, 1);
-  CHECK_THROWS_WITH_AS(dip::build_stage_graph(model, p, dip::batch_work{}, table), doctest::Contains("no microbatches"), dip::error);
+  CHECK_THROWS_WITH_AS(dip::build_stage_graph(model, p, dip::batch_work{}, table), doctest::Contains("no microbatches"),
+                       dip::error);
   dip::batch_work no_work;
   no_work.microbatches.push_back({{{}}});
-  CHECK_THROWS_WITH_AS(dip::build_stage_graph(model, p, no_work, table), doctest::Contains("module 'lm' has no sub-microbatch"), dip::error);
+  CHECK_THROWS_WITH_AS(dip::build_stage_graph(model, p, no_work, table),
+                       doctest::Contains("module 'lm' has no sub-microbatch"), dip::error);
   dip::batch_work nan_work;
   nan_work.microbatches.push_back({{{dip::work_unit{1, std::nan(""), 0, 0, 0}}}});
-  CHECK_THROWS_WITH_AS(dip::build_stage_graph(model, p, nan_work, table), doctest::Contains("work_unit.tokens"), dip::error);
+  CHECK_THROWS_WITH_AS(dip::build_stage_graph(model, p, nan_work, table), doctest::Contains("work_unit.tokens"),
+                       dip::error);
 }

@@ -91,7 +91,7 @@ TEST_CASE("obelics: several images, heavy-tailed text per image") {
   std::sort(per_image.begin(), per_image.end());
   const double p50 = per_image[per_image.size() / 2], p99 = per_image[per_image.size() * 99 / 100];
   CHECK(p50 == doctest::Approx(std::sqrt(0.4 * 3115)).epsilon(0.15));  // log-uniform median
-  CHECK(p99 > 20 * p50);                                                // heavy tail
+  CHECK(p99 > 20 * p50);                                               // heavy tail
   CHECK(per_image.front() < 1.0);
   CHECK(mean_of(per_image) == doctest::Approx(348).epsilon(0.08));
 }

@@ -12,11 +12,11 @@
 #include <utility>
 #include <vector>
 
-#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/cost/fixed_table.hpp>
 #include <dip/io/torch_schedule_csv.hpp>
 #include <dip/model/model.hpp>
 #include <dip/schedule/baselines.hpp>
+#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/schedule/plan.hpp>
 #include <dip/schedule/stage_graph.hpp>
 
@@ -70,11 +70,10 @@ TEST_CASE("1F1B on 4 uniform stages, 8 microbatches: the published rows") {
   const dip::torch_schedule s = baseline("1f1b");
   CHECK(s.stages == 4);
   CHECK(s.microbatches == 8);
-  CHECK(dip::to_torch_csv(s) ==
-        "0F0,0F1,0F2,0F3,0B0,0F4,0B1,0F5,0B2,0F6,0B3,0F7,0B4,0B5,0B6,0B7\n"
-        "1F0,1F1,1F2,1B0,1F3,1B1,1F4,1B2,1F5,1B3,1F6,1B4,1F7,1B5,1B6,1B7\n"
-        "2F0,2F1,2B0,2F2,2B1,2F3,2B2,2F4,2B3,2F5,2B4,2F6,2B5,2F7,2B6,2B7\n"
-        "3F0,3B0,3F1,3B1,3F2,3B2,3F3,3B3,3F4,3B4,3F5,3B5,3F6,3B6,3F7,3B7\n");
+  CHECK(dip::to_torch_csv(s) == "0F0,0F1,0F2,0F3,0B0,0F4,0B1,0F5,0B2,0F6,0B3,0F7,0B4,0B5,0B6,0B7\n"
+                                "1F0,1F1,1F2,1B0,1F3,1B1,1F4,1B2,1F5,1B3,1F6,1B4,1F7,1B5,1B6,1B7\n"
+                                "2F0,2F1,2B0,2F2,2B1,2F3,2B2,2F4,2B3,2F5,2B4,2F6,2B5,2F7,2B6,2B7\n"
+                                "3F0,3B0,3F1,3B1,3F2,3B2,3F3,3B3,3F4,3B4,3F5,3B5,3F6,3B6,3F7,3B7\n");
 }
 
 TEST_CASE("ZB1P (ZB-H1) on 4 uniform stages, 8 microbatches: the published rows") {
@@ -106,7 +105,7 @@ TEST_CASE("the CSV parses back to the same rows; idle cells are empty") {
   const rows_t rows = parse("0F0,,0B0\r\n 1F0 , 1B0\n\n");
   REQUIRE(rows.size() == 3);
   CHECK(rows[0] == std::vector<std::optional<dip::torch_action>>{dip::torch_action{0, 'F', 0}, std::nullopt,
-                                                                  dip::torch_action{0, 'B', 0}});
+                                                                 dip::torch_action{0, 'B', 0}});
   CHECK(rows[1].size() == 2);
   CHECK(rows[2].empty());  // a rank with nothing to do
   CHECK(dip::to_string(dip::torch_action{12, 'W', 34}) == "12W34");
@@ -115,7 +114,8 @@ TEST_CASE("the CSV parses back to the same rows; idle cells are empty") {
 TEST_CASE("cells that are not compute actions are parse errors naming line and cell") {
   for (const char* cell : {"0SEND_F1", "1RECV_B0", "0UNSHARD", "F1", "0X1", "0F", "0F1x", "-1F0"}) {
     CAPTURE(cell);
-    CHECK_THROWS_WITH_AS(parse(std::string("0F0,") + cell), doctest::Contains("schedule.csv: line 1, cell 2"), dip::error);
+    CHECK_THROWS_WITH_AS(parse(std::string("0F0,") + cell), doctest::Contains("schedule.csv: line 1, cell 2"),
+                         dip::error);
   }
 }
 
@@ -124,11 +124,12 @@ TEST_CASE("PyTorch's rules: valid schedules pass, each rule has a failing case")
   CHECK(valid("0F0,0F1,0B0,0B1\n1F0,1B0,1F1,1B1"));
   CHECK(valid("0F0,0F1,0I0,0W0,0I1,0W1\n1F0,1I0,1F1,1I1,1W0,1W1"));
   CHECK(valid("0F0,0F1,0I0,0I1,0W1,0W0\n1F0,1B0,1F1,1B1"));  // B on one stage, I + W on another
-  CHECK(valid("0F0,,0F1,0B0,0B1\n,1F0,1B0,1F1,1B1"));       // idle steps
+  CHECK(valid("0F0,,0F1,0B0,0B1\n,1F0,1B0,1F1,1B1"));        // idle steps
 
   CHECK(violation("0F0,0F1,0B0,0B1") == "the schedule has 1 rows (ranks), the pipeline 2");
   CHECK(violation("0F0,0F1,0B0,0B1\n2F0,1B0,1F1,1B1") == "rank 1 step 0 (2F0): stage 2 does not exist (2 stages)");
-  CHECK(violation("0F0,0F2,0B0,0B1\n1F0,1B0,1F1,1B1") == "rank 0 step 1 (0F2): microbatch 2 does not exist (2 microbatches)");
+  CHECK(violation("0F0,0F2,0B0,0B1\n1F0,1B0,1F1,1B1") ==
+        "rank 0 step 1 (0F2): microbatch 2 does not exist (2 microbatches)");
   CHECK(violation("0F0,0B1,0F1,0B0\n1F0,1B0,1F1,1B1") ==
         "rank 0 step 1 (0B1): full backward of stage 0, microbatch 1 runs without first running its forward");
   CHECK(violation("0F0,0F1,0I0,0W0,0I1,0W1\n1I0,1F0,1F1,1I1,1W0,1W1") ==
@@ -139,9 +140,11 @@ TEST_CASE("PyTorch's rules: valid schedules pass, each rule has a failing case")
   CHECK(violation("0F0,0B0\n1F0,1B0,1F1,1B1") == "stage 0: runs F for 1 microbatches, expected 2");
   // PyTorch counts distinct microbatches, so a repeated F passes there, and here.
   CHECK(valid("0F0,0F1,0F0,0B0,0B1\n1F0,1B0,1F1,1B1"));
-  CHECK(violation("0F0,0F1,0I0,0W0,0I1\n1F0,1B0,1F1,1B1") == "stage 0: I and W must come in equal numbers, got I = 2, W = 1");
+  CHECK(violation("0F0,0F1,0I0,0W0,0I1\n1F0,1B0,1F1,1B1") ==
+        "stage 0: I and W must come in equal numbers, got I = 2, W = 1");
   CHECK(violation("0F0,0F1,0B0\n1F0,1B0,1F1,1B1") == "stage 0: expected 2 backwards in all, got B = 1, I = 0, W = 0");
-  CHECK(violation("0F0,0F1,0B0,0B1,0I0,0W0\n1F0,1B0,1F1,1B1") == "stage 0: expected 2 backwards in all, got B = 2, I = 1, W = 1");
+  CHECK(violation("0F0,0F1,0B0,0B1,0I0,0W0\n1F0,1B0,1F1,1B1") ==
+        "stage 0: expected 2 backwards in all, got B = 2, I = 1, W = 1");
   // Each row is fine alone, but rank 0 waits for 1B0 before it sends 0F1 that rank 1 needs first.
   CHECK(violation("0F0,0B0,0F1,0B1\n1F1,1B1,1F0,1B0") ==
         "the sends and receives cannot be placed: every rank waits on another (rank 0 at 0B0, rank 1 at 1F1)");
@@ -160,7 +163,8 @@ TEST_CASE("uniform sub-microbatches become torch microbatches of their own") {
   p.chains = {{dip::chunk_id(0), dip::chunk_id(1)}};
   p.chain_inputs = {{}};
   dip::batch_work batch;
-  for (int j = 0; j < 3; ++j) batch.microbatches.push_back({{{dip::work_unit::sequence(8), dip::work_unit::sequence(8)}}});
+  for (int j = 0; j < 3; ++j)
+    batch.microbatches.push_back({{{dip::work_unit::sequence(8), dip::work_unit::sequence(8)}}});
   const auto graph = std::make_shared<const dip::stage_graph>(dip::build_stage_graph(model, p, batch, costs));
   REQUIRE(graph->sub_count(0, 0) == 2);
   std::mt19937_64 rng(11);
@@ -178,8 +182,11 @@ TEST_CASE("uniform sub-microbatches become torch microbatches of their own") {
 }
 
 TEST_CASE("plans the compute_only format cannot express are refused, saying why") {
-  const dip::multimodal_model model =
-      dip::model_builder("vlm").add(dip_test::opaque_module("vit", 2)).add(dip_test::opaque_module("lm", 2)).connect("vit", "lm").build();
+  const dip::multimodal_model model = dip::model_builder("vlm")
+                                          .add(dip_test::opaque_module("vit", 2))
+                                          .add(dip_test::opaque_module("lm", 2))
+                                          .connect("vit", "lm")
+                                          .build();
   dip::fixed_cost_table costs;
   costs.set_uniform("vit", 2, {unit_cost, 100});
   costs.set_uniform("lm", 2, {unit_cost, 100});
@@ -209,12 +216,14 @@ TEST_CASE("plans the compute_only format cannot express are refused, saying why"
   }
   SUBCASE("microbatches of different shapes") {
     const dip::batch_work mixed{{{{{seq(100)}, {seq(300)}}}, {{{seq(100)}, {seq(500)}}}}};
-    CHECK_MESSAGE(refusal(random_plan(one_chain, mixed)).find("the microbatches have different shapes: F1@c1 costs") != std::string::npos,
+    CHECK_MESSAGE(refusal(random_plan(one_chain, mixed)).find("the microbatches have different shapes: F1@c1 costs") !=
+                      std::string::npos,
                   refusal(random_plan(one_chain, mixed)));
   }
   SUBCASE("microbatches split into different numbers of sub-microbatches") {
     const dip::batch_work split{{{{{seq(50), seq(50)}, {seq(300), seq(300)}}}, {{{seq(100)}, {seq(300)}}}}};
-    CHECK(refusal(random_plan(one_chain, split)).starts_with("microbatch 1 has 1 sub-microbatches, microbatch 0 has 2"));
+    CHECK(
+        refusal(random_plan(one_chain, split)).starts_with("microbatch 1 has 1 sub-microbatches, microbatch 0 has 2"));
   }
   SUBCASE("a memory strategy") {
     dip::plan p = random_plan(one_chain, uniform);

@@ -31,8 +31,10 @@ std::string error_of(const std::string& text) {
 TEST_CASE("the issue's vision-language shapes load") {
   const auto samples = dip::read_trace(data_file("vlm_trace.jsonl"));
   REQUIRE(samples.size() == 6);  // the blank line is skipped
-  CHECK(samples[0] == dip::training_sample{532, {dip::trace_image::with_tokens(169), dip::trace_image::with_tokens(169)}, {}});
-  CHECK(samples[1] == dip::training_sample{48, {dip::trace_image::default_size(), dip::trace_image::default_size()}, {}});
+  CHECK(samples[0] ==
+        dip::training_sample{532, {dip::trace_image::with_tokens(169), dip::trace_image::with_tokens(169)}, {}});
+  CHECK(samples[1] ==
+        dip::training_sample{48, {dip::trace_image::default_size(), dip::trace_image::default_size()}, {}});
   CHECK(samples[2].images == std::vector{dip::trace_image::with_pixels(640, 480)});
   CHECK(samples[3] == dip::training_sample{900, {}, {}});
   CHECK(samples[4].images.size() == 3);
@@ -81,10 +83,14 @@ TEST_CASE("a bad line names file, line and field") {
     std::string expected;  // the message starts with this
   };
   const bad_case cases[] = {
-      {R"({"text_tokens": 5, "images": [{"width": 640}]})", "data.jsonl:1 field 'images[0].height': required field is missing"},
-      {R"({"text_tokens": 5, "images": [{"width": 0, "height": 3}]})", "data.jsonl:1 field 'images[0].width': expected an integer in [1"},
-      {R"({"text_tokens": 5, "images": [{"tokens": 2.5}]})", "data.jsonl:1 field 'images[0].tokens': expected an integer"},
-      {R"({"text_tokens": 5, "images": [{"tokens": 9, "width": 2, "height": 2}]})", "data.jsonl:1 field 'images[0].tokens': give either"},
+      {R"({"text_tokens": 5, "images": [{"width": 640}]})",
+       "data.jsonl:1 field 'images[0].height': required field is missing"},
+      {R"({"text_tokens": 5, "images": [{"width": 0, "height": 3}]})",
+       "data.jsonl:1 field 'images[0].width': expected an integer in [1"},
+      {R"({"text_tokens": 5, "images": [{"tokens": 2.5}]})",
+       "data.jsonl:1 field 'images[0].tokens': expected an integer"},
+      {R"({"text_tokens": 5, "images": [{"tokens": 9, "width": 2, "height": 2}]})",
+       "data.jsonl:1 field 'images[0].tokens': give either"},
       {R"({"text_tokens": 5, "images": [{"pixels": 9}]})", "data.jsonl:1 field 'images[0].pixels': unknown field"},
       {R"({"text_tokens": 5, "images": [7]})", "data.jsonl:1 field 'images[0]': expected an object"},
       {R"({"text_tokens": 5, "images": -1})", "data.jsonl:1 field 'images': expected an integer in [0"},
@@ -96,10 +102,13 @@ TEST_CASE("a bad line names file, line and field") {
       {R"({"text_tokens": 5, "image": 1})", "data.jsonl:1 field 'image': unknown field"},
       {R"({"text_tokens": 0})", "data.jsonl:1: empty sample"},
       {R"({"text_tokens": 0, "images": 0, "clips": []})", "data.jsonl:1: empty sample"},
-      {R"({"text_tokens": 5, "clips": [{"seconds": 0}]})", "data.jsonl:1 field 'clips[0].seconds': expected a finite number > 0"},
-      {R"({"text_tokens": 5, "clips": [{"seconds": -2}]})", "data.jsonl:1 field 'clips[0].seconds': expected a finite number > 0"},
+      {R"({"text_tokens": 5, "clips": [{"seconds": 0}]})",
+       "data.jsonl:1 field 'clips[0].seconds': expected a finite number > 0"},
+      {R"({"text_tokens": 5, "clips": [{"seconds": -2}]})",
+       "data.jsonl:1 field 'clips[0].seconds': expected a finite number > 0"},
       {R"({"text_tokens": 5, "clips": [{}]})", "data.jsonl:1 field 'clips[0].seconds': required field is missing"},
-      {R"({"text_tokens": 5, "clips": [{"seconds": 2, "fps": 8}]})", "data.jsonl:1 field 'clips[0].fps': unknown field"},
+      {R"({"text_tokens": 5, "clips": [{"seconds": 2, "fps": 8}]})",
+       "data.jsonl:1 field 'clips[0].fps': unknown field"},
       {R"({"text_tokens": 5, "clips": [3.5]})", "data.jsonl:1 field 'clips[0]': expected an object"},
       {R"({"text_tokens": 5, "clips": {"seconds": 3}})", "data.jsonl:1 field 'clips': expected an array"},
       {R"([1, 2])", "data.jsonl:1: expected a JSON object per line"},
@@ -135,8 +144,9 @@ TEST_CASE("the shared real-data traces load") {
     const char* name;
     std::size_t samples;
   };
-  for (const expected_trace t : {expected_trace{"vlm-scienceqa.jsonl", 4241}, expected_trace{"vlm-coco-captions.jsonl", 25014},
-                                 expected_trace{"video-msrvtt.jsonl", 10000}}) {
+  for (const expected_trace t :
+       {expected_trace{"vlm-scienceqa.jsonl", 4241}, expected_trace{"vlm-coco-captions.jsonl", 25014},
+        expected_trace{"video-msrvtt.jsonl", 10000}}) {
     const std::string path = shared_file(t.name);
     if (!std::filesystem::exists(path)) {
       MESSAGE("skipped: " << path << " is not present");

@@ -11,9 +11,9 @@
 #include <utility>
 #include <vector>
 
-#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/cost/fixed_table.hpp>
 #include <dip/model/model.hpp>
+#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/schedule/plan.hpp>
 #include <dip/schedule/stage_graph.hpp>
 #include <dip/schedule/validate.hpp>
@@ -54,7 +54,6 @@ std::shared_ptr<const dip::stage_graph> fixture_graph(bool split = false) {
   return std::make_shared<const dip::stage_graph>(
       dip::build_stage_graph(model, p, batch, costs, {.split_backward = split}));
 }
-
 
 // Position of the action matching `pred` on rank r.
 template <class Pred>

@@ -24,11 +24,11 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
-#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/dip.hpp>
 #include <dip/exec/calibration.hpp>
 #include <dip/exec/executor.hpp>
 #include <dip/exec/reference.hpp>
+#include <dip/schedule/build_stage_graph.hpp>
 
 #if DIP_EXEC_HAVE_CUDA
 #include "cuda_compute.hpp"
@@ -66,7 +66,8 @@ dip::exec::step_result run_backend(const options& opt, const dip::plan& plan, co
   if (opt.backend == "cpu") return dip::exec::execute(plan, model, batch, {.timeout = timeout, .before_action = {}});
 #if DIP_EXEC_HAVE_CUDA
   namespace cu = dip::exec::cuda;
-  dip::require(cu::device_count() > 0, dip::errc::not_found, "--backend " + opt.backend, "no CUDA device is usable here");
+  dip::require(cu::device_count() > 0, dip::errc::not_found, "--backend " + opt.backend,
+               "no CUDA device is usable here");
   const cu::cuda_mode mode = opt.backend == "cuda-single" ? cu::cuda_mode::single_gpu : cu::cuda_mode::nccl;
   dip::require(mode == cu::cuda_mode::single_gpu || cu::have_nccl(), dip::errc::not_found, "--backend cuda",
                "this build has no NCCL (use --backend cuda-single)");
@@ -113,8 +114,13 @@ double max_gradient_difference(const dip::exec::step_result& a, const dip::exec:
 // double precision, transfers through in-process channels (free next to compute), and the cap
 // of --memory-cap-mib (none: the H800's memory, which a tiny model never reaches).
 dip::cluster_spec executor_cluster(const options& opt, int pp) {
-  dip::cluster_spec cluster{.pp = pp, .tp = 1, .gpu = dip::find_gpu("H800"), .memory_cap = {}, .p2p_latency = {},
-                            .link = dip::bandwidth{}, .bytes_per_parameter = 8.0};
+  dip::cluster_spec cluster{.pp = pp,
+                            .tp = 1,
+                            .gpu = dip::find_gpu("H800"),
+                            .memory_cap = {},
+                            .p2p_latency = {},
+                            .link = dip::bandwidth{},
+                            .bytes_per_parameter = 8.0};
   if (opt.memory_cap_mib > 0) cluster.memory_cap = dip::mib(opt.memory_cap_mib);
   return cluster;
 }
@@ -122,7 +128,7 @@ dip::cluster_spec executor_cluster(const options& opt, int pp) {
 template <class Costs>
 int run(const options& opt, const dip::multimodal_model& model, const Costs& costs, int pp, const char* cost_name,
         double calibration_seconds) {
-  const std::string data = !opt.data.empty()                         ? opt.data
+  const std::string data = !opt.data.empty() ? opt.data
                            : std::any_of(model.modules().begin(), model.modules().end(),
                                          [](const dip::module_spec& m) { return m.video.has_value(); })
                                ? "video"
@@ -181,22 +187,24 @@ int run(const options& opt, const dip::multimodal_model& model, const Costs& cos
       const bool ok = diff <= tolerance &&
                       std::fabs(measured.loss - reference.loss) <= tolerance * std::fabs(reference.loss);
       all_verified = all_verified && ok;
-      entry["verify"] = {{"max_relative_gradient_difference", std::isfinite(diff) ? nlohmann::json(diff) : nlohmann::json("mismatch")},
-                         {"tolerance", tolerance},
-                         {"tensors", compared},
-                         {"bitwise_identical", identical},
-                         {"loss_reference", reference.loss},
-                         {"ok", ok}};
+      entry["verify"] = {
+          {"max_relative_gradient_difference", std::isfinite(diff) ? nlohmann::json(diff) : nlohmann::json("mismatch")},
+          {"tolerance", tolerance},
+          {"tensors", compared},
+          {"bitwise_identical", identical},
+          {"loss_reference", reference.loss},
+          {"ok", ok}};
     }
     if (!opt.json) {
       std::printf("iteration %d: simulated %.2f ms, measured %.2f ms (measured / simulated %.2f), loss %.9g\n", it,
                   dip::to_milliseconds(simulated.makespan), wall_ms, wall_ms / dip::to_milliseconds(simulated.makespan),
                   measured.loss);
       for (std::size_t r = 0; r < ranks.size(); ++r) {
-        std::printf("  rank %zu: measured %.2f ms, simulated busy %.2f ms, peak activations %.1f KiB (simulated %.1f KiB)",
-                    r, ranks[r]["measured_ms"].get<double>(), ranks[r]["simulated_busy_ms"].get<double>(),
-                    ranks[r]["peak_activation_bytes"].get<double>() / 1024,
-                    ranks[r]["simulated_peak_bytes"].get<double>() / 1024);
+        std::printf(
+            "  rank %zu: measured %.2f ms, simulated busy %.2f ms, peak activations %.1f KiB (simulated %.1f KiB)", r,
+            ranks[r]["measured_ms"].get<double>(), ranks[r]["simulated_busy_ms"].get<double>(),
+            ranks[r]["peak_activation_bytes"].get<double>() / 1024,
+            ranks[r]["simulated_peak_bytes"].get<double>() / 1024);
         if (measured.peak_offloaded_bytes[r] > 0) {
           std::printf(", offloaded %.1f KiB", double(measured.peak_offloaded_bytes[r]) / 1024);
         }
@@ -214,14 +222,10 @@ int run(const options& opt, const dip::multimodal_model& model, const Costs& cos
     iterations.push_back(std::move(entry));
   }
   if (opt.json) {
-    std::cout << nlohmann::json{{"model", model.name()},
-                                {"ranks", pp},
-                                {"schedule", opt.schedule},
-                                {"backend", opt.backend},
-                                {"costs", cost_name},
-                                {"calibration_seconds", calibration_seconds},
-                                {"cores", cores},
-                                {"iterations", iterations}}
+    std::cout << nlohmann::json{{"model", model.name()},    {"ranks", pp},
+                                {"schedule", opt.schedule}, {"backend", opt.backend},
+                                {"costs", cost_name},       {"calibration_seconds", calibration_seconds},
+                                {"cores", cores},           {"iterations", iterations}}
                      .dump(2)
               << '\n';
   }
@@ -237,21 +241,31 @@ int run(const options& opt, const dip::multimodal_model& model, const Costs& cos
 int main(int argc, char** argv) {
   CLI::App app("dip-exec: plan a batch, run it on the reference executor, compare measured with simulated time");
   options opt;
-  app.add_option("--model,-m", opt.model, "a model preset (tiny-vlm, tiny-t2v, or any preset whose layers the executor "
-                                          "runs) or a model JSON file")
+  app.add_option("--model,-m", opt.model,
+                 "a model preset (tiny-vlm, tiny-t2v, or any preset whose layers the executor "
+                 "runs) or a model JSON file")
       ->capture_default_str();
   app.add_option("--pp", opt.pp, "pipeline-parallel ranks (default: the model's)")->check(CLI::Range(1, 64));
-  app.add_option("--data", opt.data, "laion, obelics, scienceqa, video, mixed or a JSONL trace (default: obelics, or "
-                                     "video for a text-to-video model)");
-  app.add_option("--microbatches", opt.microbatches, "microbatches per iteration")->check(CLI::Range(1, 4096))->capture_default_str();
-  app.add_option("--iterations", opt.iterations, "iterations (batches) to run")->check(CLI::Range(1, 1000))->capture_default_str();
+  app.add_option("--data", opt.data,
+                 "laion, obelics, scienceqa, video, mixed or a JSONL trace (default: obelics, or "
+                 "video for a text-to-video model)");
+  app.add_option("--microbatches", opt.microbatches, "microbatches per iteration")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  app.add_option("--iterations", opt.iterations, "iterations (batches) to run")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
   app.add_option("--seed", opt.seed, "seed of the batch stream")->capture_default_str();
   const dip::schedule_registry schedules = dip::schedule_registry::builtin();
   app.add_option("--schedule", opt.schedule, "the schedule to plan and run (dip::planner's built-in registry)")
       ->check(CLI::IsMember(schedules.names()))
       ->capture_default_str();
-  app.add_option("--chunks", opt.chunks, "model chunks per rank for 'interleaved'")->check(CLI::Range(1, 64))->capture_default_str();
-  app.add_option("--search-ms", opt.search_ms, "dip's segment search budget per batch")->check(CLI::Range(0.0, 1e6))->capture_default_str();
+  app.add_option("--chunks", opt.chunks, "model chunks per rank for 'interleaved'")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  app.add_option("--search-ms", opt.search_ms, "dip's segment search budget per batch")
+      ->check(CLI::Range(0.0, 1e6))
+      ->capture_default_str();
   app.add_option("--backend", opt.backend,
                  "cpu; cuda-single (every rank on GPU 0) or cuda (one GPU per rank, NCCL) where built with CUDA")
       ->check(CLI::IsMember({"cpu", "cuda", "cuda-single"}))
@@ -271,20 +285,29 @@ int main(int argc, char** argv) {
   app.add_option("--max-tokens", opt.max_tokens, "LLM tokens per packed microbatch")
       ->check(CLI::Range(std::int64_t(1), std::int64_t(1) << 40))
       ->capture_default_str();
-  app.add_option("--max-images", opt.max_images, "images per packed microbatch")->check(CLI::Range(1, 100000))->capture_default_str();
-  app.add_option("--max-clips", opt.max_clips, "video clips per packed microbatch")->check(CLI::Range(1, 100000))->capture_default_str();
+  app.add_option("--max-images", opt.max_images, "images per packed microbatch")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  app.add_option("--max-clips", opt.max_clips, "video clips per packed microbatch")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
   app.add_flag("--json", opt.json, "print one JSON object instead of text");
   CLI11_PARSE(app, argc, argv);
 
   try {
     const std::vector<std::string> names = dip::preset_names();
     const bool preset = std::find(names.begin(), names.end(), opt.model) != names.end();
-    const dip::multimodal_model model = preset ? dip::find_preset(opt.model).model : dip::read_model_file(opt.model).model;
-    const int pp = opt.pp ? opt.pp : preset ? dip::find_preset(opt.model).parallel.pp : dip::read_model_file(opt.model).pp.value_or(4);
+    const dip::multimodal_model model = preset ? dip::find_preset(opt.model).model
+                                               : dip::read_model_file(opt.model).model;
+    const int pp = opt.pp   ? opt.pp
+                   : preset ? dip::find_preset(opt.model).parallel.pp
+                            : dip::read_model_file(opt.model).pp.value_or(4);
     if (opt.calibrate && opt.backend != "cpu") {
       // Layers are timed on the CPU backend only so far; a GPU run plans with the analytic model.
-      std::fprintf(stderr, "dip-exec: note: calibration times the CPU backend; planning the %s run with the analytic "
-                           "H800 model\n", opt.backend.c_str());
+      std::fprintf(stderr,
+                   "dip-exec: note: calibration times the CPU backend; planning the %s run with the analytic "
+                   "H800 model\n",
+                   opt.backend.c_str());
     }
     if (opt.calibrate && opt.backend == "cpu") {
       const dip::exec::executable_model executable(model);

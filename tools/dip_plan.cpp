@@ -53,9 +53,9 @@ struct cli_options {
   unsigned threads = 1;
   bool memory_strategies = true;
   bool fit_memory = true;
-  int segments_per_rank = 0;  // 0: the partitioner's K per chain
+  int segments_per_rank = 0;    // 0: the partitioner's K per chain
   int sub_microbatch_size = 0;  // 0: the partitioner's B; else B of every image or clip chain
-  bool tune_segments = true;  // tune K by planning sample batches (segment_tuning.hpp)
+  bool tune_segments = true;    // tune K by planning sample batches (segment_tuning.hpp)
   std::string partition = "balanced";
   bool show_placement = false;
   bool show_batch = false;
@@ -162,7 +162,8 @@ void write_first_plan_exports(const cli_options& opt, const std::optional<dip::e
     try {
       dip::write_torch_csv(opt.export_torch, dip::to_torch_schedule(exported->schedule));
     } catch (const dip::error& e) {
-      throw dip::error(e.code(), "--export-torch", "cannot write " + schedule + "'s plan as a torch schedule: " + e.detail());
+      throw dip::error(e.code(), "--export-torch",
+                       "cannot write " + schedule + "'s plan as a torch schedule: " + e.detail());
     }
   }
 }
@@ -183,6 +184,9 @@ std::vector<std::string> requested_schedules(const cli_options& opt, const dip::
 // The planner's options from the flags. K is tuned on two sample batches from a differently
 // seeded stream (a trace file: its first batches).
 dip::planner_options planner_options_of(const cli_options& opt, const dip::multimodal_model& model) {
+  dip::require(opt.partition == "balanced" || opt.partition == "megatron" || opt.partition == "dip",
+               dip::errc::not_found, "--partition",
+               "unknown partition '" + opt.partition + "' (known: balanced, megatron, dip)");
   dip::planner_options o;
   o.partition = opt.partition;
   o.interleaved_chunks = std::size_t(opt.chunks);
@@ -209,7 +213,7 @@ struct run_results {
   std::vector<dip::model_flops_count> flops;            // per iteration
   std::vector<nlohmann::json> batch_summaries;          // per iteration, per microbatch
   nlohmann::json trace_events = nlohmann::json::array();
-  dip::packing_stats packing;                           // what packing cut from the samples
+  dip::packing_stats packing;  // what packing cut from the samples
 };
 
 // How one batch's microbatches look (for --show-batch and --json), split as the classic
@@ -229,8 +233,9 @@ nlohmann::json batch_summary(const std::vector<dip::packed_microbatch>& packed,
 
 // Plans schedule `name` for batch `it`; a refusal becomes the outcome's error (and a line on stderr).
 template <class Planner>
-schedule_outcome plan_one(const Planner& planner, const cli_options& opt, const std::vector<dip::packed_microbatch>& packed,
-                          const std::string& name, int it, std::size_t si, run_results& results) {
+schedule_outcome plan_one(const Planner& planner, const cli_options& opt,
+                          const std::vector<dip::packed_microbatch>& packed, const std::string& name, int it,
+                          std::size_t si, run_results& results) {
   schedule_outcome out;
   std::optional<dip::exported_plan> exported;  // for --export, --export-dir, --export-torch
   try {
@@ -253,7 +258,8 @@ schedule_outcome plan_one(const Planner& planner, const cli_options& opt, const 
   }
   if (it == 0 && si == 0) write_first_plan_exports(opt, exported, name, out.error);
   if (exported && !opt.export_dir.empty()) {
-    dip::write_plan_file(std::filesystem::path(opt.export_dir) / (name + "-" + std::to_string(it) + ".json"), *exported);
+    dip::write_plan_file(std::filesystem::path(opt.export_dir) / (name + "-" + std::to_string(it) + ".json"),
+                         *exported);
   }
   return out;
 }
@@ -264,8 +270,8 @@ run_results plan_iterations(const Planner& planner, const cli_options& opt, cons
   const dip::multimodal_model& model = planner.model();
   // Batches are summarised as the classic schedules split them (by the DIP partition's rule
   // under --partition dip, whole otherwise).
-  const dip::sub_microbatch_policy classic_split =
-      opt.partition == "dip" ? planner.policy_of("dip") : dip::unsplit_policy(model);
+  const dip::sub_microbatch_policy classic_split = opt.partition == "dip" ? planner.policy_of("dip")
+                                                                          : dip::unsplit_policy(model);
   dip::batch_source source = dip::make_batch_source(opt.data, model, opt.seed);
   run_results results;
   for (int it = 0; it < opt.iterations; ++it) {
@@ -345,8 +351,9 @@ placement_section describe_placement(const Planner& planner, const std::vector<s
     };
     out.ranks = placement_json(model, shown, planner.costs(), unit_work);
     out.balance = shown_is_dip ? modality->balance()
-                               : dip::max_over_mean(dip::rank_totals(shown, dip::chunk_times(model, shown, planner.costs(), uniform_work),
-                                                                     [](const dip::chunk_spec&) { return 1.0; }));
+                               : dip::max_over_mean(dip::rank_totals(
+                                     shown, dip::chunk_times(model, shown, planner.costs(), uniform_work),
+                                     [](const dip::chunk_spec&) { return 1.0; }));
   } catch (const dip::error& e) {
     out.ranks = {{"error", e.what()}};
   }
@@ -379,10 +386,17 @@ template <class Planner>
 void print_json(const Planner& planner, const cli_options& opt, const std::vector<std::string>& schedules,
                 const run_results& results, const std::vector<summary>& sums, const placement_section& shown) {
   const dip::cluster_spec& cluster = planner.cluster();
-  nlohmann::json doc = {{"model", planner.model().name()}, {"pp", cluster.pp}, {"tp", cluster.tp}, {"gpu", cluster.gpu.name},
-                        {"microbatches", opt.microbatches}, {"data", opt.data}, {"partition", opt.partition},
-                        {"gpus", cluster.pp * cluster.tp}, {"peak_flops_per_gpu", cluster.gpu.peak_bf16.base()},
-                        {"placement", shown.ranks}, {"placement_balance", shown.balance},
+  nlohmann::json doc = {{"model", planner.model().name()},
+                        {"pp", cluster.pp},
+                        {"tp", cluster.tp},
+                        {"gpu", cluster.gpu.name},
+                        {"microbatches", opt.microbatches},
+                        {"data", opt.data},
+                        {"partition", opt.partition},
+                        {"gpus", cluster.pp * cluster.tp},
+                        {"peak_flops_per_gpu", cluster.gpu.peak_bf16.base()},
+                        {"placement", shown.ranks},
+                        {"placement_balance", shown.balance},
                         {"packing", packing_json(results.packing)}};
   if (const dip::modality_partition* modality = planner.modality_partition_if_built()) {
     doc["segments"] = segments_json(planner.model(), *modality, planner.rule_segments());
@@ -493,7 +507,8 @@ int exit_status(const run_results& results, std::size_t schedule_count) {
 
 // Everything a run needs once the model, its cost model and the cluster are known.
 template <dip::cost_model_like Costs>
-int run(const cli_options& opt, const dip::multimodal_model& model, const Costs& costs, const dip::cluster_spec& cluster) {
+int run(const cli_options& opt, const dip::multimodal_model& model, const Costs& costs,
+        const dip::cluster_spec& cluster) {
   const dip::planner<Costs> planner(model, costs, cluster, planner_options_of(opt, model));
   const std::vector<std::string> schedules = requested_schedules(opt, planner.schedules());
   const run_results results = plan_iterations(planner, opt, schedules);
@@ -529,8 +544,9 @@ dip::cluster_spec cluster_from(const cli_options& opt, int pp, int tp, const std
 int main(int argc, char** argv) {
   CLI::App app{"dip-plan: plan and simulate pipeline schedules for multimodal model training"};
   cli_options opt;
-  app.add_option("--model,-m", opt.model, "a model preset (vlm-s, vlm-m, vlm-l, t2v-s, t2v-l, llama3-8b, "
-                                           "qwen2-32b, qwen2-72b) or a model JSON file")
+  app.add_option("--model,-m", opt.model,
+                 "a model preset (vlm-s, vlm-m, vlm-l, t2v-s, t2v-l, llama3-8b, "
+                 "qwen2-32b, qwen2-72b) or a model JSON file")
       ->capture_default_str();
   app.add_option("--pp", opt.pp, "pipeline-parallel ranks (default: the model's)")->check(CLI::Range(1, 4096));
   app.add_option("--tp", opt.tp, "tensor-parallel degree (default: the model's)")->check(CLI::Range(1, 4096));
@@ -582,8 +598,10 @@ int main(int argc, char** argv) {
                  "rule) rather than by the rule alone")
       ->capture_default_str();
   app.add_flag("--show-placement", opt.show_placement, "print which layers of which module sit on which rank");
-  app.add_flag("--show-batch", opt.show_batch, "print each microbatch's samples, tokens, images, frames and sub-microbatches");
-  app.add_option("--schedules", opt.schedules, "comma-separated: dip, static-dip, optimus, gpipe, 1f1b, interleaved, zb1p, or none")
+  app.add_flag("--show-batch", opt.show_batch,
+               "print each microbatch's samples, tokens, images, frames and sub-microbatches");
+  app.add_option("--schedules", opt.schedules,
+                 "comma-separated: dip, static-dip, optimus, gpipe, 1f1b, interleaved, zb1p, or none")
       ->capture_default_str();
   app.add_option("--chunks", opt.chunks, "model chunks per rank for 'interleaved'")
       ->check(CLI::Range(1, 1024))
@@ -607,7 +625,8 @@ int main(int argc, char** argv) {
     const bool is_file = opt.model.ends_with(".json") || std::filesystem::exists(opt.model);
     if (is_file) {
       const dip::model_file file = dip::read_model_file(opt.model);
-      const dip::cluster_spec cluster = cluster_from(opt, file.pp.value_or(1), file.tp.value_or(1), file.gpu.value_or("H800"));
+      const dip::cluster_spec cluster =
+          cluster_from(opt, file.pp.value_or(1), file.tp.value_or(1), file.gpu.value_or("H800"));
       return run(opt, file.model, dip::cost_model_for(file, cluster.gpu, cluster.tp), cluster);
     }
     const dip::model_preset preset = dip::find_preset(opt.model);

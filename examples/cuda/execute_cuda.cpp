@@ -20,9 +20,9 @@
 #include <optional>
 #include <string>
 
-#include <dip/schedule/build_stage_graph.hpp>
 #include <dip/dip.hpp>
 #include <dip/exec/executor.hpp>
+#include <dip/schedule/build_stage_graph.hpp>
 
 #include "cuda_compute.hpp"
 #include "cuda_executor.hpp"
@@ -65,8 +65,8 @@ int report(const dip::exec::step_result& got, const dip::exec::step_result& want
               cu::gradient_tolerance);
   for (std::size_t r = 0; r < got.rank_seconds.size() && r < want.rank_seconds.size(); ++r) {
     std::printf("rank %zu: %.2f ms on the GPU (cpu backend %.2f ms), peak activations %.1f KiB, %.1f KiB offloaded\n",
-                r, got.rank_seconds[r] * 1e3, want.rank_seconds[r] * 1e3,
-                double(got.peak_activation_bytes[r]) / 1024.0, double(got.peak_offloaded_bytes[r]) / 1024.0);
+                r, got.rank_seconds[r] * 1e3, want.rank_seconds[r] * 1e3, double(got.peak_activation_bytes[r]) / 1024.0,
+                double(got.peak_offloaded_bytes[r]) / 1024.0);
   }
   return worst <= cu::gradient_tolerance && loss_difference <= cu::gradient_tolerance ? 0 : 1;
 }

@@ -2,11 +2,11 @@
 //
 // The umbrella header: the foundation every use of dip needs (core, model, cost models, model
 // files, the version) and the planner facade with the batch sources, so that one include plans a
-// batch (dip::planner, dip/planner/planner.hpp). The algorithms behind it are opt-in, one header per algorithm, each compiling
-// on its own: dip/batch/ (traces, sources, splitting), dip/partition/ (placements), dip/schedule/
-// (stage graph, baselines, the DIP planner, the asynchronous planner), dip/sim/ (the simulator),
-// dip/io/ (plan exports, Chrome traces); docs/concepts.md says which header holds what.
-// CUDA/NCCL code lives in reference_executor/ and is never reached from here.
+// batch (dip::planner, dip/planner/planner.hpp). The algorithms behind it are opt-in, one header per algorithm, each
+// compiling on its own: dip/batch/ (traces, sources, splitting), dip/partition/ (placements), dip/schedule/ (stage
+// graph, baselines, the DIP planner, the asynchronous planner), dip/sim/ (the simulator), dip/io/ (plan exports, Chrome
+// traces); docs/concepts.md says which header holds what. CUDA/NCCL code lives in reference_executor/ and is never
+// reached from here.
 #pragma once
 
 // core: errors, units, ids, coroutine generator

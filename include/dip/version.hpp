@@ -14,7 +14,7 @@
 #define DIP_VERSION_STRING "0.1.0"
 
 // One integer for comparisons in the preprocessor: major * 10000 + minor * 100 + patch.
-#define DIP_MAKE_VERSION(major, minor, patch) ((major) * 10000 + (minor) * 100 + (patch))
+#define DIP_MAKE_VERSION(major, minor, patch) ((major)*10000 + (minor)*100 + (patch))
 #define DIP_VERSION DIP_MAKE_VERSION(DIP_VERSION_MAJOR, DIP_VERSION_MINOR, DIP_VERSION_PATCH)
 
 namespace dip {

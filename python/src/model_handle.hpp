@@ -38,14 +38,14 @@ struct model_handle {
 
 inline model_handle model_from_preset(std::string_view name) {
   model_preset preset = find_preset(name);
-  return {std::move(preset.model), {}, std::move(preset.description), "preset",
-          preset.parallel.pp, preset.parallel.tp, std::move(preset.gpu)};
+  return {std::move(preset.model), {}, std::move(preset.description), "preset", preset.parallel.pp, preset.parallel.tp,
+          std::move(preset.gpu)};
 }
 
 // As dip-plan reads `--model FILE`: a file without pp/tp/gpu gets 1, 1 and H800.
 inline model_handle model_from_file(model_file file, std::string source) {
-  return {std::move(file.model), std::move(file.measured), {}, std::move(source),
-          file.pp.value_or(1), file.tp.value_or(1), file.gpu.value_or("H800")};
+  return {std::move(file.model), std::move(file.measured), {}, std::move(source), file.pp.value_or(1),
+          file.tp.value_or(1),   file.gpu.value_or("H800")};
 }
 
 // JSON text when it starts with '{' (after blanks), otherwise a path to a model file.

@@ -126,9 +126,7 @@ py::dict module_dict(const dip::multimodal_model& model, const dip::module_spec&
   return d;
 }
 
-py::dict microbatch_dict(const dip::microbatch_summary& s) {
-  return to_python(dip::to_json(s)).cast<py::dict>();
-}
+py::dict microbatch_dict(const dip::microbatch_summary& s) { return to_python(dip::to_json(s)).cast<py::dict>(); }
 
 py::dict action_dict(const action_view& a) {
   py::dict d;
@@ -192,29 +190,33 @@ PYBIND11_MODULE(_dip, m) {
   m.def("batch_sources", &dip::batch_source_names,
         "Names of the built-in batch sources, for batch_from_source() (a path to a .jsonl trace works too).");
 
-  py::class_<model_handle, std::shared_ptr<model_handle>>(m, "Model", R"(A model: its modules and the cluster defaults plan() uses.
+  py::class_<model_handle, std::shared_ptr<model_handle>>(m, "Model",
+                                                          R"(A model: its modules and the cluster defaults plan() uses.
 
 Make one with Model.preset(name) or Model.from_json(path_or_text).)")
       .def_static(
           "preset", [](const std::string& name) { return std::make_shared<model_handle>(model_from_preset(name)); },
           py::arg("name"), "The model preset `name` (see dip.presets()). Raises dip.Error for an unknown name.")
       .def_static(
-          "from_json",
-          [](py::object path_or_text) { return model_from_python_json(path_or_text); },
+          "from_json", [](py::object path_or_text) { return model_from_python_json(path_or_text); },
           py::arg("path_or_text"),
           "A model from a JSON model file (docs/model-format.md): a path (str or os.PathLike), or the JSON text "
           "itself when the string starts with '{'. Raises dip.Error naming the file and field of a mistake.")
       .def_property_readonly("name", [](const model_handle& h) { return h.model.name(); })
-      .def_property_readonly("description", [](const model_handle& h) { return h.description; },
-                             "The preset's description ('ViT-5B + Llama3-8B'); '' for a model file.")
-      .def_property_readonly("source", [](const model_handle& h) { return h.source; },
-                             "'preset', the model file's path, or '<string>'.")
-      .def_property_readonly("pp", [](const model_handle& h) { return h.pp; },
-                             "Default pipeline-parallel ranks (the preset's, the file's, else 1).")
-      .def_property_readonly("tp", [](const model_handle& h) { return h.tp; },
-                             "Default tensor-parallel degree (the preset's, the file's, else 1).")
-      .def_property_readonly("gpu", [](const model_handle& h) { return h.gpu; },
-                             "Default GPU preset (the preset's, the file's, else 'H800').")
+      .def_property_readonly(
+          "description", [](const model_handle& h) { return h.description; },
+          "The preset's description ('ViT-5B + Llama3-8B'); '' for a model file.")
+      .def_property_readonly(
+          "source", [](const model_handle& h) { return h.source; }, "'preset', the model file's path, or '<string>'.")
+      .def_property_readonly(
+          "pp", [](const model_handle& h) { return h.pp; },
+          "Default pipeline-parallel ranks (the preset's, the file's, else 1).")
+      .def_property_readonly(
+          "tp", [](const model_handle& h) { return h.tp; },
+          "Default tensor-parallel degree (the preset's, the file's, else 1).")
+      .def_property_readonly(
+          "gpu", [](const model_handle& h) { return h.gpu; },
+          "Default GPU preset (the preset's, the file's, else 'H800').")
       .def_property_readonly(
           "kind", [](const model_handle& h) { return std::string(dip::to_string(dip::packing_kind_of(h.model))); },
           "How batches are packed for it: 'vision-language', 'text-to-video' or 'text'.")
@@ -305,7 +307,8 @@ Make one with Model.preset(name) or Model.from_json(path_or_text).)")
         return std::string(text);
       });
 
-  py::class_<planner_handle, std::shared_ptr<planner_handle>>(m, "Planner", R"(Plans batches for one training run: dip::planner from Python.
+  py::class_<planner_handle, std::shared_ptr<planner_handle>>(
+      m, "Planner", R"(Plans batches for one training run: dip::planner from Python.
 
 Built once from a model and the cluster (pp, tp, gpu, memory_cap_gib, p2p_latency_us) and the
 planner's options; each plan(batch, schedule) then places, splits, orders, fits and simulates one
@@ -476,7 +479,8 @@ by the model's rules, and a microbatch left open carries over to the next batch,
            "The next batch: `microbatches` lists of sample dicts.");
 
   // Classes print as dip.Model, not dip._dip.Model: users meet them through the package.
-  for (const char* name : {"Model", "Planner", "Action", "Plan", "BatchSource"}) m.attr(name).attr("__module__") = "dip";
+  for (const char* name : {"Model", "Planner", "Action", "Plan", "BatchSource"})
+    m.attr(name).attr("__module__") = "dip";
 
   m.def(
       "batch_from_source",

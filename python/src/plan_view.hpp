@@ -21,19 +21,19 @@ namespace dip::python {
 // One action of one rank's list. For send and recv, stage/module/chunk/microbatch/sub describe
 // the producing stage of the message (the tensor that travels); `edge` pairs a send with its recv.
 struct action_view {
-  std::string kind;      // "compute", "send", "recv"
-  std::string stage;     // "F", "B", "I", "W"
-  std::string module;    // the chunk's modules, "+"-joined when it spans several ("vit+projector")
+  std::string kind;    // "compute", "send", "recv"
+  std::string stage;   // "F", "B", "I", "W"
+  std::string module;  // the chunk's modules, "+"-joined when it spans several ("vit+projector")
   int chunk = 0;
   int chain = 0;
   int microbatch = 0;
   int sub = 0;
-  std::string strategy;  // "keep", "recompute", "offload" (compute of a forward; else "keep")
+  std::string strategy;     // "keep", "recompute", "offload" (compute of a forward; else "keep")
   std::optional<int> peer;  // send: the receiver; recv: the sender
   std::optional<int> edge;  // send/recv: the stage-graph edge (message id)
-  double start_ms = 0;   // simulated: compute runs [start, end); send: on the link until arrival;
-  double end_ms = 0;     // recv: from waiting to having the data
-  std::string label;     // "F3.1@c2", "send F3@c1 -> F3@c2 to rank 2"
+  double start_ms = 0;      // simulated: compute runs [start, end); send: on the link until arrival;
+  double end_ms = 0;        // recv: from waiting to having the data
+  std::string label;        // "F3.1@c2", "send F3@c1 -> F3@c2 to rank 2"
 };
 
 struct plan_view {

@@ -46,8 +46,8 @@ struct planner_request {
   bool memory_strategies = true;
   bool fit_memory = true;
   bool tune_segments = true;
-  std::optional<int> segments_per_rank;    // nullopt: the partitioner's (or tuned) K
-  std::optional<int> sub_microbatch_size;  // nullopt: the partitioner's B
+  std::optional<int> segments_per_rank;                        // nullopt: the partitioner's (or tuned) K
+  std::optional<int> sub_microbatch_size;                      // nullopt: the partitioner's B
   std::vector<std::vector<packed_microbatch>> tuning_batches;  // empty: the first batch planned
 };
 

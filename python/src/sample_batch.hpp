@@ -84,9 +84,9 @@ inline packed_batch pack_batch(const nlohmann::json& batch, const multimodal_mod
       if (after.truncated_samples > before.truncated_samples) {
         out.truncations.push_back(
             sample_where(j, i) + " is larger than one microbatch holds (" +
-            packing_limits_text(packer.kind(), packer.limits()) + ") and was cut: " +
-            std::to_string(after.truncated_text_tokens - before.truncated_text_tokens) + " text tokens, " +
-            std::to_string(after.truncated_images - before.truncated_images) + " images, " +
+            packing_limits_text(packer.kind(), packer.limits()) +
+            ") and was cut: " + std::to_string(after.truncated_text_tokens - before.truncated_text_tokens) +
+            " text tokens, " + std::to_string(after.truncated_images - before.truncated_images) + " images, " +
             std::to_string(after.truncated_seconds - before.truncated_seconds) + " clip seconds");
       }
     }
@@ -109,7 +109,8 @@ inline nlohmann::json samples_of(const packed_microbatch& mb, const multimodal_m
   nlohmann::json samples = nlohmann::json::array();
   switch (packing_kind_of(model)) {
     case packing_kind::text:
-      for (std::int64_t length : mb.sequence_lengths) samples.push_back(nlohmann::json::object({{"text_tokens", length}}));
+      for (std::int64_t length : mb.sequence_lengths)
+        samples.push_back(nlohmann::json::object({{"text_tokens", length}}));
       break;
     case packing_kind::vision_language:
       for (std::size_t s = 0; s < mb.samples.size() && s < mb.sequence_lengths.size(); ++s) {
@@ -133,7 +134,9 @@ inline nlohmann::json samples_of(const packed_microbatch& mb, const multimodal_m
       std::map<std::uint64_t, std::size_t> position;
       for (const packed_clip& clip : mb.clips) {
         auto [at, fresh] = position.try_emplace(clip.sample, samples.size());
-        if (fresh) samples.push_back(nlohmann::json::object({{"text_tokens", clip.caption_tokens}, {"clips", nlohmann::json::array()}}));
+        if (fresh)
+          samples.push_back(
+              nlohmann::json::object({{"text_tokens", clip.caption_tokens}, {"clips", nlohmann::json::array()}}));
         samples[at->second]["clips"].push_back(nlohmann::json::object({{"seconds", clip.seconds}}));
       }
       break;
@@ -171,7 +174,8 @@ inline nlohmann::json batch_as_samples(const std::vector<packed_microbatch>& bat
     require(same_work(batch[j], again.microbatches[j]), errc::invalid_argument, source,
             "microbatch " + std::to_string(j) +
                 " cannot be written as sample dicts (for example several captions per clip); plan it with "
-                "dip-plan --data " + source + " instead");
+                "dip-plan --data " +
+                source + " instead");
   }
   return out;
 }

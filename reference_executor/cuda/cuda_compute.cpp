@@ -15,8 +15,7 @@ device_tensor upload(const tensor& t, cudaStream_t stream) {
   if (t.size() == 0) return d;
   std::vector<float> host(t.data(), t.data() + t.size());
   // From pageable memory the copy has taken `host` in when it returns.
-  check(cudaMemcpyAsync(d.data(), host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice, stream),
-        "upload");
+  check(cudaMemcpyAsync(d.data(), host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice, stream), "upload");
   return d;
 }
 
@@ -82,9 +81,9 @@ void gemm(const device_context& ctx, float* c, matrix_ref a, bool ta, matrix_ref
   kernels::to_bf16(b.data, b16.data(), nb, stream);
   // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T; a row-major X seen
   // column-major is X^T with leading dimension X.cols.
-  check(cublasGemmEx(ctx.blas(), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, int(n), int(m),
-                     int(k), &alpha, b16.data(), CUDA_R_16BF, int(b.cols), a16.data(), CUDA_R_16BF, int(a.cols), &beta,
-                     c, CUDA_R_32F, int(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+  check(cublasGemmEx(ctx.blas(), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, int(n), int(m), int(k),
+                     &alpha, b16.data(), CUDA_R_16BF, int(b.cols), a16.data(), CUDA_R_16BF, int(a.cols), &beta, c,
+                     CUDA_R_32F, int(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
         "cublasGemmEx");
 }
 
@@ -195,7 +194,8 @@ device_tensor cuda_compute::layer_forward(std::size_t module, std::size_t index,
   if (dynamic_cast<const dense_layer*>(&l) != nullptr) {
     tape.saved = {x};
     y = matmul(ctx, x, false, p[0], false);
-    if (const std::size_t b = index_of(l, "bias"); b < p.size()) kernels::add_row(y.data(), p[b].data(), y.rows(), y.cols(), stream);
+    if (const std::size_t b = index_of(l, "bias"); b < p.size())
+      kernels::add_row(y.data(), p[b].data(), y.rows(), y.cols(), stream);
   } else if (dynamic_cast<const mlp_layer*>(&l) != nullptr) {
     device_tensor u = matmul(ctx, x, false, p[0], false);
     kernels::add_row(u.data(), p[1].data(), u.rows(), u.cols(), stream);
@@ -226,8 +226,9 @@ device_tensor cuda_compute::layer_forward(std::size_t module, std::size_t index,
       s.push_back(std::move(scores));
       begin += length;
     }
-    require(begin == x.rows(), errc::invalid_argument, where,
-            "sequence lengths sum to " + std::to_string(begin) + ", the input has " + std::to_string(x.rows()) + " rows");
+    require(
+        begin == x.rows(), errc::invalid_argument, where,
+        "sequence lengths sum to " + std::to_string(begin) + ", the input has " + std::to_string(x.rows()) + " rows");
     s[sh] = matmul_add(ctx, x, s[so], false, p[wo], false);
     s[sh2] = modulated ? scale_columns(ctx, s[sh], modulation(ctx, c, p[wm])) : s[sh];
     s[sb] = rms_norm(ctx, s[sh2], p[g2], s[sinv2]);
@@ -329,8 +330,8 @@ cuda_compute::state_type cuda_compute::start_unit(const microbatch_work& mb, std
                                                   const std::function<const device_tensor*(unit_key)>& output_of,
                                                   const std::string& where) {
   state_type state;
-  state.x = upload(synthetic_input(*model_, j, key, unit_rows(mb.modules.at(key.module).at(key.unit))),
-                   ctx_->compute());
+  state.x =
+      upload(synthetic_input(*model_, j, key, unit_rows(mb.modules.at(key.module).at(key.unit))), ctx_->compute());
   const std::vector<unit_key> sources = context_sources(*model_, mb, key);
   if (sources.empty()) return state;
   std::vector<const device_tensor*> outputs;
@@ -380,8 +381,8 @@ basic_unit_loss<device_tensor> cuda_compute::loss(std::size_t j, unit_key key, c
   if (model_->ends_in_lm_head(key.module)) {
     std::vector<std::int32_t> labels(std::size_t(y.rows()));
     for (std::int64_t i = 0; i < y.rows(); ++i) {
-      labels[std::size_t(i)] = std::int32_t(mix_seed({0x1abe1u, j, key.module, key.unit, std::uint64_t(i)}) %
-                                            std::uint64_t(y.cols()));
+      labels[std::size_t(i)] =
+          std::int32_t(mix_seed({0x1abe1u, j, key.module, key.unit, std::uint64_t(i)}) % std::uint64_t(y.cols()));
     }
     device_buffer device_labels(labels.size(), stream);  // int32 in float-sized slots
     check(cudaMemcpyAsync(device_labels.data(), labels.data(), labels.size() * sizeof(std::int32_t),

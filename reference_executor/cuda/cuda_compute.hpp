@@ -23,11 +23,11 @@
 #include <utility>
 #include <vector>
 
+#include "device.hpp"
 #include "dip/exec/bundle.hpp"
 #include "dip/exec/data.hpp"
 #include "dip/exec/executor.hpp"
 #include "dip/exec/layers.hpp"
-#include "device.hpp"
 
 namespace dip::exec::cuda {
 

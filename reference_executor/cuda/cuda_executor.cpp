@@ -34,9 +34,9 @@ step_result execute_cuda(std::shared_ptr<const plan> p, const multimodal_model& 
   require(devices > 0, errc::invalid_argument, "execute_cuda", "no CUDA device");
   const bool nccl = options.mode == cuda_mode::nccl;
   require(!nccl || have_nccl(), errc::invalid_argument, "execute_cuda", "this build has no NCCL");
-  require(!nccl || std::size_t(devices) >= ranks, errc::invalid_argument, "execute_cuda",
-          "nccl mode needs a GPU per rank: " + std::to_string(ranks) + " ranks, " + std::to_string(devices) +
-              " devices");
+  require(
+      !nccl || std::size_t(devices) >= ranks, errc::invalid_argument, "execute_cuda",
+      "nccl mode needs a GPU per rank: " + std::to_string(ranks) + " ranks, " + std::to_string(devices) + " devices");
   const execution_context ctx(p, std::make_shared<const executable_model>(model), batch);
   const execute_options walk{.timeout = options.timeout, .before_action = options.before_action};
 
@@ -47,7 +47,8 @@ step_result execute_cuda(std::shared_ptr<const plan> p, const multimodal_model& 
   d2d_fabric fabric(int(ranks), options.timeout);
 #ifdef DIP_HAVE_NCCL
   ncclUniqueId id{};
-  if (nccl && ncclGetUniqueId(&id) != ncclSuccess) throw error(errc::invalid_argument, "execute_cuda", "ncclGetUniqueId failed");
+  if (nccl && ncclGetUniqueId(&id) != ncclSuccess)
+    throw error(errc::invalid_argument, "execute_cuda", "ncclGetUniqueId failed");
   auto failed = std::make_shared<std::atomic<bool>>(false);
 #endif
 

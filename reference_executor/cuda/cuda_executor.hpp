@@ -27,7 +27,7 @@ enum class cuda_mode { single_gpu, nccl };
 struct cuda_execute_options {
   cuda_mode mode = cuda_mode::single_gpu;
   std::chrono::milliseconds timeout = std::chrono::seconds(30);  // longest a receive may wait
-  std::function<void(rank_id, const action&)> before_action;      // test hook, as execute_options'
+  std::function<void(rank_id, const action&)> before_action;     // test hook, as execute_options'
 };
 
 // Devices CUDA can use (0 without a driver or device).

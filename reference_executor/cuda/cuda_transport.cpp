@@ -120,7 +120,7 @@ device_message d2d_transport::recv(int peer, std::uint64_t tag, std::span<const 
   auto buffer = std::make_shared<device_buffer>(total, ctx_->compute());
   auto out = std::make_shared<device_pack>();
   out->header = m.pack->header;
-  stream_wait(ctx_->comm(), ctx_->compute(), order_);  // the allocation
+  stream_wait(ctx_->comm(), ctx_->compute(), order_);                                  // the allocation
   check(cudaStreamWaitEvent(ctx_->comm(), m.ready->get(), 0), "cudaStreamWaitEvent");  // the sender's data
   std::size_t offset = 0;
   for (const device_tensor& t : m.pack->tensors) {

@@ -27,8 +27,8 @@ namespace dip::exec::cuda {
 
 inline void check(cudaError_t status, const std::string& what) {
   if (status != cudaSuccess) {
-    throw error(errc::invalid_argument, "cuda", what + ": " + cudaGetErrorName(status) + " (" +
-                                                   cudaGetErrorString(status) + ")");
+    throw error(errc::invalid_argument, "cuda",
+                what + ": " + cudaGetErrorName(status) + " (" + cudaGetErrorString(status) + ")");
   }
 }
 
@@ -54,7 +54,8 @@ class device_buffer {
   device_buffer(std::size_t floats, cudaStream_t stream) : stream_(stream), floats_(floats) {
     if (floats > 0) {
       void* p = nullptr;
-      check(cudaMallocAsync(&p, floats * sizeof(float), stream), "cudaMallocAsync " + std::to_string(floats * 4) + " bytes");
+      check(cudaMallocAsync(&p, floats * sizeof(float), stream),
+            "cudaMallocAsync " + std::to_string(floats * 4) + " bytes");
       data_ = static_cast<float*>(p);
     }
   }

@@ -16,7 +16,8 @@ unsigned blocks_for(std::size_t n) {
 }
 
 #define DIP_GRID_STRIDE(i, n) \
-  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < (n); i += std::size_t(gridDim.x) * blockDim.x)
+  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < (n); \
+       i += std::size_t(gridDim.x) * blockDim.x)
 
 // Sum of v over the block (blockDim.x == threads); every thread gets the result.
 __device__ float block_sum(float v, float* shared) {
@@ -109,7 +110,8 @@ __global__ void rms_norm_backward_kernel(float* dx, const float* x, const float*
   const std::int64_t row = blockIdx.x;
   const float inv = inverse[row];
   float dot = 0;
-  for (std::int64_t j = threadIdx.x; j < cols; j += threads) dot += dy[row * cols + j] * gain[j] * x[row * cols + j] * inv;
+  for (std::int64_t j = threadIdx.x; j < cols; j += threads)
+    dot += dy[row * cols + j] * gain[j] * x[row * cols + j] * inv;
   const float m = block_sum(dot, shared) / float(cols);
   for (std::int64_t j = threadIdx.x; j < cols; j += threads) {
     const float a = dy[row * cols + j] * gain[j];

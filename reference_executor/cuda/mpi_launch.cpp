@@ -207,7 +207,8 @@ std::optional<step_result> execute_cuda_mpi(std::shared_ptr<const plan> p, const
   if (mine.size() > std::size_t(INT_MAX)) abort_job(comm, where, "report too large for MPI_Gatherv");
   const int count = int(mine.size());
   std::vector<int> counts(where.rank == 0 ? ranks : 0), offsets;
-  mpi_check(MPI_Gather(&count, 1, MPI_INT, counts.data(), 1, MPI_INT, 0, comm), comm, where, "MPI_Gather of report sizes");
+  mpi_check(MPI_Gather(&count, 1, MPI_INT, counts.data(), 1, MPI_INT, 0, comm), comm, where,
+            "MPI_Gather of report sizes");
   std::vector<double> all;
   if (where.rank == 0) {
     std::size_t total = 0;
@@ -224,7 +225,8 @@ std::optional<step_result> execute_cuda_mpi(std::shared_ptr<const plan> p, const
   try {
     std::vector<rank_report> reports;
     for (std::size_t r = 0; r < ranks; ++r) {
-      reports.push_back(unflatten_report(std::span<const double>(all).subspan(std::size_t(offsets[r]), std::size_t(counts[r])), r));
+      reports.push_back(
+          unflatten_report(std::span<const double>(all).subspan(std::size_t(offsets[r]), std::size_t(counts[r])), r));
     }
     return combine_reports(std::move(reports));
   } catch (...) {

@@ -8,7 +8,9 @@ namespace dip::exec::cuda {
 
 namespace {
 
-std::string nccl_message(ncclResult_t r) { return std::string(ncclGetErrorString(r)) + " (" + std::to_string(int(r)) + ")"; }
+std::string nccl_message(ncclResult_t r) {
+  return std::string(ncclGetErrorString(r)) + " (" + std::to_string(int(r)) + ")";
+}
 
 }  // namespace
 
@@ -88,8 +90,9 @@ void nccl_transport::wait_stream(cudaStream_t s, const std::string& what) {
     if (r != ncclSuccess && r != ncclInProgress) fail(what + ": " + nccl_message(r));
     if (failed_->load()) fail(what + ": aborted, another rank failed");
     if (std::chrono::steady_clock::now() - start > timeout_) {
-      fail(what + ": timed out after " + std::to_string(timeout_.count()) + " ms (deadlock: a peer never posted the "
-                  "matching call)");
+      fail(what + ": timed out after " + std::to_string(timeout_.count()) +
+           " ms (deadlock: a peer never posted the "
+           "matching call)");
     }
     std::this_thread::yield();
   }
@@ -145,7 +148,8 @@ void nccl_transport::group_end() {
     std::int64_t* m = meta_ptr + i * meta_slots;
     const ncclResult_t r = o.send ? ncclSend(m, meta_slots, ncclInt64, o.peer, comm_, comm)
                                   : ncclRecv(m, meta_slots, ncclInt64, o.peer, comm_, comm);
-    if (r != ncclSuccess && r != ncclInProgress) fail("metadata " + std::string(o.send ? "ncclSend" : "ncclRecv") + ": " + nccl_message(r));
+    if (r != ncclSuccess && r != ncclInProgress)
+      fail("metadata " + std::string(o.send ? "ncclSend" : "ncclRecv") + ": " + nccl_message(r));
   }
   {
     const ncclResult_t r = ncclGroupEnd();
@@ -203,9 +207,11 @@ void nccl_transport::group_end() {
   if (ncclGroupStart() != ncclSuccess) fail("ncclGroupStart");
   for (op& o : ops_) {
     if (o.data.size() == 0) continue;  // both ends know the size from the metadata
-    const ncclResult_t r = o.send ? ncclSend(o.data.data(), std::size_t(o.data.size()), ncclFloat32, o.peer, comm_, comm)
-                                  : ncclRecv(o.data.data(), std::size_t(o.data.size()), ncclFloat32, o.peer, comm_, comm);
-    if (r != ncclSuccess && r != ncclInProgress) fail(std::string(o.send ? "ncclSend" : "ncclRecv") + ": " + nccl_message(r));
+    const ncclResult_t r = o.send
+                               ? ncclSend(o.data.data(), std::size_t(o.data.size()), ncclFloat32, o.peer, comm_, comm)
+                               : ncclRecv(o.data.data(), std::size_t(o.data.size()), ncclFloat32, o.peer, comm_, comm);
+    if (r != ncclSuccess && r != ncclInProgress)
+      fail(std::string(o.send ? "ncclSend" : "ncclRecv") + ": " + nccl_message(r));
   }
   {
     const ncclResult_t r = ncclGroupEnd();

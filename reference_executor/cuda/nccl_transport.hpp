@@ -62,7 +62,7 @@ class nccl_transport {
     device_tensor data;  // contiguous
   };
   std::string who() const;
-  void wait_nccl(const std::string& what);           // ncclInProgress -> done
+  void wait_nccl(const std::string& what);  // ncclInProgress -> done
   void wait_stream(cudaStream_t s, const std::string& what);
   [[noreturn]] void fail(const std::string& what);
 

@@ -74,13 +74,14 @@ struct bin_assignment {
 // The memory function when there is no memory cap.
 struct no_memory {
   template <class Item>
-  double operator()(const Item&) const noexcept { return 0.0; }
+  double operator()(const Item&) const noexcept {
+    return 0.0;
+  }
 };
 
 // A function giving an item a non-negative size: a number, or a dip quantity (duration, bytes).
 template <class F, class Item>
-concept item_measure_like =
-    std::invocable<const F&, const Item&> &&
+concept item_measure_like = std::invocable<const F&, const Item&> &&
     (std::is_arithmetic_v<std::remove_cvref_t<std::invoke_result_t<const F&, const Item&>>> ||
      requires(std::invoke_result_t<const F&, const Item&> r) {
        { r.base() } -> std::convertible_to<double>;
@@ -334,11 +335,11 @@ inline bin_assignment solve(const bin_problem& p, bin_packing_algorithm algorith
 // infinite weight or memory, or a bad cap; infeasible (naming the item) for an item whose memory
 // alone exceeds the cap, and (giving needed and available bytes) when no split fits the cap.
 template <std::ranges::random_access_range Items, class WeightOf, class MemoryOf = no_memory>
-  requires item_measure_like<WeightOf, std::ranges::range_value_t<Items>> &&
-           item_measure_like<MemoryOf, std::ranges::range_value_t<Items>>
-bin_assignment pack_bins(const Items& items, std::size_t bins, WeightOf weight_of,
-                         bin_packing_algorithm algorithm = bin_packing_algorithm::best_of,
-                         MemoryOf memory_of = {}, std::optional<double> memory_cap = std::nullopt) {
+requires item_measure_like<WeightOf, std::ranges::range_value_t<Items>> &&
+    item_measure_like<MemoryOf, std::ranges::range_value_t<Items>>
+        bin_assignment pack_bins(const Items& items, std::size_t bins, WeightOf weight_of,
+                                 bin_packing_algorithm algorithm = bin_packing_algorithm::best_of,
+                                 MemoryOf memory_of = {}, std::optional<double> memory_cap = std::nullopt) {
   const std::string where = "bin packing";
   require(bins >= 1, errc::invalid_argument, where, "needs at least one bin, got 0");
   const std::size_t n = std::size_t(std::ranges::size(items));
@@ -389,8 +390,8 @@ bin_assignment ffd_bins(const Items& items, std::size_t bins, WeightOf weight_of
   return pack_bins(items, bins, weight_of, bin_packing_algorithm::first_fit_decreasing, memory_of, memory_cap);
 }
 template <std::ranges::random_access_range Items, class WeightOf, class MemoryOf = no_memory>
-bin_assignment karmarkar_karp_bins(const Items& items, std::size_t bins, WeightOf weight_of,
-                                   MemoryOf memory_of = {}, std::optional<double> memory_cap = std::nullopt) {
+bin_assignment karmarkar_karp_bins(const Items& items, std::size_t bins, WeightOf weight_of, MemoryOf memory_of = {},
+                                   std::optional<double> memory_cap = std::nullopt) {
   return pack_bins(items, bins, weight_of, bin_packing_algorithm::karmarkar_karp, memory_of, memory_cap);
 }
 template <std::ranges::random_access_range Items, class WeightOf, class MemoryOf = no_memory>

@@ -31,8 +31,8 @@ struct image_count_bounds {
 };
 
 namespace dynamic_workload {
-inline constexpr std::uint64_t rise_until = 5;    // low reaches its peak at this iteration
-inline constexpr std::uint64_t fall_until = 20;   // both bounds reach 0 here and stay there
+inline constexpr std::uint64_t rise_until = 5;   // low reaches its peak at this iteration
+inline constexpr std::uint64_t fall_until = 20;  // both bounds reach 0 here and stay there
 inline constexpr double peak_low = 16;
 inline constexpr double peak_high = 32;
 }  // namespace dynamic_workload

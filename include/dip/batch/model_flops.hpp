@@ -17,9 +17,9 @@
 #include <cstddef>
 #include <variant>
 
+#include "dip/batch/batch_work.hpp"
 #include "dip/cost/layer_ops.hpp"
 #include "dip/model/model.hpp"
-#include "dip/batch/batch_work.hpp"
 
 namespace dip {
 

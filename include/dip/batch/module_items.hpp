@@ -146,8 +146,8 @@ inline module_item_profile default_item_profile(const multimodal_model& model, m
 
 // `count` copies of `item`, as one sub-microbatch holding them sees its work.
 inline work_unit repeat(const work_unit& item, double count) noexcept {
-  return {item.sequences * count, item.tokens * count, item.token_pairs * count,
-          item.context_tokens * count, item.context_pairs * count};
+  return {item.sequences * count, item.tokens * count, item.token_pairs * count, item.context_tokens * count,
+          item.context_pairs * count};
 }
 
 // How a microbatch's items become sub-microbatches, per module (indexed by module id):
@@ -180,8 +180,8 @@ inline void validate(const sub_microbatch_policy& policy, const multimodal_model
       const std::string pair = "modules '" + model.module(ia).name + "' and '" + model.module(ib).name + "'";
       require(module_item_kind(model, ia) == module_item_kind(model, ib), errc::invalid_argument,
               "sub_microbatch_policy", pair + " share bins but count different items");
-      require(policy.items_per_sub[a] == policy.items_per_sub[b], errc::invalid_argument,
-              "sub_microbatch_policy", pair + " share bins but have different sub-microbatch sizes");
+      require(policy.items_per_sub[a] == policy.items_per_sub[b], errc::invalid_argument, "sub_microbatch_policy",
+              pair + " share bins but have different sub-microbatch sizes");
     }
   }
 }

@@ -55,10 +55,10 @@ inline packing_kind packing_kind_of(const multimodal_model& model) {
 }
 
 struct packing_limits {
-  std::int64_t max_tokens = 8192;                       // LLM tokens per packed sequence
-  std::size_t max_images = max_images_per_microbatch;   // 48
-  std::size_t max_clips = max_clips_per_microbatch;     // 8
-  double max_seconds = 16;                              // clip seconds per microbatch, in all
+  std::int64_t max_tokens = 8192;                      // LLM tokens per packed sequence
+  std::size_t max_images = max_images_per_microbatch;  // 48
+  std::size_t max_clips = max_clips_per_microbatch;    // 8
+  double max_seconds = 16;                             // clip seconds per microbatch, in all
 };
 
 inline void validate(const packing_limits& limits) {
@@ -119,15 +119,15 @@ struct packed_microbatch {
 
 // What packing had to cut (all counts since the packer was made).
 struct packing_stats {
-  std::uint64_t samples = 0;              // samples added
-  std::uint64_t microbatches = 0;         // microbatches closed
-  std::uint64_t truncated_samples = 0;    // samples (or clip pieces) cut to fit an empty microbatch
-  std::int64_t truncated_text_tokens = 0; // text tokens cut away
-  std::uint64_t truncated_images = 0;     // images cut away
-  double truncated_seconds = 0;           // clip seconds cut away
-  std::uint64_t dropped_samples = 0;      // samples with nothing left to train on
-  std::uint64_t cut_clips = 0;            // clips longer than the model's maximum, cut into pieces
-  std::uint64_t clip_pieces = 0;          // pieces those cuts produced
+  std::uint64_t samples = 0;               // samples added
+  std::uint64_t microbatches = 0;          // microbatches closed
+  std::uint64_t truncated_samples = 0;     // samples (or clip pieces) cut to fit an empty microbatch
+  std::int64_t truncated_text_tokens = 0;  // text tokens cut away
+  std::uint64_t truncated_images = 0;      // images cut away
+  double truncated_seconds = 0;            // clip seconds cut away
+  std::uint64_t dropped_samples = 0;       // samples with nothing left to train on
+  std::uint64_t cut_clips = 0;             // clips longer than the model's maximum, cut into pieces
+  std::uint64_t clip_pieces = 0;           // pieces those cuts produced
 };
 
 // Greedy packer for one model. Feed samples with add(); take() hands out closed microbatches in

@@ -89,8 +89,8 @@ inline std::vector<std::string> batch_source_names() {
 }
 
 class batch_source;
-inline batch_source make_batch_source(std::string_view data, const multimodal_model& model,
-                                      std::uint64_t seed = 1, packing_limits limits = {});
+inline batch_source make_batch_source(std::string_view data, const multimodal_model& model, std::uint64_t seed = 1,
+                                      packing_limits limits = {});
 
 class batch_source {
  public:

@@ -28,6 +28,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "dip/batch/batch_work.hpp"
 #include "dip/batch/bin_packing.hpp"
 #include "dip/batch/module_items.hpp"
 #include "dip/batch/packing.hpp"
@@ -36,7 +37,6 @@
 #include "dip/cost/cost_model.hpp"
 #include "dip/cost/work.hpp"
 #include "dip/model/model.hpp"
-#include "dip/batch/batch_work.hpp"
 
 namespace dip {
 
@@ -90,8 +90,7 @@ inline std::size_t item_count(const packed_microbatch& mb, item_kind kind) noexc
 }
 
 // The work `module` does for item `item` (of the module's kind) of `mb`.
-inline work_unit item_work(const packed_microbatch& mb, const module_spec& module, item_kind kind,
-                           std::size_t item) {
+inline work_unit item_work(const packed_microbatch& mb, const module_spec& module, item_kind kind, std::size_t item) {
   switch (kind) {
     case item_kind::image: {
       const packed_image& image = mb.images.at(item);
@@ -191,8 +190,9 @@ split_microbatch split_microbatch_items(const packed_microbatch& mb, std::size_t
         for (std::size_t m : group) {
           names += (names.empty() ? "'" : ", '") + model.module(module_id::from_index(m)).name + "'";
         }
-        throw error(e.code(), "microbatch " + std::to_string(microbatch) + ", modules " + names + " (" +
-                                  std::string(to_string(kind)) + "s)",
+        throw error(e.code(),
+                    "microbatch " + std::to_string(microbatch) + ", modules " + names + " (" +
+                        std::string(to_string(kind)) + "s)",
                     e.detail());
       }
     }();
@@ -241,8 +241,8 @@ struct microbatch_summary {
 
 inline microbatch_summary summarize(const packed_microbatch& mb, const split_microbatch& split,
                                     const multimodal_model& model) {
-  microbatch_summary s{mb.samples.size(), mb.text_tokens, mb.image_tokens, mb.images.size(),
-                       mb.clips.size(), mb.frames(), {}};
+  microbatch_summary s{
+      mb.samples.size(), mb.text_tokens, mb.image_tokens, mb.images.size(), mb.clips.size(), mb.frames(), {}};
   for (const module_split& m : split.modules) {
     s.sub_microbatches.emplace_back(model.module(m.module).name, m.subs.size());
   }
@@ -254,9 +254,9 @@ inline microbatch_summary summarize(const packed_microbatch& mb, const split_mic
 inline nlohmann::json to_json(const microbatch_summary& s) {
   nlohmann::json subs = nlohmann::json::object();
   for (const auto& [name, count] : s.sub_microbatches) subs[name] = count;
-  return {{"samples", s.samples}, {"text_tokens", s.text_tokens}, {"image_tokens", s.image_tokens},
-          {"images", s.images},   {"clips", s.clips},             {"frames", s.frames},
-          {"sub_microbatches", subs}};
+  return {
+      {"samples", s.samples}, {"text_tokens", s.text_tokens}, {"image_tokens", s.image_tokens}, {"images", s.images},
+      {"clips", s.clips},     {"frames", s.frames},           {"sub_microbatches", subs}};
 }
 
 }  // namespace dip

@@ -80,9 +80,7 @@ class sample_rng {
   }
   double lognormal(double mu, double sigma) noexcept { return std::exp(mu + sigma * normal()); }
   // Log-uniform on [low, high]: heavy-tailed, every decade equally likely.
-  double log_uniform(double low, double high) noexcept {
-    return low * std::exp(uniform() * std::log(high / low));
-  }
+  double log_uniform(double low, double high) noexcept { return low * std::exp(uniform() * std::log(high / low)); }
   // Number of trials up to the first success, P(k) = (1-p)^(k-1) p, k >= 1 (mean 1/p).
   std::int64_t geometric(double p) noexcept {
     const double u = uniform();
@@ -90,10 +88,10 @@ class sample_rng {
   }
 
   static double inverse_normal_cdf(double p) noexcept {
-    static constexpr double a[] = {-3.969683028665376e+01, 2.209460984245205e+02, -2.759285104469687e+02,
+    static constexpr double a[] = {-3.969683028665376e+01, 2.209460984245205e+02,  -2.759285104469687e+02,
                                    1.383577518672690e+02,  -3.066479806614716e+01, 2.506628277459239e+00};
     static constexpr double b[] = {-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02,
-                                   6.680131188771972e+01,  -1.328068155288572e+01};
+                                   6.680131188771972e+01, -1.328068155288572e+01};
     static constexpr double c[] = {-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00,
                                    -2.549732539343734e+00, 4.374664141464968e+00,  2.938163982698783e+00};
     static constexpr double d[] = {7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00,
@@ -144,9 +142,7 @@ inline constexpr double video_caption_sigma = 0.415;
 inline constexpr double mixed_period_samples = 4096;
 }  // namespace synthetic_shapes
 
-inline std::vector<std::string> synthetic_source_names() {
-  return {"laion", "obelics", "scienceqa", "video", "mixed"};
-}
+inline std::vector<std::string> synthetic_source_names() { return {"laion", "obelics", "scienceqa", "video", "mixed"}; }
 
 inline bool is_synthetic_source(std::string_view name) {
   for (const std::string& known : synthetic_source_names()) {

@@ -171,8 +171,7 @@ class trace_line_reader {
         list += (list.empty() ? "" : ", ") + std::string(a);
       }
       if (!known) {
-        fail(std::string(path) + (path.empty() ? "" : ".") + it.key(),
-             "unknown field (accepted here: " + list + ")");
+        fail(std::string(path) + (path.empty() ? "" : ".") + it.key(), "unknown field (accepted here: " + list + ")");
       }
     }
   }
@@ -182,8 +181,7 @@ class trace_line_reader {
   std::size_t line_;
 };
 
-inline trace_image parse_trace_image(const nlohmann::json& value, const trace_line_reader& r,
-                                     const std::string& path) {
+inline trace_image parse_trace_image(const nlohmann::json& value, const trace_line_reader& r, const std::string& path) {
   if (!value.is_object()) {
     r.fail(path, "expected an object ({\"tokens\": N}, {\"width\": W, \"height\": H} or {}), got " +
                      std::string(value.type_name()));

@@ -39,10 +39,7 @@ class error : public std::runtime_error {
  public:
   // `where` may be empty when the context is the whole call; the message then is just `what`.
   error(errc code, std::string where, std::string what)
-      : std::runtime_error(compose(where, what)),
-        code_(code),
-        where_(std::move(where)),
-        detail_(std::move(what)) {}
+      : std::runtime_error(compose(where, what)), code_(code), where_(std::move(where)), detail_(std::move(what)) {}
 
   errc code() const noexcept { return code_; }
   // The location: "model.json: modules[2].layers", "module 'vit'", "--pp".

@@ -22,9 +22,7 @@ class strong_id {
   constexpr strong_id() noexcept = default;
   constexpr explicit strong_id(Rep value) noexcept : value_(value) {}
   // From a container index; the caller guarantees it fits (ids index vectors far below 2^32).
-  static constexpr strong_id from_index(std::size_t index) noexcept {
-    return strong_id(static_cast<Rep>(index));
-  }
+  static constexpr strong_id from_index(std::size_t index) noexcept { return strong_id(static_cast<Rep>(index)); }
 
   constexpr Rep value() const noexcept { return value_; }
   constexpr std::size_t index() const noexcept { return static_cast<std::size_t>(value_); }
@@ -50,7 +48,5 @@ using stage_id = strong_id<struct stage_tag>;
 
 template <class Tag, class Rep>
 struct std::hash<dip::strong_id<Tag, Rep>> {
-  std::size_t operator()(dip::strong_id<Tag, Rep> id) const noexcept {
-    return std::hash<Rep>{}(id.value());
-  }
+  std::size_t operator()(dip::strong_id<Tag, Rep> id) const noexcept { return std::hash<Rep>{}(id.value()); }
 };

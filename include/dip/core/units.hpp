@@ -27,10 +27,22 @@ class quantity {
   // The value in the SI base unit of Tag (seconds, bytes, FLOPs, FLOP/s, bytes/s).
   constexpr double base() const noexcept { return value_; }
 
-  constexpr quantity& operator+=(quantity other) noexcept { value_ += other.value_; return *this; }
-  constexpr quantity& operator-=(quantity other) noexcept { value_ -= other.value_; return *this; }
-  constexpr quantity& operator*=(double factor) noexcept { value_ *= factor; return *this; }
-  constexpr quantity& operator/=(double divisor) noexcept { value_ /= divisor; return *this; }
+  constexpr quantity& operator+=(quantity other) noexcept {
+    value_ += other.value_;
+    return *this;
+  }
+  constexpr quantity& operator-=(quantity other) noexcept {
+    value_ -= other.value_;
+    return *this;
+  }
+  constexpr quantity& operator*=(double factor) noexcept {
+    value_ *= factor;
+    return *this;
+  }
+  constexpr quantity& operator/=(double divisor) noexcept {
+    value_ /= divisor;
+    return *this;
+  }
 
   friend constexpr quantity operator+(quantity a, quantity b) noexcept { return quantity(a.value_ + b.value_); }
   friend constexpr quantity operator-(quantity a, quantity b) noexcept { return quantity(a.value_ - b.value_); }

@@ -36,8 +36,7 @@ struct analytic_efficiency {
 
 class analytic_cost_model {
  public:
-  explicit analytic_cost_model(gpu_spec gpu, int tensor_parallel = 1,
-                               analytic_efficiency efficiency = {})
+  explicit analytic_cost_model(gpu_spec gpu, int tensor_parallel = 1, analytic_efficiency efficiency = {})
       : gpu_(std::move(gpu)), tp_(tensor_parallel), eff_(efficiency) {
     require(tp_ >= 1, errc::invalid_argument, "analytic_cost_model",
             "tensor_parallel must be >= 1, got " + std::to_string(tp_));
@@ -46,9 +45,8 @@ class analytic_cost_model {
       require(f > 0.0 && f <= 1.0, errc::invalid_argument, "analytic_cost_model",
               "efficiency factors must lie in (0, 1], got " + std::to_string(f));
     }
-    require(gpu_.peak_bf16.base() > 0 && gpu_.hbm.base() > 0 && gpu_.nvlink.base() > 0,
-            errc::invalid_argument, "gpu '" + gpu_.name + "'",
-            "peak FLOP/s, HBM and NVLink bandwidth must be > 0");
+    require(gpu_.peak_bf16.base() > 0 && gpu_.hbm.base() > 0 && gpu_.nvlink.base() > 0, errc::invalid_argument,
+            "gpu '" + gpu_.name + "'", "peak FLOP/s, HBM and NVLink bandwidth must be > 0");
   }
 
   const gpu_spec& gpu() const noexcept { return gpu_; }
@@ -57,9 +55,9 @@ class analytic_cost_model {
 
   layer_cost cost(const module_spec& module, std::size_t layer, const work_unit& work) const {
     if (layer >= module.layers.size()) {
-      throw error(errc::invalid_argument, "module '" + module.name + "'",
-                  "layer " + std::to_string(layer) + " does not exist (it has " +
-                      std::to_string(module.layers.size()) + ")");
+      throw error(
+          errc::invalid_argument, "module '" + module.name + "'",
+          "layer " + std::to_string(layer) + " does not exist (it has " + std::to_string(module.layers.size()) + ")");
     }
     if (work.empty()) return {};
     const layer_spec& spec = module.layers[layer];
@@ -92,8 +90,7 @@ class analytic_cost_model {
     result.forward += collectives;
     // An embedding has no input gradient (its input is token ids): its backward collective
     // feeds the weight gradient's scatter-add.
-    (std::holds_alternative<embedding>(spec) ? result.backward_weight : result.backward_input) +=
-        collectives;
+    (std::holds_alternative<embedding>(spec) ? result.backward_weight : result.backward_input) += collectives;
     result.activation = bytes(activation_bytes_of(spec, work) / tp);
     result.output = bytes(bf16_bytes * work.tokens * double(output_features(spec)) / tp);
     return result;
@@ -104,8 +101,7 @@ class analytic_cost_model {
     if (tp_ == 1) return {};
     const double tensor = bf16_bytes * work.tokens * collective_width(layer);
     const double moved = 2.0 * double(tp_ - 1) / double(tp_) * tensor;  // ring all-reduce
-    const duration one = eff_.collective_latency +
-                         bytes(moved) / bandwidth(gpu_.nvlink.base() * eff_.network);
+    const duration one = eff_.collective_latency + bytes(moved) / bandwidth(gpu_.nvlink.base() * eff_.network);
     return one * double(tensor_parallel_collectives(layer));
   }
 

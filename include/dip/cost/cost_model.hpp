@@ -45,27 +45,26 @@ struct layer_cost {
 };
 
 template <class M>
-concept cost_model_like =
-    requires(const M& model, const module_spec& module, std::size_t layer, const work_unit& work) {
-      { model.cost(module, layer, work) } -> std::convertible_to<layer_cost>;
-    };
+concept cost_model_like = requires(const M& model, const module_spec& module, std::size_t layer,
+                                   const work_unit& work) {
+  { model.cost(module, layer, work) } -> std::convertible_to<layer_cost>;
+};
 
 template <class M>
-concept chunk_cost_model_like =
-    cost_model_like<M> && requires(const M& model, const module_spec& module, std::size_t first,
-                                   std::size_t last, const work_unit& work) {
-      { model.chunk_cost(module, first, last, work) } -> std::convertible_to<layer_cost>;
-    };
+concept chunk_cost_model_like = cost_model_like<M> &&
+    requires(const M& model, const module_spec& module, std::size_t first, std::size_t last, const work_unit& work) {
+  { model.chunk_cost(module, first, last, work) } -> std::convertible_to<layer_cost>;
+};
 
 // The cost of layers [first, last) of `module`: times and kept activations add up, the output is
 // the last layer's. Throws dip::error for an empty or out-of-range layer range.
 template <cost_model_like M>
-layer_cost chunk_cost(const M& model, const module_spec& module, std::size_t first,
-                      std::size_t last, const work_unit& work) {
+layer_cost chunk_cost(const M& model, const module_spec& module, std::size_t first, std::size_t last,
+                      const work_unit& work) {
   if (first >= last || last > module.layers.size()) {
     throw error(errc::invalid_argument, "module '" + module.name + "'",
-                "layer range [" + std::to_string(first) + ", " + std::to_string(last) +
-                    ") is empty or beyond its " + std::to_string(module.layers.size()) + " layers");
+                "layer range [" + std::to_string(first) + ", " + std::to_string(last) + ") is empty or beyond its " +
+                    std::to_string(module.layers.size()) + " layers");
   }
   if constexpr (chunk_cost_model_like<M>) {
     return model.chunk_cost(module, first, last, work);
@@ -89,8 +88,7 @@ inline void validate(const layer_cost& cost, const std::string& where) {
   const auto check = [&](double value, const char* field) {
     if (!std::isfinite(value) || value < 0.0) {
       throw error(errc::invalid_argument, where,
-                  std::string(field) + " = " + std::to_string(value) +
-                      "; costs must be finite and >= 0");
+                  std::string(field) + " = " + std::to_string(value) + "; costs must be finite and >= 0");
     }
   };
   check(cost.forward.base(), "forward");

@@ -62,9 +62,8 @@ class fixed_cost_table {
     const fixed_layer_cost& entry = it->second[layer];
     if (entry.reference_tokens <= 0) return entry.cost;
     const double scale = work.tokens / entry.reference_tokens;
-    return {entry.cost.forward * scale, entry.cost.backward_input * scale,
-            entry.cost.backward_weight * scale, entry.cost.activation * scale,
-            entry.cost.output * scale};
+    return {entry.cost.forward * scale, entry.cost.backward_input * scale, entry.cost.backward_weight * scale,
+            entry.cost.activation * scale, entry.cost.output * scale};
   }
 
  private:
@@ -75,10 +74,10 @@ static_assert(cost_model_like<fixed_cost_table>);
 
 // A model that answers what it covers and asks `Fallback` for the rest.
 template <class M>
-concept covering_cost_model_like =
-    cost_model_like<M> && requires(const M& model, const module_spec& module, std::size_t layer) {
-      { model.covers(module, layer) } -> std::convertible_to<bool>;
-    };
+concept covering_cost_model_like = cost_model_like<M> &&
+    requires(const M& model, const module_spec& module, std::size_t layer) {
+  { model.covers(module, layer) } -> std::convertible_to<bool>;
+};
 
 template <covering_cost_model_like Primary, cost_model_like Fallback>
 class overlay_cost_model {

@@ -47,13 +47,12 @@ inline layer_op elementwise_op(double elements_touched) {
   return {op_kind::elementwise, 0.0, bf16_bytes * elements_touched};
 }
 
-inline void append_self_attention(std::vector<layer_op>& ops, double n, double pairs, double h,
-                                  double kv) {
-  ops.push_back(elementwise_op(2 * n * h));        // input norm: read + write
-  ops.push_back(matmul_op(n, h, h + kv));          // fused Q, K, V projection
+inline void append_self_attention(std::vector<layer_op>& ops, double n, double pairs, double h, double kv) {
+  ops.push_back(elementwise_op(2 * n * h));  // input norm: read + write
+  ops.push_back(matmul_op(n, h, h + kv));    // fused Q, K, V projection
   ops.push_back({op_kind::attention, 4 * pairs * h, bf16_bytes * (2 * n * h + n * kv)});
-  ops.push_back(matmul_op(n, h, h));               // output projection
-  ops.push_back(elementwise_op(3 * n * h));        // residual add
+  ops.push_back(matmul_op(n, h, h));         // output projection
+  ops.push_back(elementwise_op(3 * n * h));  // residual add
 }
 
 inline void append_mlp(std::vector<layer_op>& ops, double n, double h, double f, bool gated) {
@@ -77,48 +76,47 @@ inline std::vector<layer_op> forward_operations(const layer_spec& layer, const w
   using namespace detail;
   const double n = work.tokens;
   std::vector<layer_op> ops;
-  std::visit(
-      overloaded{
-          [&](const transformer_block& b) {
-            const double h = double(b.hidden), kv = 2.0 * double(b.kv_groups) * (h / double(b.heads));
-            append_self_attention(ops, n, work.token_pairs, h, kv);
-            append_mlp(ops, n, h, double(b.ffn), b.gated_mlp);
-          },
-          [&](const dit_block& b) {
-            const double h = double(b.hidden), kv = 2.0 * double(b.kv_groups) * (h / double(b.heads));
-            append_self_attention(ops, n, work.token_pairs, h, kv);
-            // Cross-attention: queries from the latent tokens, keys/values from the conditioning.
-            ops.push_back(elementwise_op(2 * n * h));
-            ops.push_back(matmul_op(n, h, h));
-            ops.push_back(matmul_op(work.context_tokens, h, kv));
-            ops.push_back({op_kind::attention, 4 * work.context_pairs * h,
-                           bf16_bytes * (2 * n * h + work.context_tokens * kv)});
-            ops.push_back(matmul_op(n, h, h));
-            ops.push_back(elementwise_op(3 * n * h));
-            append_mlp(ops, n, h, double(b.ffn), b.gated_mlp);
-            ops.push_back(elementwise_op(9 * n * h));  // adaLN scale, shift and gate
-          },
-          [&](const embedding& e) {
-            ops.push_back({op_kind::gather, 0.0, bf16_bytes * 2 * n * double(e.hidden)});
-          },
-          [&](const lm_head& head) {
-            ops.push_back(elementwise_op(2 * n * double(head.hidden)));  // final norm
-            ops.push_back(matmul_op(n, double(head.hidden), double(head.vocab)));
-            ops.push_back(elementwise_op(2 * n * double(head.vocab)));  // softmax cross-entropy
-          },
-          [&](const linear_layer& l) { ops.push_back(matmul_op(n, double(l.input), double(l.output))); },
-          [&](const projector& p) {
-            ops.push_back(matmul_op(n, double(p.input), double(p.hidden)));
-            ops.push_back(elementwise_op(2 * n * double(p.hidden)));  // GELU
-            ops.push_back(matmul_op(n, double(p.hidden), double(p.output)));
-          },
-          [&](const opaque_layer& o) {
-            throw error(errc::not_found, "layer '" + o.name + "'",
-                        "an opaque layer has no architecture to derive operations from; give its "
-                        "cost in a fixed cost table");
-          },
-      },
-      layer);
+  std::visit(overloaded{
+                 [&](const transformer_block& b) {
+                   const double h = double(b.hidden), kv = 2.0 * double(b.kv_groups) * (h / double(b.heads));
+                   append_self_attention(ops, n, work.token_pairs, h, kv);
+                   append_mlp(ops, n, h, double(b.ffn), b.gated_mlp);
+                 },
+                 [&](const dit_block& b) {
+                   const double h = double(b.hidden), kv = 2.0 * double(b.kv_groups) * (h / double(b.heads));
+                   append_self_attention(ops, n, work.token_pairs, h, kv);
+                   // Cross-attention: queries from the latent tokens, keys/values from the conditioning.
+                   ops.push_back(elementwise_op(2 * n * h));
+                   ops.push_back(matmul_op(n, h, h));
+                   ops.push_back(matmul_op(work.context_tokens, h, kv));
+                   ops.push_back({op_kind::attention, 4 * work.context_pairs * h,
+                                  bf16_bytes * (2 * n * h + work.context_tokens * kv)});
+                   ops.push_back(matmul_op(n, h, h));
+                   ops.push_back(elementwise_op(3 * n * h));
+                   append_mlp(ops, n, h, double(b.ffn), b.gated_mlp);
+                   ops.push_back(elementwise_op(9 * n * h));  // adaLN scale, shift and gate
+                 },
+                 [&](const embedding& e) {
+                   ops.push_back({op_kind::gather, 0.0, bf16_bytes * 2 * n * double(e.hidden)});
+                 },
+                 [&](const lm_head& head) {
+                   ops.push_back(elementwise_op(2 * n * double(head.hidden)));  // final norm
+                   ops.push_back(matmul_op(n, double(head.hidden), double(head.vocab)));
+                   ops.push_back(elementwise_op(2 * n * double(head.vocab)));  // softmax cross-entropy
+                 },
+                 [&](const linear_layer& l) { ops.push_back(matmul_op(n, double(l.input), double(l.output))); },
+                 [&](const projector& p) {
+                   ops.push_back(matmul_op(n, double(p.input), double(p.hidden)));
+                   ops.push_back(elementwise_op(2 * n * double(p.hidden)));  // GELU
+                   ops.push_back(matmul_op(n, double(p.hidden), double(p.output)));
+                 },
+                 [&](const opaque_layer& o) {
+                   throw error(errc::not_found, "layer '" + o.name + "'",
+                               "an opaque layer has no architecture to derive operations from; give its "
+                               "cost in a fixed cost table");
+                 },
+             },
+             layer);
   return ops;
 }
 
@@ -153,33 +151,32 @@ inline layer_flops flops_of(const layer_spec& layer, const work_unit& work) {
 inline double activation_bytes_of(const layer_spec& layer, const work_unit& work) {
   using namespace detail;
   const double n = work.tokens;
-  return std::visit(
-      overloaded{
-          [&](const transformer_block& b) {
-            const double h = double(b.hidden), f = double(b.ffn);
-            const double kv = 2.0 * double(b.kv_groups) * (h / double(b.heads));
-            const double mlp = (b.gated_mlp ? 3.0 : 2.0) * f;
-            return bf16_bytes * n * (5 * h + (h + kv) + mlp) + 4.0 * n * double(b.heads);
-          },
-          [&](const dit_block& b) {
-            const double h = double(b.hidden), f = double(b.ffn);
-            const double kv = 2.0 * double(b.kv_groups) * (h / double(b.heads));
-            const double mlp = (b.gated_mlp ? 3.0 : 2.0) * f;
-            const double self = n * (5 * h + (h + kv) + mlp);
-            const double cross = n * 4 * h + work.context_tokens * kv;
-            const double modulation = 2 * n * h;
-            return bf16_bytes * (self + cross + modulation) + 8.0 * n * double(b.heads);
-          },
-          [&](const embedding&) { return 0.0; },  // token ids only
-          [&](const lm_head& head) {
-            // Input of the projection plus FP32 logits kept for the loss's backward.
-            return bf16_bytes * n * double(head.hidden) + 4.0 * n * double(head.vocab);
-          },
-          [&](const linear_layer& l) { return bf16_bytes * n * double(l.input); },
-          [&](const projector& p) { return bf16_bytes * n * double(p.input + 2 * p.hidden); },
-          [&](const opaque_layer&) { return 0.0; },
-      },
-      layer);
+  return std::visit(overloaded{
+                        [&](const transformer_block& b) {
+                          const double h = double(b.hidden), f = double(b.ffn);
+                          const double kv = 2.0 * double(b.kv_groups) * (h / double(b.heads));
+                          const double mlp = (b.gated_mlp ? 3.0 : 2.0) * f;
+                          return bf16_bytes * n * (5 * h + (h + kv) + mlp) + 4.0 * n * double(b.heads);
+                        },
+                        [&](const dit_block& b) {
+                          const double h = double(b.hidden), f = double(b.ffn);
+                          const double kv = 2.0 * double(b.kv_groups) * (h / double(b.heads));
+                          const double mlp = (b.gated_mlp ? 3.0 : 2.0) * f;
+                          const double self = n * (5 * h + (h + kv) + mlp);
+                          const double cross = n * 4 * h + work.context_tokens * kv;
+                          const double modulation = 2 * n * h;
+                          return bf16_bytes * (self + cross + modulation) + 8.0 * n * double(b.heads);
+                        },
+                        [&](const embedding&) { return 0.0; },  // token ids only
+                        [&](const lm_head& head) {
+                          // Input of the projection plus FP32 logits kept for the loss's backward.
+                          return bf16_bytes * n * double(head.hidden) + 4.0 * n * double(head.vocab);
+                        },
+                        [&](const linear_layer& l) { return bf16_bytes * n * double(l.input); },
+                        [&](const projector& p) { return bf16_bytes * n * double(p.input + 2 * p.hidden); },
+                        [&](const opaque_layer&) { return 0.0; },
+                    },
+                    layer);
 }
 
 // Collectives a tensor-parallel layer issues per pass (forward, or backward input gradient),

@@ -69,8 +69,8 @@ inline constexpr double least_squares_rank_tolerance = 1e-10;
 // that last message so a caller can say, in its own terms, which samples to add.
 // r_squared is 1 - SS_res / SS_tot; for a constant y (SS_tot = 0) it is 1 when the fit reproduces
 // y to 1e-9 relative and 0 otherwise.
-inline fit_report least_squares_fit(const Eigen::MatrixXd& design, const Eigen::VectorXd& y,
-                                    std::string_view where, std::string_view rank_hint = {}) {
+inline fit_report least_squares_fit(const Eigen::MatrixXd& design, const Eigen::VectorXd& y, std::string_view where,
+                                    std::string_view rank_hint = {}) {
   const std::string location(where);
   const Eigen::Index n = design.rows();
   const Eigen::Index k = design.cols();
@@ -90,16 +90,13 @@ inline fit_report least_squares_fit(const Eigen::MatrixXd& design, const Eigen::
   }
 
   const auto rank_error = [&](Eigen::Index rank) {
-    const std::string what = "cannot determine " + std::to_string(k) + " coefficients from " +
-                             std::to_string(n) + " samples at " +
-                             std::to_string(detail::distinct_rows(design)) +
-                             " distinct sizes (the samples fix only " + std::to_string(rank) +
-                             "); ";
-    const std::string advice =
-        !rank_hint.empty()
-            ? std::string(rank_hint)
-            : "a fit of " + std::to_string(k) + " coefficients needs samples at >= " +
-                  std::to_string(k) + " distinct sizes whose features are not linearly dependent";
+    const std::string what = "cannot determine " + std::to_string(k) + " coefficients from " + std::to_string(n) +
+                             " samples at " + std::to_string(detail::distinct_rows(design)) +
+                             " distinct sizes (the samples fix only " + std::to_string(rank) + "); ";
+    const std::string advice = !rank_hint.empty() ? std::string(rank_hint)
+                                                  : "a fit of " + std::to_string(k) +
+                                                        " coefficients needs samples at >= " + std::to_string(k) +
+                                                        " distinct sizes whose features are not linearly dependent";
     return error(errc::invalid_argument, location, what + advice);
   };
   if (n < k) throw rank_error(n);
@@ -125,8 +122,7 @@ inline fit_report least_squares_fit(const Eigen::MatrixXd& design, const Eigen::
   report.max_abs_residual = residual.cwiseAbs().maxCoeff();
   for (Eigen::Index i = 0; i < n; ++i) {
     if (y(i) != 0.0) {
-      report.max_relative_residual =
-          std::max(report.max_relative_residual, std::fabs(residual(i)) / std::fabs(y(i)));
+      report.max_relative_residual = std::max(report.max_relative_residual, std::fabs(residual(i)) / std::fabs(y(i)));
     }
   }
   const double ss_tot = (y.array() - y.mean()).square().sum();
@@ -139,22 +135,20 @@ inline fit_report least_squares_fit(const Eigen::MatrixXd& design, const Eigen::
 }
 
 // The same fit with the design given as one feature vector per sample (all of one length).
-inline fit_report least_squares_fit(std::span<const std::vector<double>> rows,
-                                    std::span<const double> y, std::string_view where,
-                                    std::string_view rank_hint = {}) {
+inline fit_report least_squares_fit(std::span<const std::vector<double>> rows, std::span<const double> y,
+                                    std::string_view where, std::string_view rank_hint = {}) {
   require(!rows.empty(), errc::invalid_argument, where, "no samples to fit");
   const std::size_t k = rows.front().size();
   Eigen::MatrixXd design(static_cast<Eigen::Index>(rows.size()), static_cast<Eigen::Index>(k));
   for (std::size_t i = 0; i < rows.size(); ++i) {
     require(rows[i].size() == k, errc::invalid_argument, where,
-            "sample " + std::to_string(i) + " has " + std::to_string(rows[i].size()) +
-                " features but sample 0 has " + std::to_string(k));
+            "sample " + std::to_string(i) + " has " + std::to_string(rows[i].size()) + " features but sample 0 has " +
+                std::to_string(k));
     for (std::size_t j = 0; j < k; ++j) {
       design(static_cast<Eigen::Index>(i), static_cast<Eigen::Index>(j)) = rows[i][j];
     }
   }
-  const Eigen::VectorXd values =
-      Eigen::Map<const Eigen::VectorXd>(y.data(), static_cast<Eigen::Index>(y.size()));
+  const Eigen::VectorXd values = Eigen::Map<const Eigen::VectorXd>(y.data(), static_cast<Eigen::Index>(y.size()));
   return least_squares_fit(design, values, where, rank_hint);
 }
 
@@ -163,26 +157,23 @@ inline fit_report least_squares_fit(std::span<const std::vector<double>> rows,
 // a negative degree, mismatched sizes, empty or non-finite input.
 inline fit_report fit_polynomial(std::span<const double> x, std::span<const double> y, int degree,
                                  std::string_view where) {
-  require(degree >= 0, errc::invalid_argument, where,
-          "polynomial degree must be >= 0, got " + std::to_string(degree));
+  require(degree >= 0, errc::invalid_argument, where, "polynomial degree must be >= 0, got " + std::to_string(degree));
   require(!x.empty(), errc::invalid_argument, where, "no samples to fit");
   require(x.size() == y.size(), errc::invalid_argument, where,
           std::to_string(x.size()) + " x values but " + std::to_string(y.size()) + " y values");
   Eigen::MatrixXd design(static_cast<Eigen::Index>(x.size()), degree + 1);
   for (std::size_t i = 0; i < x.size(); ++i) {
     require(std::isfinite(x[i]), errc::invalid_argument, where,
-            "sample " + std::to_string(i) + " x is " + detail::fit_number_text(x[i]) +
-                "; x values must be finite");
+            "sample " + std::to_string(i) + " x is " + detail::fit_number_text(x[i]) + "; x values must be finite");
     double power = 1.0;
     for (int p = 0; p <= degree; ++p) {
       design(static_cast<Eigen::Index>(i), p) = power;
       power *= x[i];
     }
   }
-  const Eigen::VectorXd values =
-      Eigen::Map<const Eigen::VectorXd>(y.data(), static_cast<Eigen::Index>(y.size()));
-  const std::string hint = "a degree-" + std::to_string(degree) + " polynomial needs samples at >= " +
-                           std::to_string(degree + 1) + " distinct x values";
+  const Eigen::VectorXd values = Eigen::Map<const Eigen::VectorXd>(y.data(), static_cast<Eigen::Index>(y.size()));
+  const std::string hint = "a degree-" + std::to_string(degree) +
+                           " polynomial needs samples at >= " + std::to_string(degree + 1) + " distinct x values";
   return least_squares_fit(design, values, where, hint);
 }
 

@@ -88,8 +88,8 @@ class profiled_cost_model {
     require(!module.empty(), errc::invalid_argument, "add_samples", "module name must not be empty");
     const std::string where = "module '" + std::string(module) + "'";
     auto found = modules_.find(module);
-    const fitted_profile* previous =
-        found != modules_.end() && found->second.all_layers ? &*found->second.all_layers : nullptr;
+    const fitted_profile* previous = found != modules_.end() && found->second.all_layers ? &*found->second.all_layers
+                                                                                         : nullptr;
     fitted_profile fit = refit(previous, samples, basis, where);
     if (found == modules_.end()) found = modules_.emplace(std::string(module), module_profiles{}).first;
     found->second.all_layers = std::move(fit);
@@ -97,11 +97,9 @@ class profiled_cost_model {
   }
 
   // As add_samples, for layer `layer` of `module` only; this fit wins over the module-wide one.
-  profile_report add_layer_samples(std::string_view module, std::size_t layer,
-                                   std::span<const profile_sample> samples,
+  profile_report add_layer_samples(std::string_view module, std::size_t layer, std::span<const profile_sample> samples,
                                    profile_basis basis = profile_basis::quadratic) {
-    require(!module.empty(), errc::invalid_argument, "add_layer_samples",
-            "module name must not be empty");
+    require(!module.empty(), errc::invalid_argument, "add_layer_samples", "module name must not be empty");
     const std::string where = "module '" + std::string(module) + "' layer " + std::to_string(layer);
     auto found = modules_.find(module);
     const fitted_profile* previous = nullptr;
@@ -149,8 +147,7 @@ class profiled_cost_model {
     if (fit == nullptr) throw not_profiled(module.name, layer);
     if (layer >= module.layers.size()) {
       throw error(errc::invalid_argument, "module '" + module.name + "' layer " + std::to_string(layer),
-                  "layer index is beyond the module's " + std::to_string(module.layers.size()) +
-                      " layers");
+                  "layer index is beyond the module's " + std::to_string(module.layers.size()) + " layers");
     }
     // Checked without building the location string: cost() sits on the planners' hot path.
     if (!valid(work)) validate(work, "module '" + module.name + "' layer " + std::to_string(layer));
@@ -182,8 +179,7 @@ class profiled_cost_model {
   };
 
   static bool valid(const work_unit& work) noexcept {
-    for (double field : {work.sequences, work.tokens, work.token_pairs, work.context_tokens,
-                         work.context_pairs}) {
+    for (double field : {work.sequences, work.tokens, work.token_pairs, work.context_tokens, work.context_pairs}) {
       if (!std::isfinite(field) || field < 0.0) return false;
     }
     return true;
@@ -206,8 +202,7 @@ class profiled_cost_model {
 
   error not_profiled(std::string_view module, std::size_t layer) const {
     return error(errc::not_found, "module '" + std::string(module) + "' layer " + std::to_string(layer),
-                 "no profile samples for this layer or its module (add_samples, add_layer_samples)" +
-                     known_modules());
+                 "no profile samples for this layer or its module (add_samples, add_layer_samples)" + known_modules());
   }
 
   // Throws dip::error naming `where` and the sample's index if a sample cannot be used.
@@ -216,12 +211,11 @@ class profiled_cost_model {
     require(sample.work.tokens > 0.0, errc::invalid_argument, where,
             "work_unit.tokens must be > 0: empty work costs nothing by definition, so it cannot be "
             "a sample");
-    const std::pair<double, const char*> outputs[] = {
-        {sample.forward.base(), "forward"},
-        {sample.backward_input.base(), "backward_input"},
-        {sample.backward_weight.base(), "backward_weight"},
-        {sample.activation.base(), "activation"},
-        {sample.output.base(), "output"}};
+    const std::pair<double, const char*> outputs[] = {{sample.forward.base(), "forward"},
+                                                      {sample.backward_input.base(), "backward_input"},
+                                                      {sample.backward_weight.base(), "backward_weight"},
+                                                      {sample.activation.base(), "activation"},
+                                                      {sample.output.base(), "output"}};
     for (const auto& [value, name] : outputs) {
       require(std::isfinite(value) && value >= 0.0, errc::invalid_argument, where,
               std::string(name) + " must be finite and >= 0, got " + detail::fit_number_text(value));
@@ -233,9 +227,8 @@ class profiled_cost_model {
     if (basis == profile_basis::linear) {
       return "the linear basis [1, tokens] needs samples at >= 2 distinct token counts";
     }
-    std::string hint =
-        "the quadratic basis [1, tokens, token_pairs] needs samples at >= 3 distinct sizes whose "
-        "token_pairs are not a fixed multiple of tokens";
+    std::string hint = "the quadratic basis [1, tokens, token_pairs] needs samples at >= 3 distinct sizes whose "
+                       "token_pairs are not a fixed multiple of tokens";
     // Every sample with token_pairs = L * tokens means every sequence has length L: the n^2 term
     // is then indistinguishable from the n term.
     const double ratio = samples.front().work.token_pairs / samples.front().work.tokens;
@@ -273,13 +266,12 @@ class profiled_cost_model {
       design(i, 0) = 1.0;
       design(i, 1) = s.work.tokens;
       if (k == 3) design(i, 2) = s.work.token_pairs;
-      values.row(i) << s.forward.base(), s.backward_input.base(), s.backward_weight.base(),
-          s.activation.base(), s.output.base();
+      values.row(i) << s.forward.base(), s.backward_input.base(), s.backward_weight.base(), s.activation.base(),
+          s.output.base();
     }
     const std::string hint = rank_hint(fit.samples, basis);
-    fit_report* reports[] = {&fit.report.forward, &fit.report.backward_input,
-                             &fit.report.backward_weight, &fit.report.activation,
-                             &fit.report.output};
+    fit_report* reports[] = {&fit.report.forward, &fit.report.backward_input, &fit.report.backward_weight,
+                             &fit.report.activation, &fit.report.output};
     for (std::size_t output = 0; output < 5; ++output) {
       const Eigen::VectorXd y = values.col(static_cast<Eigen::Index>(output));
       *reports[output] = least_squares_fit(design, y, where, hint);

@@ -21,9 +21,7 @@ struct work_unit {
   double context_pairs = 0;   // sum over sequences of length * its context length
 
   // One sequence of `length` tokens.
-  static work_unit sequence(double length) noexcept {
-    return {1.0, length, length * length, 0.0, 0.0};
-  }
+  static work_unit sequence(double length) noexcept { return {1.0, length, length * length, 0.0, 0.0}; }
   // `count` sequences of `length` tokens each.
   static work_unit sequences_of(double count, double length) noexcept {
     return {count, count * length, count * length * length, 0.0, 0.0};
@@ -49,15 +47,12 @@ struct work_unit {
 
 // Throws dip::error naming `where` if any field is negative, NaN or infinite.
 inline void validate(const work_unit& work, std::string_view where) {
-  const double fields[] = {work.sequences, work.tokens, work.token_pairs, work.context_tokens,
-                           work.context_pairs};
-  static constexpr const char* names[] = {"sequences", "tokens", "token_pairs", "context_tokens",
-                                          "context_pairs"};
+  const double fields[] = {work.sequences, work.tokens, work.token_pairs, work.context_tokens, work.context_pairs};
+  static constexpr const char* names[] = {"sequences", "tokens", "token_pairs", "context_tokens", "context_pairs"};
   for (int i = 0; i < 5; ++i) {
     if (!std::isfinite(fields[i]) || fields[i] < 0.0) {
       throw error(errc::invalid_argument, std::string(where),
-                  std::string("work_unit.") + names[i] + " must be finite and >= 0, got " +
-                      std::to_string(fields[i]));
+                  std::string("work_unit.") + names[i] + " must be finite and >= 0, got " + std::to_string(fields[i]));
     }
   }
 }

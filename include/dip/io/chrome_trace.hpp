@@ -16,17 +16,23 @@ namespace dip {
 // Appends the events of one simulated plan as process `pid` named `process` to `events` (a
 // JSON array), so several schedules can share one trace file side by side. `result` must come
 // from simulate(p, {.record_timeline = true}); one without a timeline is a dip::error.
-inline void append_chrome_trace(nlohmann::json& events, const plan& p, const simulation_result& result,
-                                int pid, const std::string& process) {
+inline void append_chrome_trace(nlohmann::json& events, const plan& p, const simulation_result& result, int pid,
+                                const std::string& process) {
   require(!result.timeline.empty() || p.action_count() == 0, errc::invalid_argument, "chrome_trace",
           "the simulation has no timeline; simulate with record_timeline = true");
   const stage_graph& graph = *p.graph;
   events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", pid}, {"args", {{"name", process}}}});
   const int ranks = graph.ranks();
   for (int r = 0; r < ranks; ++r) {
-    events.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", pid}, {"tid", 2 * r},
+    events.push_back({{"name", "thread_name"},
+                      {"ph", "M"},
+                      {"pid", pid},
+                      {"tid", 2 * r},
                       {"args", {{"name", "rank " + std::to_string(r)}}}});
-    events.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", pid}, {"tid", 2 * r + 1},
+    events.push_back({{"name", "thread_name"},
+                      {"ph", "M"},
+                      {"pid", pid},
+                      {"tid", 2 * r + 1},
                       {"args", {{"name", "rank " + std::to_string(r) + " sends"}}}});
   }
   for (const timed_action& t : result.timeline) {
@@ -34,7 +40,7 @@ inline void append_chrome_trace(nlohmann::json& events, const plan& p, const sim
     if (a.kind == action_kind::recv) continue;  // a receive is the wait before its compute
     const bool compute = a.kind == action_kind::compute;
     const char kind = to_char(graph.at(a.stage).kind);
-    const char* colour = !compute ? "grey"
+    const char* colour = !compute      ? "grey"
                          : kind == 'F' ? "thread_state_running"
                          : kind == 'W' ? "rail_idle"
                                        : "rail_response";

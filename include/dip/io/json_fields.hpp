@@ -18,9 +18,7 @@
 
 namespace dip::io {
 
-inline std::string json_type_name(const nlohmann::json& value) {
-  return std::string(value.type_name());
-}
+inline std::string json_type_name(const nlohmann::json& value) { return std::string(value.type_name()); }
 
 // Turns nlohmann's 1-based position of the offending byte into "line L, column C" of `text`.
 inline std::string line_and_column(std::string_view text, std::size_t byte) {
@@ -107,13 +105,12 @@ class object_reader {
     const double x = value.get<double>();
     const bool ok = std::isfinite(x) && (strictly_greater ? x > minimum : x >= minimum);
     if (!ok) {
-      fail(field, std::string("expected a finite number ") + (strictly_greater ? "> " : ">= ") +
-                      trim(minimum) + ", got " + value.dump());
+      fail(field, std::string("expected a finite number ") + (strictly_greater ? "> " : ">= ") + trim(minimum) +
+                      ", got " + value.dump());
     }
     return x;
   }
-  std::optional<double> optional_number(std::string_view field, double minimum = 0.0,
-                                        bool strictly_greater = false) {
+  std::optional<double> optional_number(std::string_view field, double minimum = 0.0, bool strictly_greater = false) {
     if (!has(field)) {
       find(field);
       return std::nullopt;
@@ -122,14 +119,13 @@ class object_reader {
   }
 
   // An integer in [minimum, maximum]; 2.0 is accepted, 2.5 is not.
-  std::int64_t integer(std::string_view field, std::int64_t minimum = 1,
-                       std::int64_t maximum = std::int64_t{1} << 40) {
+  std::int64_t integer(std::string_view field, std::int64_t minimum = 1, std::int64_t maximum = std::int64_t{1} << 40) {
     const nlohmann::json& value = required(field);
     if (!value.is_number()) fail(field, "expected an integer, got " + json_type_name(value));
     const double x = value.get<double>();
     if (!std::isfinite(x) || std::floor(x) != x || x < double(minimum) || x > double(maximum)) {
-      fail(field, "expected an integer in [" + std::to_string(minimum) + ", " +
-                      std::to_string(maximum) + "], got " + value.dump());
+      fail(field, "expected an integer in [" + std::to_string(minimum) + ", " + std::to_string(maximum) + "], got " +
+                      value.dump());
     }
     return static_cast<std::int64_t>(x);
   }

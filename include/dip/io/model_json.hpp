@@ -34,16 +34,16 @@ namespace dip {
 
 struct model_file {
   multimodal_model model;
-  fixed_cost_table measured;      // modules described by "layer_cost"
-  std::optional<int> tp;          // defaults the file suggests for the cluster
+  fixed_cost_table measured;  // modules described by "layer_cost"
+  std::optional<int> tp;      // defaults the file suggests for the cluster
   std::optional<int> pp;
   std::optional<std::string> gpu;
 };
 
 // The cost model a model file implies: its measured layers, and the analytic roofline model on
 // `gpu` with tensor parallelism `tp` for every other layer.
-inline overlay_cost_model<fixed_cost_table, analytic_cost_model> cost_model_for(
-    const model_file& file, const gpu_spec& gpu, int tp) {
+inline overlay_cost_model<fixed_cost_table, analytic_cost_model> cost_model_for(const model_file& file,
+                                                                                const gpu_spec& gpu, int tp) {
   return {file.measured, analytic_cost_model(gpu, tp)};
 }
 
@@ -92,9 +92,8 @@ inline layer_spec read_block(object_reader& layer) {
   layer.fail("kind", "unknown block kind '" + kind + "' (expected transformer or dit)");
 }
 
-inline module_spec read_module(const nlohmann::json& json, const std::string& source,
-                               const std::string& path, fixed_cost_table& measured,
-                               std::vector<std::string>& inputs) {
+inline module_spec read_module(const nlohmann::json& json, const std::string& source, const std::string& path,
+                               fixed_cost_table& measured, std::vector<std::string>& inputs) {
   object_reader in(json, source, path);
   const std::string name = in.string("name");
   if (name.empty()) in.fail("name", "must not be empty");
@@ -133,12 +132,12 @@ inline module_spec read_module(const nlohmann::json& json, const std::string& so
     std::vector<fixed_layer_cost> per_layer;
     if (cost.is_array()) {
       if (std::int64_t(cost.size()) != count) {
-        in.fail("layer_cost", "has " + std::to_string(cost.size()) + " entries but \"layers\" is " +
-                                  std::to_string(count));
+        in.fail("layer_cost",
+                "has " + std::to_string(cost.size()) + " entries but \"layers\" is " + std::to_string(count));
       }
       for (std::size_t i = 0; i < cost.size(); ++i) {
-        object_reader entry(cost[i], source, in.where("layer_cost").substr(source.size() + 2) +
-                                                 "[" + std::to_string(i) + "]");
+        object_reader entry(cost[i], source,
+                            in.where("layer_cost").substr(source.size() + 2) + "[" + std::to_string(i) + "]");
         per_layer.push_back(read_layer_cost(entry));
       }
     } else {
@@ -154,9 +153,12 @@ inline module_spec read_module(const nlohmann::json& json, const std::string& so
     object_reader layer(in.required("layer"), source, path + ".layer");
     const layer_spec block = read_block(layer);
     m.layers.assign(std::size_t(count), block);
-    const std::int64_t hidden = std::visit([](const auto& b) -> std::int64_t {
-      if constexpr (requires { b.ffn; }) return b.hidden; else return 0;
-    }, block);
+    const std::int64_t hidden = std::visit(
+        [](const auto& b) -> std::int64_t {
+          if constexpr (requires { b.ffn; }) return b.hidden;
+          else return 0;
+        },
+        block);
     if (const nlohmann::json* e = in.find("embedding")) {
       object_reader emb(*e, source, path + ".embedding");
       m.layers.insert(m.layers.begin(), embedding{emb.integer("vocab"), hidden});
@@ -188,8 +190,8 @@ inline module_spec read_module(const nlohmann::json& json, const std::string& so
     if (!list->is_array()) in.fail("inputs", "expected an array of module names, got " + json_type_name(*list));
     for (std::size_t i = 0; i < list->size(); ++i) {
       if (!(*list)[i].is_string()) {
-        in.fail("inputs[" + std::to_string(i) + "]", "expected a module name (string), got " +
-                                                         json_type_name((*list)[i]));
+        in.fail("inputs[" + std::to_string(i) + "]",
+                "expected a module name (string), got " + json_type_name((*list)[i]));
       }
       inputs.push_back((*list)[i].get<std::string>());
     }
@@ -226,8 +228,7 @@ inline model_file parse_model_json(const nlohmann::json& json, const std::string
   }
   for (std::size_t i = 0; i < modules.size(); ++i) {
     std::vector<std::string> inputs;
-    module_spec m = io::read_module(modules[i], source, "modules[" + std::to_string(i) + "]",
-                                    result.measured, inputs);
+    module_spec m = io::read_module(modules[i], source, "modules[" + std::to_string(i) + "]", result.measured, inputs);
     for (std::string& from : inputs) builder.connect(std::move(from), m.name);
     builder.add(std::move(m));
   }

@@ -31,10 +31,10 @@
 #include "dip/io/json_fields.hpp"
 #include "dip/model/layer.hpp"
 #include "dip/model/model.hpp"
-#include "dip/schedule/strategy_cost.hpp"
 #include "dip/schedule/plan.hpp"
 #include "dip/schedule/stage_graph.hpp"
 #include "dip/schedule/stage_graph_from_parts.hpp"
+#include "dip/schedule/strategy_cost.hpp"
 #include "dip/schedule/validate.hpp"
 
 namespace dip {
@@ -145,8 +145,8 @@ inline nlohmann::ordered_json plan_to_json(const exported_plan& file) {
   const stage_graph& graph = *file.schedule.graph;
   const placement& place = graph.placement();
   require(file.shapes.size() == graph.edges().size(), errc::invalid_argument, "plan_to_json",
-          "has " + std::to_string(file.shapes.size()) + " message shapes for " +
-              std::to_string(graph.edges().size()) + " edges");
+          "has " + std::to_string(file.shapes.size()) + " message shapes for " + std::to_string(graph.edges().size()) +
+              " edges");
   const auto module_name = [&](module_id m) {
     require(m.index() < file.module_names.size(), errc::invalid_argument, "plan_to_json",
             "module " + std::to_string(m.value()) + " has no name");
@@ -159,7 +159,8 @@ inline nlohmann::ordered_json plan_to_json(const exported_plan& file) {
     for (const layer_span& s : chunk.spans) {
       spans.push_back({{"module", module_name(s.module)}, {"first_layer", s.first}, {"last_layer", s.last - 1}});
     }
-    chunks.push_back({{"rank", chunk.rank.value()}, {"chain", chunk.chain}, {"position", chunk.position}, {"spans", spans}});
+    chunks.push_back(
+        {{"rank", chunk.rank.value()}, {"chain", chunk.chain}, {"position", chunk.position}, {"spans", spans}});
   }
   json chains = json::array();
   for (std::size_t k = 0; k < place.chains.size(); ++k) {
@@ -181,7 +182,8 @@ inline nlohmann::ordered_json plan_to_json(const exported_plan& file) {
   json edges = json::array();
   for (std::size_t e = 0; e < graph.edges().size(); ++e) {
     const stage_edge& edge = graph.edges()[e];
-    edges.push_back(detail::shape_fields({{"from", edge.from.value()}, {"to", edge.to.value()}}, file.shapes[e], edge.size));
+    edges.push_back(
+        detail::shape_fields({{"from", edge.from.value()}, {"to", edge.to.value()}}, file.shapes[e], edge.size));
   }
 
   json ranks = json::array();
@@ -264,7 +266,8 @@ inline std::vector<std::size_t> index_array(object_reader& object, std::string_v
     const nlohmann::json& v = values[i];
     const std::string item = std::string(field) + "[" + std::to_string(i) + "]";
     if (!v.is_number_integer() || v.get<std::int64_t>() < 0 || std::uint64_t(v.get<std::int64_t>()) >= limit) {
-      object.fail(item, "expected " + std::string(what) + " index in [0, " + std::to_string(limit) + "), got " + v.dump());
+      object.fail(item,
+                  "expected " + std::string(what) + " index in [0, " + std::to_string(limit) + "), got " + v.dump());
     }
     result.push_back(v.get<std::size_t>());
   }
@@ -295,8 +298,8 @@ void expect_same(object_reader& object, std::string_view field, const T& read, c
   if (!(read == expected)) object.fail(field, "disagrees with " + what);
 }
 
-inline placement read_placement(const nlohmann::json& value, int ranks,
-                                const std::vector<std::string>& modules, const std::string& source) {
+inline placement read_placement(const nlohmann::json& value, int ranks, const std::vector<std::string>& modules,
+                                const std::string& source) {
   object_reader reader(value, source, "placement");
   placement place;
   place.ranks = ranks;
@@ -387,7 +390,8 @@ inline exported_plan plan_from_json(const nlohmann::json& document, std::string_
     stage st;
     st.kind = io::read_stage_kind(s, "kind");
     const std::int64_t chunk = s.integer("chunk", 0);
-    if (std::size_t(chunk) >= place.chunks.size()) s.fail("chunk", "no chunk " + std::to_string(chunk) + " in placement");
+    if (std::size_t(chunk) >= place.chunks.size())
+      s.fail("chunk", "no chunk " + std::to_string(chunk) + " in placement");
     st.chunk = chunk_id::from_index(std::size_t(chunk));
     st.microbatch = microbatch_id::from_index(std::size_t(s.integer("microbatch", 0)));
     st.sub = std::uint32_t(s.integer("sub", 0, std::int64_t{1} << 31));
@@ -412,23 +416,26 @@ inline exported_plan plan_from_json(const nlohmann::json& document, std::string_
 
   std::shared_ptr<const stage_graph> graph;
   try {
-    graph = std::make_shared<const stage_graph>(stage_graph_from_parts(std::move(place), split, std::move(stages), std::move(edges)));
+    graph = std::make_shared<const stage_graph>(
+        stage_graph_from_parts(std::move(place), split, std::move(stages), std::move(edges)));
   } catch (const error& e) {
     throw error(errc::parse_error, source + ": " + e.where(), e.detail());
   }
   if (std::size_t(microbatches) != graph->microbatch_count()) {
-    top.fail("microbatches", "says " + std::to_string(microbatches) + ", the stages have " +
-                                 std::to_string(graph->microbatch_count()));
+    top.fail("microbatches",
+             "says " + std::to_string(microbatches) + ", the stages have " + std::to_string(graph->microbatch_count()));
   }
 
   file.schedule.graph = graph;
   const nlohmann::json& rank_array = io::array_field(top, "ranks");
   if (rank_array.size() != std::size_t(ranks)) {
-    top.fail("ranks", "has " + std::to_string(rank_array.size()) + " entries, pipeline_ranks is " + std::to_string(ranks));
+    top.fail("ranks",
+             "has " + std::to_string(rank_array.size()) + " entries, pipeline_ranks is " + std::to_string(ranks));
   }
   for (std::size_t r = 0; r < rank_array.size(); ++r) {
     io::object_reader rank = element(top, rank_array, "ranks", r, source);
-    if (rank.integer("rank", 0) != std::int64_t(r)) rank.fail("rank", "expected " + std::to_string(r) + " (ranks in order)");
+    if (rank.integer("rank", 0) != std::int64_t(r))
+      rank.fail("rank", "expected " + std::to_string(r) + " (ranks in order)");
     const nlohmann::json& action_array = io::array_field(rank, "actions");
     std::vector<action>& list = file.schedule.ranks.emplace_back();
     std::vector<std::pair<std::size_t, std::int64_t>> waits;  // (recv action, its wait_before)
@@ -454,7 +461,9 @@ inline exported_plan plan_from_json(const nlohmann::json& document, std::string_
         const std::string what = "edges[" + std::to_string(e) + "]";
         io::expect_same(a, "tag", a.integer("tag", 0), e, "its edge (a message's tag is its edge index)");
         const std::int64_t peer = a.integer("peer", 0);
-        if (peer >= ranks) a.fail("peer", "dangling peer: no rank " + std::to_string(peer) + " in a pipeline of " + std::to_string(ranks));
+        if (peer >= ranks)
+          a.fail("peer",
+                 "dangling peer: no rank " + std::to_string(peer) + " in a pipeline of " + std::to_string(ranks));
         act.peer = rank_id::from_index(std::size_t(peer));
         act.stage = edge.from;
         io::expect_same(a, "from_stage", a.integer("from_stage", 0), std::int64_t(edge.from.value()), what);
@@ -472,7 +481,8 @@ inline exported_plan plan_from_json(const nlohmann::json& document, std::string_
     // A receive must name the compute on this rank that consumes it.
     for (const auto& [i, wait] : waits) {
       const stage_id consumer = graph->edges()[list[i].edge].to;
-      const bool names_consumer = std::size_t(wait) < list.size() && list[std::size_t(wait)].kind == action_kind::compute &&
+      const bool names_consumer = std::size_t(wait) < list.size() &&
+                                  list[std::size_t(wait)].kind == action_kind::compute &&
                                   list[std::size_t(wait)].stage == consumer;
       if (!names_consumer || std::size_t(wait) <= i) {
         io::object_reader a = element(rank, action_array, "actions", i, source);

@@ -39,9 +39,9 @@
 
 #include "dip/core/error.hpp"
 #include "dip/core/ids.hpp"
-#include "dip/schedule/strategy_cost.hpp"
 #include "dip/schedule/plan.hpp"
 #include "dip/schedule/stage_graph.hpp"
+#include "dip/schedule/strategy_cost.hpp"
 
 namespace dip {
 
@@ -81,9 +81,9 @@ struct torch_schedule {
 // - a stage's actions are all on one rank;
 // - per stage: as many distinct F microbatches as num_microbatches, as many I as W, and
 //   B + (I + W) / 2 == num_microbatches (distinct microbatches, as PyTorch counts sets).
-inline std::optional<std::string> torch_schedule_violation(const std::vector<std::vector<std::optional<torch_action>>>& rows,
-                                                           std::size_t pp_group_size, std::size_t num_stages,
-                                                           std::size_t num_microbatches) {
+inline std::optional<std::string> torch_schedule_violation(
+    const std::vector<std::vector<std::optional<torch_action>>>& rows, std::size_t pp_group_size,
+    std::size_t num_stages, std::size_t num_microbatches) {
   if (rows.size() != pp_group_size) {
     return "the schedule has " + std::to_string(rows.size()) + " rows (ranks), the pipeline " +
            std::to_string(pp_group_size);
@@ -96,7 +96,8 @@ inline std::optional<std::string> torch_schedule_violation(const std::vector<std
     for (std::size_t step = 0; step < rows[r].size(); ++step) {
       if (!rows[r][step]) continue;
       const torch_action& a = *rows[r][step];
-      const std::string at = "rank " + std::to_string(r) + " step " + std::to_string(step) + " (" + to_string(a) + "): ";
+      const std::string at = "rank " + std::to_string(r) + " step " + std::to_string(step) + " (" + to_string(a) +
+                             "): ";
       const std::size_t slot = kinds.find(a.kind);
       if (slot == std::string_view::npos) return at + "unknown action kind '" + std::string(1, a.kind) + "'";
       if (a.stage >= num_stages) {
@@ -130,7 +131,8 @@ inline std::optional<std::string> torch_schedule_violation(const std::vector<std
     if (f != num_microbatches) {
       return at + "runs F for " + std::to_string(f) + " microbatches, expected " + std::to_string(num_microbatches);
     }
-    if (i != w) return at + "I and W must come in equal numbers, got I = " + std::to_string(i) + ", W = " + std::to_string(w);
+    if (i != w)
+      return at + "I and W must come in equal numbers, got I = " + std::to_string(i) + ", W = " + std::to_string(w);
     if (b + (i + w) / 2 != num_microbatches) {
       return at + "expected " + std::to_string(num_microbatches) + " backwards in all, got B = " + std::to_string(b) +
              ", I = " + std::to_string(i) + ", W = " + std::to_string(w);
@@ -144,8 +146,8 @@ inline std::optional<std::string> torch_schedule_violation(const std::vector<std
 // the ranks round-robin and issues a rank's next action once its input is there: F of stage s
 // > 0 needs F of s - 1 (on this rank, or received); B or I of stage s < last needs B or I of
 // s + 1. A schedule where no rank can move deadlocks.
-inline std::optional<std::string> torch_lowering_violation(const std::vector<std::vector<std::optional<torch_action>>>& rows,
-                                                           std::size_t num_stages) {
+inline std::optional<std::string> torch_lowering_violation(
+    const std::vector<std::vector<std::optional<torch_action>>>& rows, std::size_t num_stages) {
   // Per rank: the (stage, kind, microbatch) inputs it holds, computed or received.
   using key = std::tuple<std::uint32_t, char, std::uint32_t>;
   std::vector<std::set<key>> have(rows.size());
@@ -210,7 +212,9 @@ inline void validate(const torch_schedule& schedule, std::size_t pp_group_size) 
 // --- from a dip plan ---------------------------------------------------------------------------
 
 namespace detail {
-inline bool nearly_equal(double a, double b) { return std::abs(a - b) <= 1e-9 * std::max({1.0, std::abs(a), std::abs(b)}); }
+inline bool nearly_equal(double a, double b) {
+  return std::abs(a - b) <= 1e-9 * std::max({1.0, std::abs(a), std::abs(b)});
+}
 }  // namespace detail
 
 // The compute_only schedule of `p`: rank r's computes in order, each stage as
@@ -244,10 +248,10 @@ inline torch_schedule to_torch_schedule(const plan& p) {
                       detail::nearly_equal(s.memory_delta.base(), first.memory_delta.base()) &&
                       detail::nearly_equal(s.output.base(), first.output.base());
     require(same, errc::invalid_argument, where,
-            "the microbatches have different shapes: " + describe(graph, stage_id::from_index(i)) +
-                " costs " + to_string(s.time) + " and outputs " + to_string(s.output) + ", " +
-                describe(graph, reference) + " costs " + to_string(first.time) + " and outputs " +
-                to_string(first.output) + "; torch splits a batch into equal microbatches (export plans of uniform data)");
+            "the microbatches have different shapes: " + describe(graph, stage_id::from_index(i)) + " costs " +
+                to_string(s.time) + " and outputs " + to_string(s.output) + ", " + describe(graph, reference) +
+                " costs " + to_string(first.time) + " and outputs " + to_string(first.output) +
+                "; torch splits a batch into equal microbatches (export plans of uniform data)");
   }
   torch_schedule result;
   result.stages = place.chains[0].size();
@@ -294,7 +298,7 @@ inline std::string to_torch_csv(const torch_schedule& schedule) {
 // are a dip::error(errc::parse_error) naming the source, line and cell. `stages` and
 // `microbatches` of the result are left 0: the caller knows them.
 inline std::vector<std::vector<std::optional<torch_action>>> parse_torch_csv(std::string_view text,
-                                                                              std::string_view source) {
+                                                                             std::string_view source) {
   std::vector<std::vector<std::optional<torch_action>>> rows;
   std::size_t line_start = 0, line = 1;
   while (line_start < text.size()) {
@@ -306,10 +310,12 @@ inline std::vector<std::vector<std::optional<torch_action>>> parse_torch_csv(std
     std::size_t cell_start = 0;
     for (std::size_t cell = 1; !row.empty(); ++cell) {
       const std::size_t comma = row.find(',', cell_start);
-      std::string_view text_cell = row.substr(cell_start, comma == std::string_view::npos ? std::string_view::npos : comma - cell_start);
+      std::string_view text_cell =
+          row.substr(cell_start, comma == std::string_view::npos ? std::string_view::npos : comma - cell_start);
       while (!text_cell.empty() && (text_cell.front() == ' ' || text_cell.front() == '\t')) text_cell.remove_prefix(1);
       while (!text_cell.empty() && (text_cell.back() == ' ' || text_cell.back() == '\t')) text_cell.remove_suffix(1);
-      const std::string where = std::string(source) + ": line " + std::to_string(line) + ", cell " + std::to_string(cell);
+      const std::string where = std::string(source) + ": line " + std::to_string(line) + ", cell " +
+                                std::to_string(cell);
       if (text_cell.empty()) {
         out.emplace_back();
       } else {
@@ -328,8 +334,8 @@ inline std::vector<std::vector<std::optional<torch_action>>> parse_torch_csv(std
         const bool compute_kind = kind == 'F' || kind == 'B' || kind == 'I' || kind == 'W';
         if (!stage || !compute_kind || !microbatch || k != text_cell.size()) {
           throw error(errc::parse_error, where,
-                      "expected a compute action <stage><F|B|I|W><microbatch> such as 2F0, got '" + std::string(text_cell) +
-                          "' (compute_only schedules hold no communication or FSDP actions)");
+                      "expected a compute action <stage><F|B|I|W><microbatch> such as 2F0, got '" +
+                          std::string(text_cell) + "' (compute_only schedules hold no communication or FSDP actions)");
         }
         out.push_back(torch_action{*stage, kind, *microbatch});
       }

@@ -16,11 +16,11 @@ namespace dip {
 
 struct gpu_spec {
   std::string name;
-  flop_rate peak_bf16{};    // dense BF16 tensor-core peak
-  bandwidth hbm{};          // device memory bandwidth
-  bytes memory{};           // device memory capacity
-  bandwidth nvlink{};       // per GPU, per direction, inside a node
-  bandwidth network{};      // per GPU, per direction, across nodes
+  flop_rate peak_bf16{};  // dense BF16 tensor-core peak
+  bandwidth hbm{};        // device memory bandwidth
+  bytes memory{};         // device memory capacity
+  bandwidth nvlink{};     // per GPU, per direction, inside a node
+  bandwidth network{};    // per GPU, per direction, across nodes
   int gpus_per_node = 8;
 };
 
@@ -28,30 +28,50 @@ struct gpu_spec {
 // bidirectional). Network as in DIP's testbed (DESIGN.md): 8 x 200 Gb/s RoCE per node, i.e.
 // 25 GB/s per GPU.
 inline gpu_spec h800() {
-  return {"H800", teraflops_per_second(989.5), gigabytes_per_second(3350), gigabytes(80),
-          gigabytes_per_second(200), gigabytes_per_second(25), 8};
+  return {"H800",
+          teraflops_per_second(989.5),
+          gigabytes_per_second(3350),
+          gigabytes(80),
+          gigabytes_per_second(200),
+          gigabytes_per_second(25),
+          8};
 }
 
 // NVIDIA H100 SXM5 (datasheet: 989.5 TFLOPS BF16 dense, 3.35 TB/s HBM3, 80 GB, NVLink 4
 // 900 GB/s bidirectional). Network: 8 x 400 Gb/s NDR InfiniBand per node (DGX H100), 50 GB/s
 // per GPU.
 inline gpu_spec h100() {
-  return {"H100", teraflops_per_second(989.5), gigabytes_per_second(3350), gigabytes(80),
-          gigabytes_per_second(450), gigabytes_per_second(50), 8};
+  return {"H100",
+          teraflops_per_second(989.5),
+          gigabytes_per_second(3350),
+          gigabytes(80),
+          gigabytes_per_second(450),
+          gigabytes_per_second(50),
+          8};
 }
 
 // NVIDIA H200 SXM (datasheet: 989.5 TFLOPS BF16 dense, 4.8 TB/s HBM3e, 141 GB, NVLink 4
 // 900 GB/s bidirectional). Network: 8 x 400 Gb/s per node (HGX H200), 50 GB/s per GPU.
 inline gpu_spec h200() {
-  return {"H200", teraflops_per_second(989.5), gigabytes_per_second(4800), gigabytes(141),
-          gigabytes_per_second(450), gigabytes_per_second(50), 8};
+  return {"H200",
+          teraflops_per_second(989.5),
+          gigabytes_per_second(4800),
+          gigabytes(141),
+          gigabytes_per_second(450),
+          gigabytes_per_second(50),
+          8};
 }
 
 // NVIDIA H20 (vendor product brief: 148 TFLOPS BF16 dense, 4.0 TB/s HBM3, 96 GB, NVLink
 // 900 GB/s bidirectional). Network: 8 x 400 Gb/s per node, 50 GB/s per GPU.
 inline gpu_spec h20() {
-  return {"H20", teraflops_per_second(148), gigabytes_per_second(4000), gigabytes(96),
-          gigabytes_per_second(450), gigabytes_per_second(50), 8};
+  return {"H20",
+          teraflops_per_second(148),
+          gigabytes_per_second(4000),
+          gigabytes(96),
+          gigabytes_per_second(450),
+          gigabytes_per_second(50),
+          8};
 }
 
 inline std::array<gpu_spec, 4> gpu_presets() { return {h800(), h100(), h200(), h20()}; }

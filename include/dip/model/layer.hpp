@@ -80,8 +80,7 @@ struct opaque_layer {
 };
 
 using layer_spec =
-    std::variant<transformer_block, dit_block, embedding, lm_head, linear_layer, projector,
-                 opaque_layer>;
+    std::variant<transformer_block, dit_block, embedding, lm_head, linear_layer, projector, opaque_layer>;
 
 namespace detail {
 template <class... F>
@@ -91,8 +90,7 @@ struct overloaded : F... {
 template <class... F>
 overloaded(F...) -> overloaded<F...>;
 
-inline std::int64_t attention_parameters(std::int64_t hidden, std::int64_t heads,
-                                         std::int64_t kv_groups) {
+inline std::int64_t attention_parameters(std::int64_t hidden, std::int64_t heads, std::int64_t kv_groups) {
   const std::int64_t head_dim = hidden / heads;
   return hidden * (hidden + 2 * kv_groups * head_dim) + hidden * hidden;  // QKV and output
 }
@@ -132,9 +130,7 @@ inline std::int64_t parameter_count(const layer_spec& layer) {
           [](const embedding& e) { return e.vocab * e.hidden; },
           [](const lm_head& h) { return h.vocab * h.hidden + h.hidden; },  // + final norm
           [](const linear_layer& l) { return l.input * l.output + l.output; },
-          [](const projector& p) {
-            return p.input * p.hidden + p.hidden + p.hidden * p.output + p.output;
-          },
+          [](const projector& p) { return p.input * p.hidden + p.hidden + p.hidden * p.output + p.output; },
           [](const opaque_layer& o) { return o.parameters; },
       },
       layer);
@@ -161,25 +157,32 @@ inline void validate(const layer_spec& layer, const std::string& where) {
     require(value > 0, errc::invalid_argument, where,
             std::string(field) + " must be > 0, got " + std::to_string(value));
   };
-  const auto attention = [&](std::int64_t hidden, std::int64_t ffn, std::int64_t heads,
-                             std::int64_t kv_groups) {
+  const auto attention = [&](std::int64_t hidden, std::int64_t ffn, std::int64_t heads, std::int64_t kv_groups) {
     positive(hidden, "hidden");
     positive(ffn, "ffn");
     positive(heads, "heads");
     positive(kv_groups, "kv_groups");
     require(hidden % heads == 0, errc::invalid_argument, where,
-            "hidden (" + std::to_string(hidden) + ") must be a multiple of heads (" +
-                std::to_string(heads) + ")");
-    require(heads % kv_groups == 0, errc::invalid_argument, where,
-            "heads (" + std::to_string(heads) + ") must be a multiple of kv_groups (" +
-                std::to_string(kv_groups) + ")");
+            "hidden (" + std::to_string(hidden) + ") must be a multiple of heads (" + std::to_string(heads) + ")");
+    require(
+        heads % kv_groups == 0, errc::invalid_argument, where,
+        "heads (" + std::to_string(heads) + ") must be a multiple of kv_groups (" + std::to_string(kv_groups) + ")");
   };
   std::visit(detail::overloaded{
                  [&](const transformer_block& b) { attention(b.hidden, b.ffn, b.heads, b.kv_groups); },
                  [&](const dit_block& b) { attention(b.hidden, b.ffn, b.heads, b.kv_groups); },
-                 [&](const embedding& e) { positive(e.vocab, "vocab"); positive(e.hidden, "hidden"); },
-                 [&](const lm_head& h) { positive(h.vocab, "vocab"); positive(h.hidden, "hidden"); },
-                 [&](const linear_layer& l) { positive(l.input, "input"); positive(l.output, "output"); },
+                 [&](const embedding& e) {
+                   positive(e.vocab, "vocab");
+                   positive(e.hidden, "hidden");
+                 },
+                 [&](const lm_head& h) {
+                   positive(h.vocab, "vocab");
+                   positive(h.hidden, "hidden");
+                 },
+                 [&](const linear_layer& l) {
+                   positive(l.input, "input");
+                   positive(l.output, "output");
+                 },
                  [&](const projector& p) {
                    positive(p.input, "input");
                    positive(p.hidden, "hidden");

@@ -149,12 +149,10 @@ class model_builder {
   }
 
  private:
-  static module_id resolve(const multimodal_model& model, const std::string& name,
-                           const std::string& other_end) {
+  static module_id resolve(const multimodal_model& model, const std::string& name, const std::string& other_end) {
     if (auto id = model.find(name)) return *id;
     throw error(errc::graph_error, "model '" + model.name_ + "'",
-                "edge between '" + name + "' and '" + other_end + "' names unknown module '" +
-                    name + "'");
+                "edge between '" + name + "' and '" + other_end + "' names unknown module '" + name + "'");
   }
 
   // Records the first back edge and the DFS tree, so the cycle can be spelled out by name.

@@ -30,13 +30,12 @@ constexpr std::string_view to_string(module_role role) noexcept {
 }
 
 inline module_role parse_module_role(std::string_view text, const std::string& where) {
-  for (module_role role : {module_role::encoder, module_role::projector, module_role::backbone,
-                           module_role::decoder, module_role::other}) {
+  for (module_role role : {module_role::encoder, module_role::projector, module_role::backbone, module_role::decoder,
+                           module_role::other}) {
     if (text == to_string(role)) return role;
   }
   throw error(errc::parse_error, where,
-              "unknown role '" + std::string(text) +
-                  "' (expected encoder, projector, backbone, decoder or other)");
+              "unknown role '" + std::string(text) + "' (expected encoder, projector, backbone, decoder or other)");
 }
 
 // How an image becomes tokens for this module: the encoder sees one token per
@@ -85,16 +84,12 @@ inline void validate(const module_spec& module) {
     validate(module.layers[i], where + " layer " + std::to_string(i));
   }
   if (module.image) {
-    require(module.image->patch_size > 0 && module.image->merge > 0 &&
-                module.image->default_tokens > 0,
-            errc::invalid_argument, where,
-            "image encoding needs patch_size, merge and default_tokens > 0");
+    require(module.image->patch_size > 0 && module.image->merge > 0 && module.image->default_tokens > 0,
+            errc::invalid_argument, where, "image encoding needs patch_size, merge and default_tokens > 0");
   }
   if (module.video) {
-    require(module.video->fps > 0 && module.video->tokens_per_frame > 0 &&
-                module.video->max_clip_seconds > 0,
-            errc::invalid_argument, where,
-            "video encoding needs fps, tokens_per_frame and max_clip_seconds > 0");
+    require(module.video->fps > 0 && module.video->tokens_per_frame > 0 && module.video->max_clip_seconds > 0,
+            errc::invalid_argument, where, "video encoding needs fps, tokens_per_frame and max_clip_seconds > 0");
   }
 }
 

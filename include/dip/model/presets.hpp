@@ -44,51 +44,52 @@ inline constexpr std::int64_t qwen2_vocab = 152064;
 inline constexpr std::int64_t image_pixels = 728;
 inline constexpr std::int64_t vit_patch = 14;
 inline constexpr std::int64_t vit_merge = 4;
-inline constexpr std::int64_t image_tokens = 169;  // (728 / 14 / 4)^2
+inline constexpr std::int64_t image_tokens = 169;                                    // (728 / 14 / 4)^2
 inline constexpr std::int64_t dit_latent_patch_features = std::int64_t{16} * 2 * 2;  // 16 latent channels, 2x2
 
-inline module_spec transformer_module(std::string name, module_role role, modality kind,
-                                      int blocks, transformer_block block) {
+inline module_spec transformer_module(std::string name, module_role role, modality kind, int blocks,
+                                      transformer_block block) {
   module_spec m{std::move(name), role, std::move(kind), {}, std::nullopt, std::nullopt, {}};
   m.layers.assign(static_cast<std::size_t>(blocks), block);
   return m;
 }
 
-inline module_spec vision_encoder(std::string name, int blocks, std::int64_t hidden,
-                                  std::int64_t ffn, std::int64_t heads) {
-  module_spec m = transformer_module(std::move(name), module_role::encoder, modality::image(),
-                                     blocks, {hidden, ffn, heads, heads, false});
+inline module_spec vision_encoder(std::string name, int blocks, std::int64_t hidden, std::int64_t ffn,
+                                  std::int64_t heads) {
+  module_spec m = transformer_module(std::move(name), module_role::encoder, modality::image(), blocks,
+                                     {hidden, ffn, heads, heads, false});
   m.layers.insert(m.layers.begin(), linear_layer{3 * vit_patch * vit_patch, hidden});
   m.image = image_encoding{vit_patch, vit_merge, image_tokens};
   return m;
 }
 
-inline module_spec language_model(std::string name, int blocks, std::int64_t hidden,
-                                  std::int64_t ffn, std::int64_t heads, std::int64_t kv_groups,
-                                  std::int64_t vocab, bool with_head) {
-  module_spec m = transformer_module(std::move(name), module_role::backbone, modality::text(),
-                                     blocks, {hidden, ffn, heads, kv_groups, true});
+inline module_spec language_model(std::string name, int blocks, std::int64_t hidden, std::int64_t ffn,
+                                  std::int64_t heads, std::int64_t kv_groups, std::int64_t vocab, bool with_head) {
+  module_spec m = transformer_module(std::move(name), module_role::backbone, modality::text(), blocks,
+                                     {hidden, ffn, heads, kv_groups, true});
   m.layers.insert(m.layers.begin(), embedding{vocab, hidden});
   if (with_head) m.layers.push_back(lm_head{vocab, hidden});
   return m;
 }
 
-inline module_spec diffusion_decoder(std::string name, int blocks, std::int64_t hidden,
-                                     std::int64_t ffn, std::int64_t heads) {
-  module_spec m{std::move(name), module_role::decoder, modality::video(), {}, std::nullopt,
-                std::nullopt, {}};
+inline module_spec diffusion_decoder(std::string name, int blocks, std::int64_t hidden, std::int64_t ffn,
+                                     std::int64_t heads) {
+  module_spec m{std::move(name), module_role::decoder, modality::video(), {}, std::nullopt, std::nullopt, {}};
   m.layers.push_back(linear_layer{dit_latent_patch_features, hidden});
-  m.layers.insert(m.layers.end(), static_cast<std::size_t>(blocks),
-                  dit_block{hidden, ffn, heads, heads, false});
+  m.layers.insert(m.layers.end(), static_cast<std::size_t>(blocks), dit_block{hidden, ffn, heads, heads, false});
   m.layers.push_back(linear_layer{hidden, dit_latent_patch_features});
   m.video = video_encoding{16.0, 64, 16.0};
   return m;
 }
 
-inline module_spec mlp_projector(std::string name, modality kind, std::int64_t input,
-                                 std::int64_t output) {
-  return {std::move(name), module_role::projector, std::move(kind),
-          {projector{input, output, output}}, std::nullopt, std::nullopt, {}};
+inline module_spec mlp_projector(std::string name, modality kind, std::int64_t input, std::int64_t output) {
+  return {std::move(name),
+          module_role::projector,
+          std::move(kind),
+          {projector{input, output, output}},
+          std::nullopt,
+          std::nullopt,
+          {}};
 }
 
 inline module_spec vit_5b(std::string name = "vit") { return vision_encoder(std::move(name), 63, 1792, 15360, 16); }
@@ -164,26 +165,21 @@ inline multimodal_model tiny_text_to_video() {
 }  // namespace presets
 
 inline std::vector<std::string> preset_names() {
-  return {"vlm-s", "vlm-m", "vlm-l", "t2v-s", "t2v-l", "llama3-8b", "qwen2-32b", "qwen2-72b",
-          "tiny-vlm", "tiny-t2v"};
+  return {"vlm-s", "vlm-m", "vlm-l", "t2v-s", "t2v-l", "llama3-8b", "qwen2-32b", "qwen2-72b", "tiny-vlm", "tiny-t2v"};
 }
 
 // The model presets of DESIGN.md with their (TP, PP). An unknown name is a dip::error listing
 // the known ones.
 inline model_preset find_preset(std::string_view name) {
   using namespace presets;
-  if (name == "vlm-s")
-    return {"vlm-s", "ViT-5B + Llama3-8B", vision_language("vlm-s", vit_5b(), llama3_8b()), {4, 4}};
-  if (name == "vlm-m")
-    return {"vlm-m", "ViT-5B + Qwen2-32B", vision_language("vlm-m", vit_5b(), qwen2_32b()), {8, 4}};
+  if (name == "vlm-s") return {"vlm-s", "ViT-5B + Llama3-8B", vision_language("vlm-s", vit_5b(), llama3_8b()), {4, 4}};
+  if (name == "vlm-m") return {"vlm-m", "ViT-5B + Qwen2-32B", vision_language("vlm-m", vit_5b(), qwen2_32b()), {8, 4}};
   if (name == "vlm-l")
     return {"vlm-l", "ViT-22B + Qwen2-72B", vision_language("vlm-l", vit_22b(), qwen2_72b()), {8, 8}};
   if (name == "t2v-s")
-    return {"t2v-s", "Llama3-8B + DiT-5B",
-            text_to_video("t2v-s", llama3_8b("llm", false), dit_5b()), {4, 4}};
+    return {"t2v-s", "Llama3-8B + DiT-5B", text_to_video("t2v-s", llama3_8b("llm", false), dit_5b()), {4, 4}};
   if (name == "t2v-l")
-    return {"t2v-l", "Qwen2-32B + DiT-30B",
-            text_to_video("t2v-l", qwen2_32b("llm", false), dit_30b()), {8, 8}};
+    return {"t2v-l", "Qwen2-32B + DiT-30B", text_to_video("t2v-l", qwen2_32b("llm", false), dit_30b()), {8, 8}};
   if (name == "llama3-8b") return {"llama3-8b", "Llama3-8B", plain_llm("llama3-8b", llama3_8b()), {4, 4}};
   if (name == "qwen2-32b") return {"qwen2-32b", "Qwen2-32B", plain_llm("qwen2-32b", qwen2_32b()), {8, 4}};
   if (name == "qwen2-72b") return {"qwen2-72b", "Qwen2-72B", plain_llm("qwen2-72b", qwen2_72b()), {8, 8}};
@@ -193,8 +189,7 @@ inline model_preset find_preset(std::string_view name) {
     return {"tiny-t2v", "tiny LLM + tiny DiT (for the reference executor)", tiny_text_to_video(), {1, 4}};
   std::string known;
   for (const std::string& n : preset_names()) known += (known.empty() ? "" : ", ") + n;
-  throw error(errc::not_found, "model preset",
-              "unknown preset '" + std::string(name) + "' (known: " + known + ")");
+  throw error(errc::not_found, "model preset", "unknown preset '" + std::string(name) + "' (known: " + known + ")");
 }
 
 // Module presets by name, as a JSON model file may name them ("preset": "vit-5b").

@@ -15,8 +15,8 @@
 
 #include "dip/cost/cost_model.hpp"
 #include "dip/model/model.hpp"
-#include "dip/partition/weight_memory.hpp"
 #include "dip/partition/contiguous_placement.hpp"
+#include "dip/partition/weight_memory.hpp"
 
 namespace dip {
 

@@ -24,8 +24,8 @@
 namespace dip {
 
 struct chain_group_layout {
-  std::vector<std::vector<module_id>> groups;  // modules of each group, in chain order
-  std::vector<std::size_t> group_of;           // by module index
+  std::vector<std::vector<module_id>> groups;    // modules of each group, in chain order
+  std::vector<std::size_t> group_of;             // by module index
   std::vector<std::vector<std::size_t>> inputs;  // groups feeding each group
 };
 
@@ -98,7 +98,8 @@ inline chain_group_layout chain_groups(const multimodal_model& model, int ranks)
     for (module_id m : groups[g]) {
       for (module_id producer : model.inputs_of(m)) {
         const std::size_t source = layout.group_of[producer.index()];
-        if (source != g && std::find(layout.inputs[g].begin(), layout.inputs[g].end(), source) == layout.inputs[g].end()) {
+        if (source != g &&
+            std::find(layout.inputs[g].begin(), layout.inputs[g].end(), source) == layout.inputs[g].end()) {
           layout.inputs[g].push_back(source);
         }
       }

@@ -40,7 +40,8 @@ inline std::vector<layer_ref> layers_in_order(const multimodal_model& model) {
 inline placement contiguous_placement(const multimodal_model& model, std::span<const layer_ref> layers,
                                       std::span<const double> weights, int ranks, int chunks_per_rank) {
   require(ranks >= 1, errc::invalid_argument, "pp", "must be >= 1, got " + std::to_string(ranks));
-  require(chunks_per_rank >= 1, errc::invalid_argument, "chunks", "must be >= 1, got " + std::to_string(chunks_per_rank));
+  require(chunks_per_rank >= 1, errc::invalid_argument, "chunks",
+          "must be >= 1, got " + std::to_string(chunks_per_rank));
   require(layers.size() == weights.size(), errc::invalid_argument, "contiguous_placement",
           "needs one weight per layer");
   const std::size_t parts = std::size_t(ranks) * std::size_t(chunks_per_rank);
@@ -76,8 +77,8 @@ inline placement contiguous_placement(const multimodal_model& model, std::span<c
 // its forward + backward time under `costs` for `work_of(module)`. This is the best static
 // ("exhaustive") mixed partition of the DIP paper: no contiguous cut has a lighter slowest stage.
 template <cost_model_like Costs, class WorkOf>
-placement sequential_placement(const multimodal_model& model, const Costs& costs, WorkOf&& work_of,
-                               int ranks, int chunks_per_rank) {
+placement sequential_placement(const multimodal_model& model, const Costs& costs, WorkOf&& work_of, int ranks,
+                               int chunks_per_rank) {
   const std::vector<layer_ref> layers = layers_in_order(model);
   std::vector<double> weights;
   weights.reserve(layers.size());

@@ -42,13 +42,13 @@
 #include "dip/core/units.hpp"
 #include "dip/cost/cost_model.hpp"
 #include "dip/model/model.hpp"
-#include "dip/partition/min_max.hpp"
-#include "dip/partition/contiguous_placement.hpp"
-#include "dip/partition/placement_report.hpp"
 #include "dip/partition/chain_groups.hpp"
+#include "dip/partition/contiguous_placement.hpp"
+#include "dip/partition/min_max.hpp"
+#include "dip/partition/placement.hpp"
+#include "dip/partition/placement_report.hpp"
 #include "dip/partition/sub_microbatch_size.hpp"
 #include "dip/partition/weight_memory.hpp"
-#include "dip/partition/placement.hpp"
 
 namespace dip {
 
@@ -61,15 +61,15 @@ struct partition_options {
   std::map<std::string, std::size_t> sub_microbatch_size;  // fixed B, by the name of any module of a group
   std::map<std::string, std::size_t> segments_per_rank;    // fixed K, likewise
   segment_rule rule = segment_rule::refined;
-  std::size_t segment_search_radius = 1;                   // r of the refined rule
+  std::size_t segment_search_radius = 1;  // r of the refined rule
   chunk_order order = chunk_order::round_robin;
-  weight_memory_rule memory{};                             // tp, bytes per parameter, GPU capacity
-  uniform_microbatch_shape shape{};                        // the typical microbatch (item profiles)
+  weight_memory_rule memory{};       // tp, bytes per parameter, GPU capacity
+  uniform_microbatch_shape shape{};  // the typical microbatch (item profiles)
 };
 
 struct chain_group {
-  std::vector<module_id> modules;      // in chain order
-  module_id leader;                    // the module with the most layers; names the group
+  std::vector<module_id> modules;  // in chain order
+  module_id leader;                // the module with the most layers; names the group
   item_kind kind = item_kind::sequence;
   std::size_t sub_microbatch_size = 1;  // B_g (items per sub-microbatch)
   double efficiency = 1;                // throughput at B_g over the peak
@@ -81,12 +81,12 @@ struct chain_group {
 };
 
 struct modality_partition {
-  std::vector<chain_group> groups;   // group g is placement chain g
+  std::vector<chain_group> groups;  // group g is placement chain g
   dip::placement placement;
-  std::vector<duration> chunk_time;    // per chunk: forward + backward for one sub-microbatch (B_g items)
-  std::vector<duration> rank_work;     // per rank: expected forward + backward per microbatch
-  std::vector<bytes> weight_memory;    // per rank, per GPU
-  sub_microbatch_policy policy;        // how the batch splitter must cut microbatches for this placement
+  std::vector<duration> chunk_time;  // per chunk: forward + backward for one sub-microbatch (B_g items)
+  std::vector<duration> rank_work;   // per rank: expected forward + backward per microbatch
+  std::vector<bytes> weight_memory;  // per rank, per GPU
+  sub_microbatch_policy policy;      // how the batch splitter must cut microbatches for this placement
 
   // Largest over mean rank work: 1 is perfect balance.
   double balance() const { return max_over_mean(rank_work); }
@@ -101,8 +101,8 @@ inline std::size_t chunk_rank_in_order(std::size_t c, std::size_t ranks, chunk_o
 namespace detail {
 
 inline std::optional<std::size_t> fixed_for_group(const std::map<std::string, std::size_t>& fixed,
-                                                  const multimodal_model& model,
-                                                  const std::vector<module_id>& modules, const char* what) {
+                                                  const multimodal_model& model, const std::vector<module_id>& modules,
+                                                  const char* what) {
   std::optional<std::size_t> value;
   for (const auto& [name, v] : fixed) {
     const module_id id = model.at(name);  // throws not_found naming the module
@@ -135,8 +135,8 @@ std::vector<double> group_layer_weights(const Costs& costs, const multimodal_mod
 
 // Offsets (one per group, the first fixed at 0 since rotating every group alike only renames the
 // ranks) minimising the largest rank load, then the sum of squared loads.
-inline std::vector<std::size_t> balance_offsets(const std::vector<std::vector<double>>& chunk_loads,
-                                                std::size_t ranks, chunk_order order) {
+inline std::vector<std::size_t> balance_offsets(const std::vector<std::vector<double>>& chunk_loads, std::size_t ranks,
+                                                chunk_order order) {
   const std::size_t groups = chunk_loads.size();
   // Adds group g's chunk loads to `loads` with the group rotated by `offset`.
   const auto add_group = [&](std::vector<double>& loads, std::size_t g, std::size_t offset) {
@@ -190,7 +190,8 @@ inline std::vector<std::size_t> balance_offsets(const std::vector<std::vector<do
     for (double l : chunk_loads[g]) t += l;
     return t;
   };
-  std::stable_sort(by_weight.begin(), by_weight.end(), [&](std::size_t a, std::size_t b) { return total(a) > total(b); });
+  std::stable_sort(by_weight.begin(), by_weight.end(),
+                   [&](std::size_t a, std::size_t b) { return total(a) > total(b); });
   std::vector<double> loads(ranks, 0.0);
   for (std::size_t i = 0; i < groups; ++i) {
     const std::size_t g = by_weight[i];
@@ -219,8 +220,7 @@ modality_partition partition_modalities(const multimodal_model& model, const Cos
                                         const partition_options& options) {
   const std::string where = "partition of model '" + model.name() + "'";
   require(options.ranks >= 1, errc::invalid_argument, where, "needs at least one rank");
-  require(profiles.size() == model.module_count(), errc::invalid_argument, where,
-          "needs one item profile per module");
+  require(profiles.size() == model.module_count(), errc::invalid_argument, where, "needs one item profile per module");
   const std::size_t ranks = std::size_t(options.ranks);
   const chain_group_layout layout = chain_groups(model, options.ranks);
 
@@ -251,7 +251,8 @@ modality_partition partition_modalities(const multimodal_model& model, const Cos
                 std::to_string(layers) + " layers, fewer than the " + std::to_string(ranks) +
                 " ranks it must be spread over");
 
-    if (auto fixed = detail::fixed_for_group(options.sub_microbatch_size, model, group.modules, "sub-microbatch size")) {
+    if (auto fixed =
+            detail::fixed_for_group(options.sub_microbatch_size, model, group.modules, "sub-microbatch size")) {
       group.sub_microbatch_size = *fixed;
       group.efficiency = std::numeric_limits<double>::quiet_NaN();  // not measured against a peak
     } else if (same_kind && lead.max_per_microbatch > 1) {

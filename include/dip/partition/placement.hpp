@@ -39,9 +39,9 @@ struct chunk_spec {
 
 struct placement {
   int ranks = 0;
-  std::vector<chunk_spec> chunks;                     // chunk_id indexes this
-  std::vector<std::vector<chunk_id>> chains;          // chunks of each chain, in order
-  std::vector<std::vector<std::size_t>> chain_inputs; // chains feeding each chain
+  std::vector<chunk_spec> chunks;                      // chunk_id indexes this
+  std::vector<std::vector<chunk_id>> chains;           // chunks of each chain, in order
+  std::vector<std::vector<std::size_t>> chain_inputs;  // chains feeding each chain
 
   const chunk_spec& chunk(chunk_id id) const { return chunks.at(id.index()); }
   std::size_t chunk_count() const noexcept { return chunks.size(); }
@@ -70,8 +70,8 @@ inline void validate(const placement& p, const multimodal_model& model) {
       require(c.index() < p.chunks.size(), errc::invalid_argument, "placement",
               "chain " + std::to_string(k) + " names chunk " + std::to_string(c.index()) + " that does not exist");
       ++seen[c.index()];
-      require(p.chunks[c.index()].chain == k && p.chunks[c.index()].position == i,
-              errc::invalid_argument, "placement chunk " + std::to_string(c.index()),
+      require(p.chunks[c.index()].chain == k && p.chunks[c.index()].position == i, errc::invalid_argument,
+              "placement chunk " + std::to_string(c.index()),
               "its chain/position fields disagree with the chain lists");
     }
     for (std::size_t input : p.chain_inputs[k]) {
@@ -89,9 +89,9 @@ inline void validate(const placement& p, const multimodal_model& model) {
     for (const layer_span& s : chunk.spans) {
       require(s.module.valid() && s.module.index() < model.module_count(), errc::invalid_argument, where,
               "names a module that does not exist");
-      require(s.first < s.last && s.last <= model.module(s.module).layers.size(), errc::invalid_argument,
-              where, "layer range [" + std::to_string(s.first) + ", " + std::to_string(s.last) +
-                         ") of module '" + model.module(s.module).name + "' is empty or out of range");
+      require(s.first < s.last && s.last <= model.module(s.module).layers.size(), errc::invalid_argument, where,
+              "layer range [" + std::to_string(s.first) + ", " + std::to_string(s.last) + ") of module '" +
+                  model.module(s.module).name + "' is empty or out of range");
     }
   }
 }
@@ -100,8 +100,8 @@ inline void validate(const placement& p, const multimodal_model& model) {
 // over `tp` tensor-parallel GPUs. The default 16 bytes is mixed-precision Adam without a
 // distributed optimiser, as Megatron accounts it: BF16 weights (2) and gradients (2), FP32
 // master weights (4) and two FP32 Adam moments (4 + 4).
-inline std::vector<bytes> weight_bytes_per_rank(const multimodal_model& model, const placement& p,
-                                                int tp, double bytes_per_parameter = 16.0) {
+inline std::vector<bytes> weight_bytes_per_rank(const multimodal_model& model, const placement& p, int tp,
+                                                double bytes_per_parameter = 16.0) {
   require(tp >= 1, errc::invalid_argument, "tp", "must be >= 1");
   std::vector<bytes> result(static_cast<std::size_t>(p.ranks));
   for (const chunk_spec& chunk : p.chunks) {

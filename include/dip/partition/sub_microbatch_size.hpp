@@ -24,9 +24,9 @@
 namespace dip {
 
 struct sub_microbatch_size_choice {
-  std::size_t size = 1;             // B
-  double efficiency = 1;            // throughput(B) / peak throughput
-  std::vector<double> throughput;   // items per second at b = 1..max (index b - 1)
+  std::size_t size = 1;            // B
+  double efficiency = 1;           // throughput(B) / peak throughput
+  std::vector<double> throughput;  // items per second at b = 1..max (index b - 1)
 };
 
 // Forward + backward time of every layer of `modules` when each processes `count` of its items.

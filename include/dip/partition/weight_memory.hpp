@@ -42,9 +42,9 @@ inline std::vector<bytes> check_weight_memory(const multimodal_model& model, con
   std::ostringstream per_parameter;
   per_parameter << rule.bytes_per_parameter;  // "16", not "16.000000"
   require(over.empty(), errc::infeasible, where,
-          "weights, gradients and optimiser state (" + per_parameter.str() +
-              " B/parameter over tp " + std::to_string(rule.tp) + ") do not fit: " + over + " of " +
-              to_string(*rule.capacity) + " available per GPU; raise tp or pp");
+          "weights, gradients and optimiser state (" + per_parameter.str() + " B/parameter over tp " +
+              std::to_string(rule.tp) + ") do not fit: " + over + " of " + to_string(*rule.capacity) +
+              " available per GPU; raise tp or pp");
   return per_rank;
 }
 

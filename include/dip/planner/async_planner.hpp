@@ -64,7 +64,7 @@ inline std::size_t default_planning_workers() noexcept {
 
 struct async_planner_options {
   std::size_t workers = default_planning_workers();  // planning threads, >= 1
-  std::size_t max_ahead = 2;  // batches submitted and not yet delivered, at most; >= 1
+  std::size_t max_ahead = 2;                         // batches submitted and not yet delivered, at most; >= 1
 };
 
 // How a delivered plan was obtained. Each `get` counts in exactly one of `async_planner_stats`.
@@ -81,9 +81,7 @@ struct async_planner_stats {
   std::size_t fallback_used = 0;  // the fallback because no plan was offered
   std::size_t errors = 0;         // the fallback because the search threw
 
-  std::size_t delivered() const noexcept {
-    return planned_in_time + best_so_far_used + fallback_used + errors;
-  }
+  std::size_t delivered() const noexcept { return planned_in_time + best_so_far_used + fallback_used + errors; }
   friend bool operator==(const async_planner_stats&, const async_planner_stats&) = default;
 };
 
@@ -235,8 +233,8 @@ class async_planner {
       std::lock_guard lock(mutex_);
       if (last_submitted_) {
         require(batch_index > *last_submitted_, errc::invalid_argument, where,
-                "batch " + std::to_string(batch_index) + " submitted after batch " +
-                    std::to_string(*last_submitted_) + " (indexes must increase)");
+                "batch " + std::to_string(batch_index) + " submitted after batch " + std::to_string(*last_submitted_) +
+                    " (indexes must increase)");
       }
       if (outstanding_.size() >= options_.max_ahead) return false;
       last_submitted_ = batch_index;
@@ -371,10 +369,9 @@ class async_planner {
     }
     if (last_delivered_ && index <= *last_delivered_) {
       throw error(errc::invalid_argument, where,
-                  index == *last_delivered_
-                      ? name + " was delivered already"
-                      : name + " precedes batch " + std::to_string(*last_delivered_) +
-                            ", delivered already (plans are delivered in order)");
+                  index == *last_delivered_ ? name + " was delivered already"
+                                            : name + " precedes batch " + std::to_string(*last_delivered_) +
+                                                  ", delivered already (plans are delivered in order)");
     }
     throw error(errc::invalid_argument, where, name + " was never submitted");
   }

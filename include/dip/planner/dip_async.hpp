@@ -19,8 +19,8 @@
 #include "dip/core/units.hpp"
 #include "dip/planner/async_planner.hpp"
 #include "dip/planner/dip_planner.hpp"
-#include "dip/schedule/memory_chooser.hpp"
 #include "dip/planner/modality_baselines.hpp"
+#include "dip/schedule/memory_chooser.hpp"
 #include "dip/schedule/pass_search.hpp"
 #include "dip/sim/simulator.hpp"
 
@@ -69,8 +69,8 @@ void submit_dip_batch(async_planner<Plan>& planner, std::size_t index, const std
   planner.submit(index, std::move(search), std::move(fallback));
 }
 
-inline void submit_dip_batch(async_planner<plan>& planner, std::size_t index, const std::shared_ptr<const stage_graph>& graph,
-                             const dip_planner_options& options) {
+inline void submit_dip_batch(async_planner<plan>& planner, std::size_t index,
+                             const std::shared_ptr<const stage_graph>& graph, const dip_planner_options& options) {
   submit_dip_batch(planner, index, graph, options, [](plan p) { return p; });
 }
 

@@ -22,8 +22,8 @@
 #include "dip/schedule/dual_queue.hpp"
 #include "dip/schedule/in_flight_caps.hpp"
 #include "dip/schedule/memory_chooser.hpp"
-#include "dip/schedule/plan.hpp"
 #include "dip/schedule/pass_search.hpp"
+#include "dip/schedule/plan.hpp"
 #include "dip/schedule/stage_graph.hpp"
 #include "dip/schedule/validate.hpp"
 #include "dip/sim/simulator.hpp"
@@ -38,7 +38,7 @@ struct dip_planner_options {
   std::size_t search_rollouts = 0;   // phase 1 rollout budget (reproducible with one thread)
   unsigned threads = 1;
   std::uint64_t seed = 1;
-  bool memory_strategies = true;     // phase 3 (needs a memory cap)
+  bool memory_strategies = true;                         // phase 3 (needs a memory cap)
   std::vector<double> relaxations{1.25, 1.5, 2.0, 0.0};  // looser activation budgets to try; 0: no cap
   memory_strategy_model strategy_model{};
   // Phase 3's solver while the planner prices its candidate plans: without the decision diagram,
@@ -99,7 +99,7 @@ inline void fit_memory(plan& p, bytes cap, const std::vector<bytes>& weight_memo
 // with memory strategies, the looser `relaxations`, each brought back under the real cap by
 // phase 3. Throws dip::error(errc::invalid_plan) naming the violation when nothing fits.
 inline plan plan_dip(std::shared_ptr<const stage_graph> graph, const dip_planner_options& options,
-                              std::span<const std::uint32_t> priority = {}) {
+                     std::span<const std::uint32_t> priority = {}) {
   require(graph != nullptr, errc::invalid_argument, "plan_dip", "no stage graph");
   const pass_index passes(*graph);
   const std::vector<std::uint32_t> natural = default_pass_priority(passes);
@@ -120,7 +120,8 @@ inline plan plan_dip(std::shared_ptr<const stage_graph> graph, const dip_planner
     plan candidate = make_plan(graph, interleave_stages(*graph, passes, order, caps).order);
     if (use_strategies) {
       try {
-        fit_memory(candidate, *options.memory_cap, options.weight_memory, options.strategy_model, options.memory_solver);
+        fit_memory(candidate, *options.memory_cap, options.weight_memory, options.strategy_model,
+                   options.memory_solver);
       } catch (const error& e) {
         if (e.code() != errc::infeasible) throw;
         return;  // even recompute and offload cannot fit this order

@@ -39,7 +39,6 @@
 #include <utility>
 #include <vector>
 
-#include "dip/schedule/build_stage_graph.hpp"
 #include "dip/batch/batch_work.hpp"
 #include "dip/batch/module_items.hpp"
 #include "dip/batch/packing.hpp"
@@ -61,6 +60,7 @@
 #include "dip/planner/dip_planner.hpp"
 #include "dip/planner/schedule_registry.hpp"
 #include "dip/planner/segment_tuning.hpp"
+#include "dip/schedule/build_stage_graph.hpp"
 #include "dip/schedule/plan.hpp"
 #include "dip/schedule/stage_graph.hpp"
 #include "dip/schedule/validate.hpp"
@@ -70,12 +70,12 @@ namespace dip {
 
 // The cluster one training run uses: its pipeline, tensor parallelism, GPU and links.
 struct cluster_spec {
-  int pp = 1;                       // pipeline-parallel ranks
-  int tp = 1;                       // tensor-parallel degree (divides weights and work)
+  int pp = 1;  // pipeline-parallel ranks
+  int tp = 1;  // tensor-parallel degree (divides weights and work)
   gpu_spec gpu = find_gpu("H800");
   std::optional<bytes> memory_cap{};  // per GPU, weights included; nullopt: the GPU's memory
-  duration p2p_latency{};           // per pipeline message
-  std::optional<bandwidth> link{};  // nullopt: NVLink when tp * pp fits one node, else the network
+  duration p2p_latency{};             // per pipeline message
+  std::optional<bandwidth> link{};    // nullopt: NVLink when tp * pp fits one node, else the network
   double bytes_per_parameter = 16.0;  // weights + grads + Adam (BF16, FP32 master and moments)
 
   bytes cap() const { return memory_cap.value_or(gpu.memory); }
@@ -96,20 +96,20 @@ inline cluster_spec cluster_of(const model_preset& preset) {
 
 // What is fixed for a run besides the model and the cluster. The defaults are dip-plan's.
 struct planner_options {
-  std::string partition = "balanced";  // placement of the classic schedules: balanced, megatron or dip
-  std::size_t interleaved_chunks = 2;  // chunks per rank of "interleaved"
-  std::size_t segments_per_rank = 0;   // K of every modality-aware chain; 0: the partitioner's (tuned)
+  std::string partition = "balanced";   // placement of the classic schedules: balanced, megatron or dip
+  std::size_t interleaved_chunks = 2;   // chunks per rank of "interleaved"
+  std::size_t segments_per_rank = 0;    // K of every modality-aware chain; 0: the partitioner's (tuned)
   std::size_t sub_microbatch_size = 0;  // B of the image and clip chains; 0: the partitioner's
-  bool tune_segments = true;           // tune K per chain by planning sample batches
+  bool tune_segments = true;            // tune K per chain by planning sample batches
   std::vector<std::vector<packed_microbatch>> tuning_batches{};  // empty: the first batch planned
-  double search_ms = 200;              // dip's search budget per batch (0 with 0 rollouts: none)
-  std::size_t search_rollouts = 0;     // dip's rollout budget (reproducible with one thread)
-  unsigned threads = 1;                // dip's search threads
-  std::uint64_t seed = 0;              // dip's search seed for batch i is seed + i
-  bool memory_strategies = true;       // dip may recompute or offload to fit more in flight
-  bool fit_memory = true;              // other schedules: fitted to the cap with recompute/offload
-  bool record_timeline = false;        // fill simulation_result::timeline
-  async_planner_options async{};       // workers and look-ahead of submit/get
+  double search_ms = 200;           // dip's search budget per batch (0 with 0 rollouts: none)
+  std::size_t search_rollouts = 0;  // dip's rollout budget (reproducible with one thread)
+  unsigned threads = 1;             // dip's search threads
+  std::uint64_t seed = 0;           // dip's search seed for batch i is seed + i
+  bool memory_strategies = true;    // dip may recompute or offload to fit more in flight
+  bool fit_memory = true;           // other schedules: fitted to the cap with recompute/offload
+  bool record_timeline = false;     // fill simulation_result::timeline
+  async_planner_options async{};    // workers and look-ahead of submit/get
 };
 
 struct planning_times {
@@ -124,10 +124,10 @@ struct planned_batch {
   std::string placement;  // what it ran on: balanced, megatron, dip or optimus
   dip::plan plan;         // validated per-rank action lists (plan.graph: the stage graph)
   simulation_result simulation;
-  std::vector<bytes> weight_memory;    // per rank
+  std::vector<bytes> weight_memory;     // per rank
   std::vector<split_microbatch> split;  // which items each sub-microbatch holds
-  batch_work work;                     // the stage graph's input (what plan exports need)
-  std::uint64_t index = 0;             // the batch index it was planned as
+  batch_work work;                      // the stage graph's input (what plan exports need)
+  std::uint64_t index = 0;              // the batch index it was planned as
   planning_times times;
 };
 
@@ -328,9 +328,7 @@ class planner {
     }
   }
 
-  finisher snapshot() const {
-    return {cluster_.comm(), cluster_.cap(), options_.fit_memory, options_.record_timeline};
-  }
+  finisher snapshot() const { return {cluster_.comm(), cluster_.cap(), options_.fit_memory, options_.record_timeline}; }
 
   planned_batch finish(const prepared& p, dip::plan made, std::chrono::steady_clock::time_point start) const {
     return snapshot().finish(p, std::move(made), start);
@@ -351,8 +349,8 @@ class planner {
     p.split_ms = detail::milliseconds_since(start);
 
     start = std::chrono::steady_clock::now();
-    p.planner_options = dip_options(weight_bytes_per_rank(model_, where.place, cluster_.tp, cluster_.bytes_per_parameter),
-                                    p.entry, index);
+    p.planner_options = dip_options(
+        weight_bytes_per_rank(model_, where.place, cluster_.tp, cluster_.bytes_per_parameter), p.entry, index);
     p.graph = std::make_shared<const stage_graph>(
         build_stage_graph(model_, where.place, p.work, costs_, {.split_backward = p.entry.split_backward}));
     p.graph_ms = detail::milliseconds_since(start);
@@ -384,7 +382,8 @@ class planner {
       // text chains keep the partitioner's choice.
       for (const module_spec& m : model_.modules()) {
         const item_kind kind = module_item_kind(model_, m.id);
-        if (kind == item_kind::image || kind == item_kind::clip) o.sub_microbatch_size[m.name] = options_.sub_microbatch_size;
+        if (kind == item_kind::image || kind == item_kind::clip)
+          o.sub_microbatch_size[m.name] = options_.sub_microbatch_size;
       }
     }
     const std::size_t k = one_chunk ? 1 : options_.segments_per_rank;
@@ -414,7 +413,8 @@ class planner {
                                                    .memory_strategies = options_.memory_strategies});
     std::vector<std::size_t> chosen;
     for (const chain_group& g : tuned.partition.groups) chosen.push_back(g.segments_per_rank);
-    if (chosen != tuned.trials.front().segments_per_rank) cache_->rule_segments = tuned.trials.front().segments_per_rank;
+    if (chosen != tuned.trials.front().segments_per_rank)
+      cache_->rule_segments = tuned.trials.front().segments_per_rank;
     cache_->modality = std::move(tuned.partition);
     return *cache_->modality;
   }

@@ -22,15 +22,15 @@
 #include <string>
 #include <vector>
 
-#include "dip/schedule/build_stage_graph.hpp"
 #include "dip/batch/packing.hpp"
 #include "dip/batch/splitter.hpp"
 #include "dip/core/error.hpp"
 #include "dip/cost/cost_model.hpp"
 #include "dip/model/model.hpp"
 #include "dip/partition/modality_partition.hpp"
-#include "dip/planner/dip_planner.hpp"
 #include "dip/partition/placement.hpp"
+#include "dip/planner/dip_planner.hpp"
+#include "dip/schedule/build_stage_graph.hpp"
 #include "dip/schedule/stage_graph.hpp"
 #include "dip/sim/simulator.hpp"
 
@@ -44,7 +44,7 @@ struct segment_trial {
 };
 
 struct segment_tuning {
-  modality_partition partition;      // the fastest partition found
+  modality_partition partition;       // the fastest partition found
   std::vector<segment_trial> trials;  // every candidate tried, the rule's first
 };
 
@@ -72,7 +72,8 @@ inline partition_options with_segments(partition_options options, const modality
 // dip::error(errc::invalid_argument) without samples, and what partition_modalities throws when
 // even the rule's K does not partition.
 template <cost_model_like Costs>
-segment_tuning tune_segments_per_rank(const multimodal_model& model, const Costs& costs, const partition_options& options,
+segment_tuning tune_segments_per_rank(const multimodal_model& model, const Costs& costs,
+                                      const partition_options& options,
                                       std::span<const std::vector<packed_microbatch>> samples,
                                       dip_planner_options planner, const segment_tuning_options& tuning = {}) {
   require(!samples.empty(), errc::invalid_argument, "tune_segments_per_rank", "no sample batches");
@@ -131,7 +132,8 @@ segment_tuning tune_segments_per_rank(const multimodal_model& model, const Costs
     bool improved = false;
     for (std::size_t g = 0; g < current.size(); ++g) {
       const std::size_t k = best[g];
-      for (std::size_t candidate = k > tuning.radius ? k - tuning.radius : 1; candidate <= k + tuning.radius; ++candidate) {
+      for (std::size_t candidate = k > tuning.radius ? k - tuning.radius : 1; candidate <= k + tuning.radius;
+           ++candidate) {
         if (candidate == k) continue;
         std::vector<std::size_t> trial = best;
         trial[g] = candidate;
@@ -146,7 +148,8 @@ segment_tuning tune_segments_per_rank(const multimodal_model& model, const Costs
     if (!improved) break;
   }
   if (best != current) {
-    result.partition = partition_modalities(model, costs, detail::with_segments(options, result.partition, model, best));
+    result.partition =
+        partition_modalities(model, costs, detail::with_segments(options, result.partition, model, best));
   }
   return result;
 }

@@ -24,8 +24,8 @@ inline generator<action> rank_actions_body(std::shared_ptr<const plan> p, std::s
 inline generator<action> rank_actions(std::shared_ptr<const plan> p, rank_id rank) {
   require(p != nullptr, errc::invalid_argument, "rank_actions", "no plan");
   require(rank.valid() && rank.index() < p->ranks.size(), errc::invalid_argument, "rank_actions",
-          "rank " + (rank.valid() ? std::to_string(rank.value()) : std::string("invalid")) + " is not one of the plan's " +
-              std::to_string(p->ranks.size()));
+          "rank " + (rank.valid() ? std::to_string(rank.value()) : std::string("invalid")) +
+              " is not one of the plan's " + std::to_string(p->ranks.size()));
   return detail::rank_actions_body(std::move(p), rank.index());
 }
 

@@ -47,12 +47,13 @@ inline pipeline_shape classic_pipeline_shape(const stage_graph& graph, std::stri
   const placement& layout = graph.placement();
   require(layout.chains.size() == 1, errc::invalid_argument, where,
           "needs a single-chain placement (a classic pipeline such as sequential_placement builds); "
-          "this one has " + std::to_string(layout.chains.size()) + " chains");
+          "this one has " +
+              std::to_string(layout.chains.size()) + " chains");
   const std::size_t p = std::size_t(graph.ranks());
   const std::size_t length = layout.chains[0].size();
   require(p >= 1 && length % p == 0, errc::invalid_argument, where,
-          "needs a chain of ranks x chunks-per-rank chunks; the chain has " + std::to_string(length) +
-              " chunks for " + std::to_string(p) + " ranks");
+          "needs a chain of ranks x chunks-per-rank chunks; the chain has " + std::to_string(length) + " chunks for " +
+              std::to_string(p) + " ranks");
   for (std::size_t c = 0; c < length; ++c) {
     const rank_id rank = layout.chunk(layout.chains[0][c]).rank;
     require(rank.index() == c % p, errc::invalid_argument, where,

@@ -26,12 +26,11 @@ namespace dip {
 // separately, sub-microbatch s through every module of the chain (a DIP chain: one module, or
 // an encoder and its projector split alike); otherwise (a classic pipeline over modules split
 // differently) the chain runs the microbatch whole, the sum of each module's sub-microbatches.
-// Classic schedules want whole microbatches: give them `merge_sub_microbatches(batch)`. Throws dip::error for an empty batch, a microbatch
-// that does not give every module its work, or costs that are NaN or negative.
+// Classic schedules want whole microbatches: give them `merge_sub_microbatches(batch)`. Throws dip::error for an empty
+// batch, a microbatch that does not give every module its work, or costs that are NaN or negative.
 template <cost_model_like Costs>
-stage_graph build_stage_graph(const multimodal_model& model, const dip::placement& placement,
-                              const batch_work& batch, const Costs& costs,
-                              stage_graph_options options) {
+stage_graph build_stage_graph(const multimodal_model& model, const dip::placement& placement, const batch_work& batch,
+                              const Costs& costs, stage_graph_options options) {
   validate(placement, model);
   require(!batch.microbatches.empty(), errc::invalid_argument, "batch", "has no microbatches");
   stage_graph g;
@@ -87,7 +86,8 @@ stage_graph build_stage_graph(const multimodal_model& model, const dip::placemen
           const chunk_spec& chunk = placement.chunk(c);
           layer_cost cost;
           for (const layer_span& span : chunk.spans) {
-            const layer_cost part = chunk_cost(costs, model.module(span.module), span.first, span.last, work_of(span.module, s));
+            const layer_cost part =
+                chunk_cost(costs, model.module(span.module), span.first, span.last, work_of(span.module, s));
             cost.forward += part.forward;
             cost.backward_input += part.backward_input;
             cost.backward_weight += part.backward_weight;

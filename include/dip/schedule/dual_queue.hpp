@@ -33,8 +33,8 @@
 #include "dip/core/error.hpp"
 #include "dip/core/ids.hpp"
 #include "dip/core/units.hpp"
-#include "dip/schedule/stage_graph.hpp"
 #include "dip/model/hardware.hpp"
+#include "dip/schedule/stage_graph.hpp"
 
 namespace dip {
 
@@ -100,11 +100,11 @@ inline interleave_result interleave_stages(const stage_graph& graph, const pass_
                                            std::span<const std::uint32_t> priority,
                                            const interleave_options& options = {}) {
   const std::size_t ranks = std::size_t(graph.ranks()), n = graph.size();
-  require(priority.size() == passes.size(), errc::invalid_argument, "interleave_stages",
-          "needs one priority per pass (" + std::to_string(passes.size()) + "), got " +
-              std::to_string(priority.size()));
-  require(options.memory_cap.empty() || options.memory_cap.size() == ranks, errc::invalid_argument,
-          "interleave_stages", "memory_cap needs one entry per rank");
+  require(
+      priority.size() == passes.size(), errc::invalid_argument, "interleave_stages",
+      "needs one priority per pass (" + std::to_string(passes.size()) + "), got " + std::to_string(priority.size()));
+  require(options.memory_cap.empty() || options.memory_cap.size() == ranks, errc::invalid_argument, "interleave_stages",
+          "memory_cap needs one entry per rank");
   require(options.weight_memory.empty() || options.weight_memory.size() == ranks, errc::invalid_argument,
           "interleave_stages", "weight_memory needs one entry per rank");
   const double latency = to_seconds(options.comm.latency);
@@ -129,7 +129,8 @@ inline interleave_result interleave_stages(const stage_graph& graph, const pass_
     return 1;
   };
   for (std::size_t v = 0; v < n; ++v) {
-    if (waiting[v] == 0) available[graph.stages()[v].rank.index()][std::size_t(queue_of(v))].push_back(std::uint32_t(v));
+    if (waiting[v] == 0)
+      available[graph.stages()[v].rank.index()][std::size_t(queue_of(v))].push_back(std::uint32_t(v));
   }
 
   interleave_result result;

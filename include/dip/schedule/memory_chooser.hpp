@@ -114,7 +114,8 @@ inline memory_problem memory_problem_for_rank(const stage_graph& graph, std::siz
       throw error(errc::invalid_argument, where,
                   describe(graph, id) + " belongs to rank " + std::to_string(graph.at(id).rank.value()));
     }
-    if (position[id.index()] != absent) throw error(errc::invalid_argument, where, describe(graph, id) + " appears twice");
+    if (position[id.index()] != absent)
+      throw error(errc::invalid_argument, where, describe(graph, id) + " appears twice");
     position[id.index()] = i;
   }
   memory_problem problem;
@@ -150,8 +151,7 @@ inline memory_problem memory_problem_for_rank(const stage_graph& graph, std::siz
 // Throws dip::error(errc::infeasible) naming the rank, the stage after which even the smallest
 // strategies exceed the cap, and the bytes needed against the cap (or the weights alone);
 // errc::invalid_argument for bad orders or options.
-inline memory_choice choose_memory_strategies(const stage_graph& graph,
-                                              const std::vector<std::vector<stage_id>>& order,
+inline memory_choice choose_memory_strategies(const stage_graph& graph, const std::vector<std::vector<stage_id>>& order,
                                               const memory_choice_options& options) {
   const std::size_t ranks = static_cast<std::size_t>(graph.ranks());
   require(order.size() == ranks, errc::invalid_argument, "choose_memory_strategies",
@@ -168,8 +168,9 @@ inline memory_choice choose_memory_strategies(const stage_graph& graph,
     const bytes weights = options.weight_memory.empty() ? bytes{} : options.weight_memory[r];
     const std::string where = "rank " + std::to_string(r);
     if (weights > options.memory_cap) {
-      throw error(errc::infeasible, where,
-                  "its weights need " + to_string(weights) + ", over the memory cap of " + to_string(options.memory_cap));
+      throw error(
+          errc::infeasible, where,
+          "its weights need " + to_string(weights) + ", over the memory cap of " + to_string(options.memory_cap));
     }
     memory_problem problem = memory_problem_for_rank(graph, r, order[r], weights, options.memory_cap, options.model);
     if (const std::optional<infeasible_point> bad = first_infeasible_point(problem)) {
@@ -205,8 +206,8 @@ inline memory_choice choose_memory_strategies(const stage_graph& graph,
       problem.cap -= (out.peak_memory - options.memory_cap) + bytes(2e-9 * options.memory_cap.base());
       if (first_infeasible_point(problem)) {
         throw error(errc::infeasible, where,
-                    "the peak reaches " + to_string(out.peak_memory) + " with every pair at its smallest strategy; the cap is " +
-                        to_string(options.memory_cap));
+                    "the peak reaches " + to_string(out.peak_memory) +
+                        " with every pair at its smallest strategy; the cap is " + to_string(options.memory_cap));
       }
     }
   }

@@ -51,15 +51,15 @@
 namespace dip {
 
 struct pass_search_options {
-  double time_budget_ms = 100;       // wall-clock budget for the tree (seeds always run); <= 0: none
-  std::size_t max_rollouts = 0;      // 0: unlimited (then a time budget is required)
+  double time_budget_ms = 100;   // wall-clock budget for the tree (seeds always run); <= 0: none
+  std::size_t max_rollouts = 0;  // 0: unlimited (then a time budget is required)
   unsigned threads = 1;
   std::uint64_t seed = 1;
-  double alpha = 4;                  // sharpens the exploitation term s^alpha
-  double beta = 0.3;                 // exploration weight
-  double epsilon = 0.15;             // rollout randomness
-  interleave_options interleave;     // memory caps and the link for phase 2
-  std::stop_token stop;              // stops the search early (the best order so far is returned)
+  double alpha = 4;               // sharpens the exploitation term s^alpha
+  double beta = 0.3;              // exploration weight
+  double epsilon = 0.15;          // rollout randomness
+  interleave_options interleave;  // memory caps and the link for phase 2
+  std::stop_token stop;           // stops the search early (the best order so far is returned)
   // Called on every improvement with the new best priority and its makespan, under the search's
   // lock: keep it short (an asynchronous planner offers a plan from it).
   std::function<void(const std::vector<std::uint32_t>& priority, duration makespan)> on_improvement;
@@ -185,10 +185,10 @@ inline pass_search_result search_pass_order(const stage_graph& graph, const pass
   // The tree.
   struct node {
     std::int32_t parent = -1;
-    std::uint32_t pass = 0;        // the choice leading here
+    std::uint32_t pass = 0;  // the choice leading here
     std::vector<std::int32_t> children;
-    std::uint32_t tried = 0;          // candidates expanded so far
-    std::uint32_t candidates = 0;     // eligible passes at this prefix (set on first visit)
+    std::uint32_t tried = 0;       // candidates expanded so far
+    std::uint32_t candidates = 0;  // eligible passes at this prefix (set on first visit)
     std::uint32_t visits = 0;
     double best = std::numeric_limits<double>::infinity();
   };
@@ -268,7 +268,8 @@ inline pass_search_result search_pass_order(const stage_graph& graph, const pass
           for (std::int32_t c : v.children) {
             const node& child = tree[std::size_t(c)];
             const double exploit = std::isfinite(child.best) ? std::pow(best / child.best, options.alpha) : 0.0;
-            const double explore = options.beta * std::sqrt(log_parent / double(std::max<std::uint32_t>(child.visits, 1)));
+            const double explore = options.beta *
+                                   std::sqrt(log_parent / double(std::max<std::uint32_t>(child.visits, 1)));
             if (exploit + explore > chosen_value) {
               chosen_value = exploit + explore;
               chosen = c;

@@ -28,9 +28,9 @@ enum class memory_strategy : std::uint8_t { keep, recompute, offload };
 
 struct action {
   action_kind kind = action_kind::compute;
-  stage_id stage;        // compute: the stage run; send/recv: the edge's producer
+  stage_id stage;          // compute: the stage run; send/recv: the edge's producer
   std::uint32_t edge = 0;  // send/recv: index into stage_graph::edges()
-  rank_id peer;          // send: the receiver; recv: the sender
+  rank_id peer;            // send: the receiver; recv: the sender
   memory_strategy strategy = memory_strategy::keep;
   friend bool operator==(const action&, const action&) = default;
 };
@@ -61,11 +61,11 @@ inline std::string describe(const stage_graph& graph, const action& a) {
   switch (a.kind) {
     case action_kind::compute: return describe(graph, a.stage);
     case action_kind::send:
-      return "send " + describe(graph, a.stage) + " -> " + describe(graph, graph.edges()[a.edge].to) +
-             " to rank " + std::to_string(a.peer.value());
+      return "send " + describe(graph, a.stage) + " -> " + describe(graph, graph.edges()[a.edge].to) + " to rank " +
+             std::to_string(a.peer.value());
     case action_kind::recv:
-      return "recv " + describe(graph, a.stage) + " -> " + describe(graph, graph.edges()[a.edge].to) +
-             " from rank " + std::to_string(a.peer.value());
+      return "recv " + describe(graph, a.stage) + " -> " + describe(graph, graph.edges()[a.edge].to) + " from rank " +
+             std::to_string(a.peer.value());
   }
   return "?";
 }

@@ -29,8 +29,8 @@ struct stage {
   std::uint32_t sub = 0;  // sub-microbatch within the microbatch (0 when the chain is not split)
   rank_id rank;
   duration time{};
-  bytes memory_delta{};   // + kept activations after F, - when B (or W) frees them
-  bytes output{};         // bytes sent along each outgoing edge to another rank
+  bytes memory_delta{};  // + kept activations after F, - when B (or W) frees them
+  bytes output{};        // bytes sent along each outgoing edge to another rank
 };
 
 struct stage_edge {

@@ -52,9 +52,8 @@ class stage_graph;
 // Defined in build_stage_graph.hpp and stage_graph_from_parts.hpp; declared here so the stage
 // graph can befriend them.
 template <cost_model_like Costs>
-stage_graph build_stage_graph(const multimodal_model& model, const dip::placement& placement,
-                              const batch_work& batch, const Costs& costs,
-                              stage_graph_options options = {});
+stage_graph build_stage_graph(const multimodal_model& model, const dip::placement& placement, const batch_work& batch,
+                              const Costs& costs, stage_graph_options options = {});
 inline stage_graph stage_graph_from_parts(dip::placement placement, bool split_backward, std::vector<stage> stages,
                                           std::vector<stage_edge> edges);
 
@@ -78,16 +77,15 @@ class stage_graph {
   }
 
   // Sub-microbatches microbatch j has on chain k.
-  std::uint32_t sub_count(std::size_t microbatch, std::size_t chain) const {
-    return subs_.at(microbatch).at(chain);
-  }
+  std::uint32_t sub_count(std::size_t microbatch, std::size_t chain) const { return subs_.at(microbatch).at(chain); }
 
   // The stage of (kind, chunk, microbatch, sub); kind must exist in this graph (B xor I/W).
   stage_id find(stage_kind kind, chunk_id chunk, std::size_t microbatch, std::uint32_t sub = 0) const {
     const chunk_spec& c = placement_.chunk(chunk);
     require(microbatch < offsets_.size() && sub < subs_[microbatch][c.chain], errc::invalid_argument,
             "stage_graph::find", "no microbatch " + std::to_string(microbatch) + " sub " + std::to_string(sub));
-    const bool kind_ok = kind == stage_kind::forward || (split_ ? kind != stage_kind::backward : kind == stage_kind::backward);
+    const bool kind_ok = kind == stage_kind::forward ||
+                         (split_ ? kind != stage_kind::backward : kind == stage_kind::backward);
     require(kind_ok, errc::invalid_argument, "stage_graph::find",
             std::string("this graph has no ") + to_char(kind) + " stages");
     const std::size_t kinds = split_ ? 3 : 2;
@@ -108,10 +106,9 @@ class stage_graph {
   duration critical_path() const;
 
   template <cost_model_like Costs>
-  friend stage_graph build_stage_graph(const multimodal_model&, const dip::placement&, const batch_work&,
-                                       const Costs&, stage_graph_options);
+  friend stage_graph build_stage_graph(const multimodal_model&, const dip::placement&, const batch_work&, const Costs&,
+                                       stage_graph_options);
   friend stage_graph stage_graph_from_parts(dip::placement, bool, std::vector<stage>, std::vector<stage_edge>);
-
 
  private:
   void add_edge(std::size_t from, std::size_t to, bytes size) {
@@ -144,8 +141,8 @@ class stage_graph {
   std::vector<stage> stages_;
   std::vector<stage_edge> edges_;
   std::vector<std::uint32_t> out_begin_, in_begin_, out_index_, in_index_;
-  std::vector<std::vector<std::size_t>> offsets_;   // [microbatch][chain] -> first stage index
-  std::vector<std::vector<std::uint32_t>> subs_;    // [microbatch][chain] -> sub-microbatch count
+  std::vector<std::vector<std::size_t>> offsets_;  // [microbatch][chain] -> first stage index
+  std::vector<std::vector<std::uint32_t>> subs_;   // [microbatch][chain] -> sub-microbatch count
 };
 
 // --- Boost.Graph view ---------------------------------------------------------------------------
@@ -169,17 +166,21 @@ inline stage_vertex source(stage_edge_index e, const stage_graph& g) { return g.
 inline stage_vertex target(stage_edge_index e, const stage_graph& g) { return g.edges()[e].to.index(); }
 
 inline std::pair<detail::stage_edge_span_iterator, detail::stage_edge_span_iterator> out_edges(stage_vertex v,
-                                                                                              const stage_graph& g) {
+                                                                                               const stage_graph& g) {
   const auto span = g.out_edges(stage_id::from_index(v));
   return {span.begin(), span.end()};
 }
 inline std::pair<detail::stage_edge_span_iterator, detail::stage_edge_span_iterator> in_edges(stage_vertex v,
-                                                                                             const stage_graph& g) {
+                                                                                              const stage_graph& g) {
   const auto span = g.in_edges(stage_id::from_index(v));
   return {span.begin(), span.end()};
 }
-inline std::size_t out_degree(stage_vertex v, const stage_graph& g) { return g.out_edges(stage_id::from_index(v)).size(); }
-inline std::size_t in_degree(stage_vertex v, const stage_graph& g) { return g.in_edges(stage_id::from_index(v)).size(); }
+inline std::size_t out_degree(stage_vertex v, const stage_graph& g) {
+  return g.out_edges(stage_id::from_index(v)).size();
+}
+inline std::size_t in_degree(stage_vertex v, const stage_graph& g) {
+  return g.in_edges(stage_id::from_index(v)).size();
+}
 inline std::size_t degree(stage_vertex v, const stage_graph& g) { return out_degree(v, g) + in_degree(v, g); }
 
 inline std::pair<boost::counting_iterator<stage_vertex>, boost::counting_iterator<stage_vertex>> vertices(
@@ -256,7 +257,8 @@ inline duration stage_graph::critical_path() const {
   for (auto it = reversed.rbegin(); it != reversed.rend(); ++it) {
     const stage_vertex v = *it;
     double start = 0;
-    for (stage_edge_index e : in_edges(stage_id::from_index(v))) start = std::max(start, finish[edges_[e].from.index()]);
+    for (stage_edge_index e : in_edges(stage_id::from_index(v)))
+      start = std::max(start, finish[edges_[e].from.index()]);
     finish[v] = start + to_seconds(stages_[v].time);
     longest = std::max(longest, finish[v]);
   }

@@ -47,19 +47,18 @@ inline stage_graph stage_graph_from_parts(dip::placement placement, bool split_b
     }
   }
   for (std::size_t c = 0; c < chunk_count; ++c) {
-    require(listed[c] == 1, errc::invalid_argument, "placement",
-            "chunk " + std::to_string(c) + " is in no chain");
-    require(p.chunks[c].rank.valid() && int(p.chunks[c].rank.index()) < p.ranks, errc::invalid_argument,
-            "placement", "chunk " + std::to_string(c) + " is on a rank out of range");
+    require(listed[c] == 1, errc::invalid_argument, "placement", "chunk " + std::to_string(c) + " is in no chain");
+    require(p.chunks[c].rank.valid() && int(p.chunks[c].rank.index()) < p.ranks, errc::invalid_argument, "placement",
+            "chunk " + std::to_string(c) + " is on a rank out of range");
   }
   require(!stages.empty(), errc::invalid_argument, "stages", "there are none");
 
   stage_graph g;
   g.split_ = split_backward;
-  const std::vector<stage_kind> pass = split_backward
-                                           ? std::vector<stage_kind>{stage_kind::forward, stage_kind::backward_input,
-                                                                     stage_kind::backward_weight}
-                                           : std::vector<stage_kind>{stage_kind::forward, stage_kind::backward};
+  const std::vector<stage_kind> pass =
+      split_backward
+          ? std::vector<stage_kind>{stage_kind::forward, stage_kind::backward_input, stage_kind::backward_weight}
+          : std::vector<stage_kind>{stage_kind::forward, stage_kind::backward};
   std::size_t next = 0;  // the stage expected next
   for (std::size_t j = 0; next < stages.size(); ++j) {
     g.offsets_.emplace_back(chains);
@@ -76,8 +75,8 @@ inline stage_graph stage_graph_from_parts(dip::placement placement, bool split_b
                                          ", microbatch " + std::to_string(j) + ", sub " + std::to_string(sub);
             require(next < stages.size(), errc::invalid_argument, where, "missing: expected " + expected);
             const stage& s = stages[next];
-            require(s.kind == kind && s.chunk == c && s.microbatch.index() == j && s.sub == sub,
-                    errc::invalid_argument, where, "out of place: expected " + expected);
+            require(s.kind == kind && s.chunk == c && s.microbatch.index() == j && s.sub == sub, errc::invalid_argument,
+                    where, "out of place: expected " + expected);
             require(s.rank == p.chunk(c).rank, errc::invalid_argument, where,
                     "is on rank " + std::to_string(s.rank.value()) + ", its chunk on rank " +
                         std::to_string(p.chunk(c).rank.value()));
@@ -97,8 +96,7 @@ inline stage_graph stage_graph_from_parts(dip::placement placement, bool split_b
   for (std::size_t e = 0; e < edges.size(); ++e) {
     const stage_edge& edge = edges[e];
     require(edge.from.index() < stages.size() && edge.to.index() < stages.size() && edge.from != edge.to,
-            errc::invalid_argument, "edges[" + std::to_string(e) + "]",
-            "must join two different stages that exist");
+            errc::invalid_argument, "edges[" + std::to_string(e) + "]", "must join two different stages that exist");
     require(std::isfinite(edge.size.base()) && edge.size.base() >= 0, errc::invalid_argument,
             "edges[" + std::to_string(e) + "]", "size must be finite and >= 0");
   }

@@ -28,9 +28,9 @@
 #include "dip/core/error.hpp"
 #include "dip/core/ids.hpp"
 #include "dip/core/units.hpp"
-#include "dip/schedule/strategy_cost.hpp"
 #include "dip/schedule/plan.hpp"
 #include "dip/schedule/stage_graph.hpp"
+#include "dip/schedule/strategy_cost.hpp"
 
 namespace dip {
 
@@ -125,8 +125,7 @@ inline std::optional<plan_violation> find_plan_violation(const plan& p, const va
                                               "; only forward stages take one"};
         }
         computed_at[a.stage.index()] = {std::uint32_t(r), std::uint32_t(i)};
-        const memory_strategy strategy =
-            pair_strategy.empty() ? memory_strategy::keep : pair_strategy[a.stage.index()];
+        const memory_strategy strategy = pair_strategy.empty() ? memory_strategy::keep : pair_strategy[a.stage.index()];
         memory += strategy == memory_strategy::keep ? graph.at(a.stage).memory_delta.base()
                                                     : strategy_memory_delta(graph, a.stage, strategy).base();
         if (options.memory_cap && memory > options.memory_cap->base()) {

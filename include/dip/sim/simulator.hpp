@@ -41,8 +41,8 @@ namespace dip {
 
 struct simulation_options {
   communication_model comm;
-  std::vector<bytes> weight_memory;  // per rank static memory (weights, grads, optimizer); empty = zeros
-  bool record_timeline = false;      // fill simulation_result::timeline and rank_stats::memory_timeline
+  std::vector<bytes> weight_memory;           // per rank static memory (weights, grads, optimizer); empty = zeros
+  bool record_timeline = false;               // fill simulation_result::timeline and rank_stats::memory_timeline
   memory_strategy_model memory_strategies{};  // prices recompute and offload (host link)
 };
 
@@ -65,9 +65,9 @@ struct lower_bounds {
 };
 
 struct rank_stats {
-  duration busy{};      // time spent computing
-  duration idle{};      // makespan - busy
-  bytes peak_memory{};  // weights + the largest running sum of memory deltas
+  duration busy{};           // time spent computing
+  duration idle{};           // makespan - busy
+  bytes peak_memory{};       // weights + the largest running sum of memory deltas
   duration strategy_time{};  // compute time added by recompute and offload (included in busy)
   // (time, bytes in use) after each change, starting with (0, weights); record_timeline only.
   std::vector<std::pair<duration, bytes>> memory_timeline;

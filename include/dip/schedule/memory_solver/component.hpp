@@ -16,12 +16,12 @@ namespace dip::detail {
 // binding points covered by the same items; slack is what the cap leaves above every item's
 // smallest candidate. An item's candidates are non-dominated, kept ascending, time descending.
 struct memory_component {
-  std::vector<double> slack;        // per segment
-  std::vector<std::uint32_t> item;  // problem item per local item, by first segment
-  std::vector<std::uint32_t> sa, sb;            // segment range [sa, sb) per local item
-  std::vector<std::uint32_t> cand_begin;        // into time/extra/origin; local item i's are [begin[i], begin[i+1])
-  std::vector<double> time, dk;                 // per candidate: extra seconds, kept - smallest kept
-  std::vector<std::uint32_t> origin;            // per candidate: index in the problem item's list
+  std::vector<double> slack;              // per segment
+  std::vector<std::uint32_t> item;        // problem item per local item, by first segment
+  std::vector<std::uint32_t> sa, sb;      // segment range [sa, sb) per local item
+  std::vector<std::uint32_t> cand_begin;  // into time/extra/origin; local item i's are [begin[i], begin[i+1])
+  std::vector<double> time, dk;           // per candidate: extra seconds, kept - smallest kept
+  std::vector<std::uint32_t> origin;      // per candidate: index in the problem item's list
 
   std::size_t size() const noexcept { return item.size(); }
   std::uint32_t count(std::size_t i) const noexcept { return cand_begin[i + 1] - cand_begin[i]; }

@@ -82,9 +82,9 @@ class decision_diagram {
   static constexpr std::uint32_t none = std::numeric_limits<std::uint32_t>::max();
   struct state {
     double cost, total, priority;
-    std::size_t kept;       // offset of its alive items' bytes in kept_ (or next_kept_)
-    std::uint32_t parent;   // in the previous layer
-    std::uint32_t choice;   // of the layer's item
+    std::size_t kept;      // offset of its alive items' bytes in kept_ (or next_kept_)
+    std::uint32_t parent;  // in the previous layer
+    std::uint32_t choice;  // of the layer's item
   };
 
   // Children of every state: item j takes each candidate; segments [sa_j, next) are checked

@@ -56,7 +56,7 @@ inline candidate_fronts nondominated_fronts(const memory_problem& problem) {
 // point), and the loads of all items at their smallest and at their largest candidates as
 // difference arrays (add up to get the load at a point).
 struct item_events {
-  std::vector<double> min_load, max_load;            // per point (+1): differences
+  std::vector<double> min_load, max_load;             // per point (+1): differences
   std::vector<std::uint32_t> start_begin, end_begin;  // per point (+2): offsets into starts, ends
   std::vector<std::uint32_t> starts, ends;            // items by the point where they start / end
 };
@@ -97,10 +97,10 @@ inline item_events index_item_events(const memory_problem& problem, const candid
 
 // Binding points and the groups of items that meet at them.
 struct binding_groups {
-  std::vector<std::uint32_t> parent;        // union-find over items
-  std::vector<std::uint8_t> binding_item;   // per item: alive at some binding point
-  std::vector<std::uint32_t> point_rep;     // per point: an item of the group binding there, or no_index
-  std::vector<double> point_min;            // per point: base + every alive item at its smallest
+  std::vector<std::uint32_t> parent;       // union-find over items
+  std::vector<std::uint8_t> binding_item;  // per item: alive at some binding point
+  std::vector<std::uint32_t> point_rep;    // per point: an item of the group binding there, or no_index
+  std::vector<double> point_min;           // per point: base + every alive item at its smallest
 
   std::uint32_t find(std::uint32_t a) {
     while (parent[a] != a) a = parent[a] = parent[parent[a]];
@@ -153,9 +153,9 @@ inline binding_groups group_binding_items(const memory_problem& problem, const i
 // order of their first point and their front candidates (time, kept above the smallest, origin).
 // component_of and local_of (per problem item; no_index for items that need no choice) are set.
 inline std::vector<memory_component> collect_components(const memory_problem& problem, const candidate_fronts& fronts,
-                                                       const item_events& e, binding_groups& groups,
-                                                       std::vector<std::uint32_t>& component_of,
-                                                       std::vector<std::uint32_t>& local_of) {
+                                                        const item_events& e, binding_groups& groups,
+                                                        std::vector<std::uint32_t>& component_of,
+                                                        std::vector<std::uint32_t>& local_of) {
   const std::size_t points = problem.base.size(), items = problem.items.size();
   component_of.assign(items, no_index);
   local_of.assign(items, no_index);
@@ -240,7 +240,7 @@ inline void cut_segments(const memory_problem& problem, const item_events& e, bi
 // feasible (solve.hpp checks); cap: memory_cap_with_tolerance(problem.cap). groups (from
 // group_binding_items) tells which items are in none.
 inline std::vector<memory_component> build_components(const memory_problem& problem, const candidate_fronts& fronts,
-                                                     const item_events& e, binding_groups& groups, double cap) {
+                                                      const item_events& e, binding_groups& groups, double cap) {
   std::vector<std::uint32_t> component_of, local_of;
   std::vector<memory_component> components = collect_components(problem, fronts, e, groups, component_of, local_of);
   cut_segments(problem, e, groups, cap, component_of, local_of, components);

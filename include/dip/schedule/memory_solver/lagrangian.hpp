@@ -47,7 +47,7 @@ struct polyak_step {
 // --- first relaxation: the knapsack rows -----------------------------------------------------
 
 struct knapsack_dual {
-  double bound = 0;           // the best dual value, at least the bound the ascent started from
+  double bound = 0;            // the best dual value, at least the bound the ascent started from
   std::vector<double> lambda;  // per segment: the multipliers that gave it (all 0 if none beat the start)
 };
 
@@ -130,7 +130,7 @@ inline double knapsack_reduced_costs(const memory_component& c, const std::vecto
 
 struct cover_dual {
   double bound = -std::numeric_limits<double>::infinity();  // the best dual value (-inf: no step)
-  std::vector<double> mu, nu;                                // per segment: the multipliers that gave it
+  std::vector<double> mu, nu;                               // per segment: the multipliers that gave it
 };
 
 // Holds a reference to the component: it must outlive the relaxation.

@@ -45,9 +45,8 @@ inline std::vector<strategy_candidate> select_candidates(std::vector<strategy_ca
     }
     if (!dominated) front.push_back(all[i]);
   }
-  std::sort(front.begin(), front.end(), [](const strategy_candidate& a, const strategy_candidate& b) {
-    return a.kept < b.kept;
-  });
+  std::sort(front.begin(), front.end(),
+            [](const strategy_candidate& a, const strategy_candidate& b) { return a.kept < b.kept; });
   if (front.size() <= max_count) return front;
   if (max_count == 1) return {front.back()};
   std::vector<strategy_candidate> chosen{front.front()};

@@ -69,8 +69,8 @@ inline component_result solve_component(const memory_component& c, const memory_
   if (options.local_search) improve_incumbent_by_exchange(c, std::move(before_diagram), result);
 
   // Branch and bound, items in order of their first segment, candidates by reduced cost.
-  const std::size_t limit =
-      c.size() <= options.exact_items ? std::numeric_limits<std::size_t>::max() : options.node_limit;
+  const std::size_t limit = c.size() <= options.exact_items ? std::numeric_limits<std::size_t>::max()
+                                                            : options.node_limit;
   branch_and_bound(c, reduced, constant, limit, result);
   return result;
 }

@@ -36,8 +36,8 @@ struct basic_activation_bundle {
 
 template <class T>
 struct basic_gradient_bundle {
-  std::map<unit_key, basic_unit_state<T>> states;                // dx, dc
-  std::map<unit_key, std::map<unit_key, T>> contributions;       // producer unit -> consumer unit -> dc / N
+  std::map<unit_key, basic_unit_state<T>> states;           // dx, dc
+  std::map<unit_key, std::map<unit_key, T>> contributions;  // producer unit -> consumer unit -> dc / N
 };
 
 // monostate: an edge that orders stages but carries nothing (F -> B of the loss, I -> W).

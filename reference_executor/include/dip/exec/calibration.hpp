@@ -134,12 +134,14 @@ inline calibration calibrate_cpu(const executable_model& model, const calibratio
         }
       } else {
         for (std::int64_t n : options.linear_tokens) {
-          samples.push_back(detail::time_layer(l, sequence_lengths{n}, options.repeats, mix_seed({m, i, std::uint64_t(n)})));
+          samples.push_back(
+              detail::time_layer(l, sequence_lengths{n}, options.repeats, mix_seed({m, i, std::uint64_t(n)})));
         }
       }
-      result.layers.push_back({module.name, i,
-                               result.costs.add_layer_samples(module.name, i, samples,
-                                                              attention ? profile_basis::quadratic : profile_basis::linear)});
+      result.layers.push_back(
+          {module.name, i,
+           result.costs.add_layer_samples(module.name, i, samples,
+                                          attention ? profile_basis::quadratic : profile_basis::linear)});
     }
   }
   result.seconds = detail::seconds_since(start);

@@ -54,7 +54,8 @@ class chain_layout {
     for (std::size_t k = 0; k < p.chains.size(); ++k) {
       std::vector<std::int64_t> width(n, 0);
       for (chunk_id c : p.chains[k]) {
-        for (const layer_span& s : p.chunk(c).spans) width[s.module.index()] = model.at(s.module.index(), s.last - 1).output_width();
+        for (const layer_span& s : p.chunk(c).spans)
+          width[s.module.index()] = model.at(s.module.index(), s.last - 1).output_width();
         width_after_[c.index()] = width;
       }
     }

@@ -39,16 +39,17 @@ struct basic_unit_loss {
 // Tapes and weight jobs report their bytes() for the activation-memory figures.
 template <class C>
 concept compute_backend_like = requires(C c, const C& cc, const microbatch_work& mb, std::size_t n, unit_key key,
-                                   basic_unit_state<typename C::tensor_type>& state,
-                                   const typename C::tensor_type& t, typename C::tensor_type value,
-                                   const sequence_lengths& lengths, std::vector<typename C::tape_type>* tapes,
-                                   std::vector<std::vector<typename C::job_type>>& layer_jobs,
-                                   const std::vector<typename C::job_type>& jobs,
-                                   const std::map<unit_key, typename C::tensor_type>& parts,
-                                   typename C::tape_type& tape, const basic_payload<typename C::tensor_type>& p,
-                                   typename C::pack_type message, const std::string& where) {
-  { c.start_unit(mb, n, key, std::function<const typename C::tensor_type*(unit_key)>(), where) }
-      -> std::same_as<basic_unit_state<typename C::tensor_type>>;
+                                        basic_unit_state<typename C::tensor_type>& state,
+                                        const typename C::tensor_type& t, typename C::tensor_type value,
+                                        const sequence_lengths& lengths, std::vector<typename C::tape_type>* tapes,
+                                        std::vector<std::vector<typename C::job_type>>& layer_jobs,
+                                        const std::vector<typename C::job_type>& jobs,
+                                        const std::map<unit_key, typename C::tensor_type>& parts,
+                                        typename C::tape_type& tape, const basic_payload<typename C::tensor_type>& p,
+                                        typename C::pack_type message, const std::string& where) {
+  {
+    c.start_unit(mb, n, key, std::function<const typename C::tensor_type*(unit_key)>(), where)
+    } -> std::same_as<basic_unit_state<typename C::tensor_type>>;
   c.forward_layers(key, n, n, state, lengths, tapes);
   { c.backward_layers(key, n, n, *tapes, t, value, value, layer_jobs) } -> std::same_as<typename C::tensor_type>;
   { c.loss(n, key, t) } -> std::same_as<basic_unit_loss<typename C::tensor_type>>;

@@ -51,7 +51,8 @@ class cpu_compute {
   }
   tensor zero_context_gradient(const tensor& c) const { return dip::exec::zero_context_gradient(c); }
   tensor divide(const tensor& t, double d) const { return t / d; }
-  std::vector<tensor> weight_gradients(std::size_t module, std::size_t layer, const std::vector<weight_job>& jobs) const {
+  std::vector<tensor> weight_gradients(std::size_t module, std::size_t layer,
+                                       const std::vector<weight_job>& jobs) const {
     return dip::exec::backward_weight(model_->at(module, layer), jobs);
   }
   // The host store is the same memory on the CPU: nothing to move.

@@ -148,8 +148,8 @@ inline unit_loss compute_loss(const executable_model& model, std::size_t j, unit
   if (model.ends_in_lm_head(key.module)) {
     unit_loss result{0.0, tensor(y.rows(), y.cols())};
     for (std::int64_t i = 0; i < y.rows(); ++i) {
-      const auto label = std::int64_t(mix_seed({0x1abe1u, j, key.module, key.unit, std::uint64_t(i)}) %
-                                      std::uint64_t(y.cols()));
+      const auto label =
+          std::int64_t(mix_seed({0x1abe1u, j, key.module, key.unit, std::uint64_t(i)}) % std::uint64_t(y.cols()));
       const double top = y.row(i).maxCoeff();
       const Eigen::ArrayXd e = (y.row(i).array() - top).exp().transpose();
       const double sum = e.sum();
@@ -213,9 +213,9 @@ inline tensor output_gradient_from_context(const std::map<unit_key, tensor>& con
 struct step_result {
   std::map<std::pair<std::size_t, std::size_t>, std::vector<tensor>> gradients;  // {module, layer}
   double loss = 0;
-  std::vector<std::size_t> peak_activation_bytes;    // per rank, device
-  std::vector<std::size_t> peak_offloaded_bytes;     // per rank, host store
-  std::vector<double> rank_seconds;                  // per rank, wall time of run_rank
+  std::vector<std::size_t> peak_activation_bytes;  // per rank, device
+  std::vector<std::size_t> peak_offloaded_bytes;   // per rank, host store
+  std::vector<double> rank_seconds;                // per rank, wall time of run_rank
 };
 
 // Sum of unit losses in (microbatch, module, unit) order.

@@ -36,14 +36,14 @@ struct execution_context {
             "the batch has " + std::to_string(batch.microbatches.size()) + " microbatches, the plan's graph " +
                 std::to_string(g.microbatch_count()));
     for (std::size_t j = 0; j < batch.microbatches.size(); ++j) {
-      require(batch.microbatches[j].modules.size() == model->model().module_count(), errc::invalid_argument,
-              "execute", "microbatch " + std::to_string(j) + " does not give every module its work");
+      require(batch.microbatches[j].modules.size() == model->model().module_count(), errc::invalid_argument, "execute",
+              "microbatch " + std::to_string(j) + " does not give every module its work");
       for (std::size_t k = 0; k < g.placement().chains.size(); ++k) {
         if (g.sub_count(j, k) == 1) continue;
         for (const layer_span& s : g.placement().chunk(g.placement().chains[k][0]).spans) {
           require(batch.microbatches[j].modules[s.module.index()].size() == g.sub_count(j, k), errc::invalid_argument,
-                  "execute", "the batch is not the one the plan's graph was built from (microbatch " +
-                                 std::to_string(j) + ")");
+                  "execute",
+                  "the batch is not the one the plan's graph was built from (microbatch " + std::to_string(j) + ")");
         }
       }
     }

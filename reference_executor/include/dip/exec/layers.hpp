@@ -291,8 +291,9 @@ class block_layer final : public layer {
       s.push_back(std::move(scores));
       begin += length;
     }
-    require(begin == x.rows(), errc::invalid_argument, where_,
-            "sequence lengths sum to " + std::to_string(begin) + ", the input has " + std::to_string(x.rows()) + " rows");
+    require(
+        begin == x.rows(), errc::invalid_argument, where_,
+        "sequence lengths sum to " + std::to_string(begin) + ", the input has " + std::to_string(x.rows()) + " rows");
     s[sh] = x + s[so] * p(wo);
     if (modulated_) {
       const tensor factor = tensor::Ones(1, hidden_) + c * p(wm);
@@ -390,33 +391,34 @@ inline std::unique_ptr<layer> make_layer(const module_spec& module, std::size_t 
   require(index < module.layers.size(), errc::invalid_argument, where, "does not exist");
   const layer_spec& spec = module.layers[index];
   const std::uint64_t seed = mix_seed({0x1a7e5ull, module.id.valid() ? module.id.index() : 0, index});
-  std::unique_ptr<layer> result = std::visit(
-      dip::detail::overloaded{
-          [&](const transformer_block& b) -> std::unique_ptr<layer> {
-            return std::make_unique<block_layer>(b.hidden, b.ffn, b.heads, false, 0, seed);
-          },
-          [&](const dit_block& b) -> std::unique_ptr<layer> {
-            return std::make_unique<block_layer>(b.hidden, b.ffn, b.heads, true, context_width, seed);
-          },
-          [&](const embedding& e) -> std::unique_ptr<layer> {
-            return std::make_unique<dense_layer>(e.vocab, e.hidden, false, seed);
-          },
-          [&](const lm_head& h) -> std::unique_ptr<layer> {
-            return std::make_unique<dense_layer>(h.hidden, h.vocab, false, seed);
-          },
-          [&](const linear_layer& l) -> std::unique_ptr<layer> {
-            return std::make_unique<dense_layer>(l.input, l.output, true, seed);
-          },
-          [&](const projector& p) -> std::unique_ptr<layer> {
-            return std::make_unique<mlp_layer>(p.input, p.hidden, p.output, seed);
-          },
-          [&](const opaque_layer& o) -> std::unique_ptr<layer> {
-            throw error(errc::invalid_argument, where,
-                        "is opaque ('" + o.name + "'): the reference executor runs only layers described by their "
-                        "architecture (transformer, dit, embedding, lm_head, linear, projector)");
-          },
-      },
-      spec);
+  std::unique_ptr<layer> result =
+      std::visit(dip::detail::overloaded{
+                     [&](const transformer_block& b) -> std::unique_ptr<layer> {
+                       return std::make_unique<block_layer>(b.hidden, b.ffn, b.heads, false, 0, seed);
+                     },
+                     [&](const dit_block& b) -> std::unique_ptr<layer> {
+                       return std::make_unique<block_layer>(b.hidden, b.ffn, b.heads, true, context_width, seed);
+                     },
+                     [&](const embedding& e) -> std::unique_ptr<layer> {
+                       return std::make_unique<dense_layer>(e.vocab, e.hidden, false, seed);
+                     },
+                     [&](const lm_head& h) -> std::unique_ptr<layer> {
+                       return std::make_unique<dense_layer>(h.hidden, h.vocab, false, seed);
+                     },
+                     [&](const linear_layer& l) -> std::unique_ptr<layer> {
+                       return std::make_unique<dense_layer>(l.input, l.output, true, seed);
+                     },
+                     [&](const projector& p) -> std::unique_ptr<layer> {
+                       return std::make_unique<mlp_layer>(p.input, p.hidden, p.output, seed);
+                     },
+                     [&](const opaque_layer& o) -> std::unique_ptr<layer> {
+                       throw error(errc::invalid_argument, where,
+                                   "is opaque ('" + o.name +
+                                       "'): the reference executor runs only layers described by their "
+                                       "architecture (transformer, dit, embedding, lm_head, linear, projector)");
+                     },
+                 },
+                 spec);
   result->where_ = where + " (" + kind_name(spec) + ")";
   result->context_width_ = context_width;
   if (index == 0 && context_width > 0) result->add_context(context_width, mix_seed({seed, 0xc0ull}));

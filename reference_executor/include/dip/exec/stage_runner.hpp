@@ -120,10 +120,13 @@ class stage_runner {
         const unit_key key{std::uint32_t(m), u};
         state_type state;
         if (span.first == 0) {
-          state = compute_.start_unit(mb, j, key, [&](unit_key k) -> const T* {
-            auto it = input.outputs.find(k);
-            return it == input.outputs.end() ? nullptr : &it->second;
-          }, at);
+          state = compute_.start_unit(
+              mb, j, key,
+              [&](unit_key k) -> const T* {
+                auto it = input.outputs.find(k);
+                return it == input.outputs.end() ? nullptr : &it->second;
+              },
+              at);
         } else {
           auto it = input.states.find(key);
           require(it != input.states.end(), errc::invalid_plan, at,
@@ -148,7 +151,7 @@ class stage_runner {
     // Outputs no later stage of this chain or a consumer chain reads are dropped.
     for (auto it = input.outputs.begin(); it != input.outputs.end();) {
       it = ctx.layout.output_live_after(it->first.module, chunk.chain, chunk.position) ? std::next(it)
-                                                                                      : input.outputs.erase(it);
+                                                                                       : input.outputs.erase(it);
     }
     return input;
   }

@@ -30,9 +30,7 @@ struct tensor_shape {
 
 inline tensor_shape shape_of(const tensor& t) noexcept { return {t.rows(), t.cols()}; }
 
-inline std::string to_string(const tensor_shape& s) {
-  return std::to_string(s.rows) + "x" + std::to_string(s.cols);
-}
+inline std::string to_string(const tensor_shape& s) { return std::to_string(s.rows) + "x" + std::to_string(s.cols); }
 
 using tensor_pack = std::vector<tensor>;
 

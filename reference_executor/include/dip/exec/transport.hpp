@@ -30,8 +30,7 @@
 namespace dip::exec {
 
 template <class T, class Pack = tensor_pack>
-concept transport_like = requires(T t, int peer, std::uint64_t tag, Pack pack,
-                                  std::span<const tensor_shape> expected) {
+concept transport_like = requires(T t, int peer, std::uint64_t tag, Pack pack, std::span<const tensor_shape> expected) {
   { t.rank() } -> std::convertible_to<int>;
   t.send(peer, tag, std::move(pack));
   { t.recv(peer, tag, expected) } -> std::same_as<Pack>;

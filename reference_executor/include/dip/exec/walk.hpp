@@ -47,9 +47,9 @@ rank_report run_rank(const execution_context& ctx, rank_id rank, stage_runner<Co
   const auto start = std::chrono::steady_clock::now();
   const stage_graph& g = ctx.graph();
   const std::size_t me = rank.index();
-  std::map<std::uint32_t, payload_type> edges;     // data of edges this rank produced or received
-  std::map<std::uint32_t, pack_type> stash;        // received ahead of the plan's order
-  std::vector<std::pair<std::uint32_t, std::string>> arrived;  // received in the open group, unpacked at its end
+  std::map<std::uint32_t, payload_type> edges;                       // data of edges this rank produced or received
+  std::map<std::uint32_t, pack_type> stash;                          // received ahead of the plan's order
+  std::vector<std::pair<std::uint32_t, std::string>> arrived;        // received in the open group, unpacked at its end
   std::vector<std::size_t> received(ctx.schedule->ranks.size(), 0);  // per peer: messages taken
   const auto is_forward_edge = [&](std::uint32_t e) { return g.at(g.edges()[e].from).kind == stage_kind::forward; };
   const auto end_group = [&] {
