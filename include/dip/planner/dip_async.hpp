@@ -27,8 +27,8 @@
 namespace dip {
 
 // The static fallback: static-dip's order, with recompute/offload where it would exceed the cap.
-inline plan static_dip_fallback(std::shared_ptr<const stage_graph> graph, const dip_planner_options& options) {
-  plan result = plan_static_dip(std::move(graph), options);
+inline plan static_dip_fallback(const std::shared_ptr<const stage_graph>& graph, const dip_planner_options& options) {
+  plan result = plan_static_dip(graph, options);
   if (options.memory_cap) {
     fit_memory(result, *options.memory_cap, options.weight_memory, options.strategy_model, options.memory_solver);
     validate(result, validation_options_of(options));
