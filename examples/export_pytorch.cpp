@@ -3,7 +3,8 @@
 //   Llama3-8B, 4 ranks, 8 microbatches --planner.plan(batch, "1f1b" / "zb1p")--> torch.distributed.pipelining CSV
 //        (schedule._load_csv("zb1p.csv") on a _PipelineScheduleRuntime; docs/plan-format.md)
 //   tiny-vlm planner.plan(batch) (a chain per module) --the CSV cannot say that, and dip says why-->
-//        dip's action-list JSON instead: per rank, computes, sends and receives with shapes
+//        dip's action-list JSON instead: per rank, computes, sends and receives with their tensors,
+//        and which images each sub-microbatch holds
 //
 // Files go to the folder given as the first argument (default: a temporary folder).
 #include <cstdio>
@@ -48,7 +49,7 @@ int main(int argc, char** argv) {
     std::printf("dip plan as a torch CSV: refused: %s\n", e.detail().c_str());
   }
   const std::filesystem::path file = out / "dip.json";
-  dip::write_plan_file(file, dip::export_plan(planned.plan, vlm.model, planned.work, "dip"));
+  dip::write_plan_file(file, dip::export_plan(planned.plan, vlm.model, planned.work, planned.split, batch, "dip"));
   const dip::exported_plan back = dip::read_plan_file(file);  // strict reader, validates again
   std::printf("dip plan as action-list JSON -> %s (%zu ranks, %zu actions on rank 0, read back)\n",
               file.string().c_str(), back.schedule.ranks.size(), back.schedule.ranks[0].size());

@@ -3,12 +3,13 @@
 # Needs root when something is missing; otherwise prints the apt-get command and fails.
 # CUDA and NCCL are optional and not installed here (NVIDIA's own packages provide them).
 # Open MPI is optional too (only the CUDA executor's one-process-per-GPU launch uses it) but
-# installed, so that CI builds and checks that launch.
+# installed, so that CI builds and checks that launch. torch is not a Debian package here:
+# scripts/test.sh pip-installs it into a virtual environment (python3-venv).
 set -euo pipefail
 
 packages=(cmake g++ libboost-dev libeigen3-dev doctest-dev nlohmann-json3-dev libcli11-dev
           libbenchmark-dev python3 python3-matplotlib libopenmpi-dev openmpi-bin
-          python3-dev pybind11-dev python3-pytest clang libclang-rt-14-dev doxygen
+          python3-dev python3-venv pybind11-dev python3-pytest clang libclang-rt-14-dev doxygen
           pkg-config coinor-libcbc-dev clang-format clang-tidy)
 
 if ! command -v dpkg >/dev/null 2>&1; then

@@ -3,6 +3,12 @@
 # check, the consumer projects, the examples, and the GPU smoke test (skipped without a GPU).
 # Extra arguments go to ctest, e.g. scripts/test.sh -L unit   or   scripts/test.sh -R consumer
 #
+# First the managed virtual environment .venv/: `pip install ".[torch,test]"` (dip's wheel, the
+# pinned torch from PyPI, about 3 GB the first time; pip's own settings such as PIP_INDEX_URL
+# apply), redone only when the package's inputs change. The torch tests run under its python
+# and must not skip (DIP_REQUIRE_TORCH). DIP_TORCH=0 leaves .venv/ alone and lets them skip
+# (offline work; refused when CI is set).
+#
 # Then the sanitizers (DIP_SANITIZE, default "address thread"; "" skips them): build-asan
 # (ASan+UBSan) runs the unit tests and examples; build-tsan (TSan) the threaded parts: the
 # asynchronous planner, the MCTS workers and the CPU executor. Both without CUDA, Python,
@@ -15,8 +21,45 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/install-deps.sh
 
+torch_options=()
+if [ "${DIP_TORCH:-1}" = 0 ]; then
+  if [ -n "${CI:-}" ]; then
+    echo "dip: DIP_TORCH=0 under CI: the torch tests must run there" >&2
+    exit 2
+  fi
+  echo "dip: .venv/ not refreshed (DIP_TORCH=0); the torch tests may skip"
+  torch_options=(-DDIP_REQUIRE_TORCH=OFF)
+else
+  venv=$PWD/.venv
+  if ! "$venv/bin/python" -c "" 2>/dev/null; then # missing, or its base interpreter is gone
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+  fi
+  # Everything the wheel is built from, and the interpreter it is built for.
+  inputs=$({ "$venv/bin/python" --version
+             find pyproject.toml CMakeLists.txt cmake include python/CMakeLists.txt python/src \
+                  python/dip -type f ! -name '*.pyc' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+           } | sha256sum | cut -d' ' -f1)
+  stamp=$venv/.dip-package-inputs
+  if [ "$(cat "$stamp" 2>/dev/null)" = "$inputs" ]; then
+    echo "dip: .venv/ is up to date (dip, torch, pytest)"
+  else
+    echo "dip: pip install '.[torch,test]' into .venv/"
+    rm -f "$stamp"
+    pip=("$venv/bin/python" -m pip install --disable-pip-version-check --progress-bar off)
+    # The build requirements go into .venv/ too and the build is not isolated, so that the
+    # build folder (build-wheel/) sees the same pybind11 each time and rebuilds only what changed.
+    mapfile -t build_requires < <("$venv/bin/python" -c 'import tomllib
+print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")')
+    "${pip[@]}" "${build_requires[@]}"
+    "${pip[@]}" --no-build-isolation ".[torch,test]"
+    echo "$inputs" > "$stamp"
+  fi
+  torch_options=(-DDIP_TORCH_PYTHON="$venv/bin/python" -DDIP_REQUIRE_TORCH=ON)
+fi
+
 jobs=$(nproc 2>/dev/null || echo 2)
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DDIP_BUILD_TESTS=ON
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DDIP_BUILD_TESTS=ON "${torch_options[@]}"
 cmake --build build -j "$jobs"
 ctest --test-dir build --output-on-failure -j "$jobs" "$@"
 

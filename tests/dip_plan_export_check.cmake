@@ -13,7 +13,7 @@ if(NOT rc EQUAL 0)
 endif()
 
 file(READ "${WORK_DIR}/plan.json" plan)
-foreach(check IN ITEMS "format=dip.plan" "version=1" "schedule=1f1b" "iteration=0" "pipeline_ranks=4"
+foreach(check IN ITEMS "format=dip.plan" "version=2" "schedule=1f1b" "iteration=0" "pipeline_ranks=4"
                        "microbatches=8" "split_backward=OFF" "ranks.0.actions.0.op=compute"
                        "ranks.0.actions.0.kind=F" "ranks.0.actions.1.op=send" "ranks.0.actions.1.peer=1"
                        "ranks.1.actions.0.op=recv" "ranks.1.actions.0.peer=0" "ranks.1.actions.0.wait_before=1")

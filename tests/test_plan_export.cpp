@@ -1,6 +1,7 @@
 // The action-list export (dip/io/plan_export.hpp): random plans round-trip through the JSON
-// field by field and read back valid; message shapes and wait points are the documented ones;
-// malformed documents are refused with the JSON path of the fault.
+// field by field and read back valid; message tensors and wait points are the documented ones;
+// malformed documents are refused with the JSON path of the fault. Plans with a batch (items):
+// tests/test_executable_plan.cpp.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -93,7 +94,9 @@ void check_same(const dip::exported_plan& a, const dip::exported_plan& b) {
   CHECK(a.schedule_name == b.schedule_name);
   CHECK(a.iteration == b.iteration);
   CHECK(a.module_names == b.module_names);
-  CHECK(a.shapes == b.shapes);
+  CHECK(a.model == b.model);
+  CHECK(a.batch == b.batch);
+  CHECK(a.tensors == b.tensors);
   CHECK(a.schedule.ranks == b.schedule.ranks);
   const dip::stage_graph& g = *a.schedule.graph;
   const dip::stage_graph& h = *b.schedule.graph;
@@ -230,7 +233,7 @@ TEST_CASE("a plan file is written and read back") {
   CHECK_THROWS_AS(dip::read_plan_file(path), dip::error);
 }
 
-TEST_CASE("messages carry the producing layer's tokens x hidden; a receive waits before its consumer") {
+TEST_CASE("messages carry the live tensors' rows x features, and a receive waits before its consumer") {
   const fixture f = make_fixture();
   const dip::stage_graph& g = *f.file.schedule.graph;
   const auto edge_between = [&](dip::stage_id from, dip::stage_id to) {
@@ -242,21 +245,37 @@ TEST_CASE("messages carry the producing layer's tokens x hidden; a receive waits
   };
   using dip::chunk_id;
   using dip::stage_kind;
-  // vit sub 1 of microbatch 0 (60 tokens) along its chain: 60 x 32, and its gradient back.
-  CHECK(f.file.shapes[edge_between(g.find(stage_kind::forward, chunk_id(0), 0, 1),
-                                   g.find(stage_kind::forward, chunk_id(1), 0, 1))] == dip::message_shape{60, 32});
-  CHECK(f.file.shapes[edge_between(g.find(stage_kind::backward, chunk_id(1), 0, 1),
-                                   g.find(stage_kind::backward, chunk_id(0), 0, 1))] == dip::message_shape{60, 32});
-  // Into the lm (one sub-microbatch): the vit output of each vit sub-microbatch.
-  CHECK(f.file.shapes[edge_between(g.find(stage_kind::forward, chunk_id(1), 0, 0),
-                                   g.find(stage_kind::forward, chunk_id(2), 0))] == dip::message_shape{100, 32});
+  const auto tensor = [](std::size_t module, dip::tensor_kind kind, std::int64_t rows, std::int64_t features) {
+    return std::vector<dip::message_tensor>{{dip::module_id::from_index(module), kind, rows, features, {}}};
+  };
+  using dip::tensor_kind;
+  // No batch: rows from the work, no items. vit sub 1 of microbatch 0 (60 tokens) along its
+  // chain: its state, 60 x 32, and the same back.
+  CHECK(f.file.tensors[edge_between(g.find(stage_kind::forward, chunk_id(0), 0, 1),
+                                    g.find(stage_kind::forward, chunk_id(1), 0, 1))] ==
+        tensor(0, tensor_kind::state, 60, 32));
+  CHECK(f.file.tensors[edge_between(g.find(stage_kind::backward, chunk_id(1), 0, 1),
+                                    g.find(stage_kind::backward, chunk_id(0), 0, 1))] ==
+        tensor(0, tensor_kind::state, 60, 32));
+  // Into the lm (one sub-microbatch): the whole output of each vit sub-microbatch.
+  CHECK(f.file.tensors[edge_between(g.find(stage_kind::forward, chunk_id(1), 0, 0),
+                                    g.find(stage_kind::forward, chunk_id(2), 0))] ==
+        tensor(0, tensor_kind::output, 100, 32));
+  CHECK(f.file.tensors[edge_between(g.find(stage_kind::backward, chunk_id(2), 0),
+                                    g.find(stage_kind::backward, chunk_id(1), 0, 1))] ==
+        tensor(0, tensor_kind::output, 60, 32));
   // Along the lm: 300 x 64 in microbatch 0, 200 x 64 in microbatch 1; the loss edge carries nothing.
-  CHECK(f.file.shapes[edge_between(g.find(stage_kind::forward, chunk_id(2), 0),
-                                   g.find(stage_kind::forward, chunk_id(3), 0))] == dip::message_shape{300, 64});
-  CHECK(f.file.shapes[edge_between(g.find(stage_kind::forward, chunk_id(2), 1),
-                                   g.find(stage_kind::forward, chunk_id(3), 1))] == dip::message_shape{200, 64});
-  CHECK(f.file.shapes[edge_between(g.find(stage_kind::forward, chunk_id(3), 1),
-                                   g.find(stage_kind::backward, chunk_id(3), 1))] == dip::message_shape{});
+  CHECK(f.file.tensors[edge_between(g.find(stage_kind::forward, chunk_id(2), 0),
+                                    g.find(stage_kind::forward, chunk_id(3), 0))] ==
+        tensor(1, tensor_kind::state, 300, 64));
+  CHECK(f.file.tensors[edge_between(g.find(stage_kind::forward, chunk_id(2), 1),
+                                    g.find(stage_kind::forward, chunk_id(3), 1))] ==
+        tensor(1, tensor_kind::state, 200, 64));
+  CHECK(f.file
+            .tensors[edge_between(g.find(stage_kind::forward, chunk_id(3), 1),
+                                  g.find(stage_kind::backward, chunk_id(3), 1))]
+            .empty());
+  CHECK(f.doc["batch"].is_null());
 
   // Every message names its edge as tag, the other end's rank as peer; every receive waits before
   // the compute of its consumer.
@@ -266,6 +285,7 @@ TEST_CASE("messages carry the producing layer's tokens x hidden; a receive waits
       const nlohmann::json& a = actions[i];
       if (a["op"] == "compute") continue;
       CHECK(a["tag"] == a["edge"]);
+      CHECK(a["tensors"] == f.doc["edges"][a["edge"].get<std::size_t>()]["tensors"]);
       const dip::stage_edge& e = g.edges()[a["edge"].get<std::size_t>()];
       CHECK(a["peer"] == g.at(a["op"] == "send" ? e.to : e.from).rank.value());
       if (a["op"] == "recv") {
@@ -297,8 +317,10 @@ TEST_CASE("malformed plan documents are refused, naming the JSON path") {
 
   SUBCASE("wrong version or format") {
     nlohmann::json doc = f.doc;
-    doc["version"] = 2;
-    check_error(doc, dip::errc::parse_error, "plan.json: version", "unsupported version 2");
+    doc["version"] = 1;
+    check_error(doc, dip::errc::parse_error, "plan.json: version", "unsupported version 1");
+    doc["version"] = 3;
+    check_error(doc, dip::errc::parse_error, "plan.json: version", "unsupported version 3");
     doc = f.doc;
     doc["format"] = "torch";
     check_error(doc, dip::errc::parse_error, "plan.json: format", "expected 'dip.plan'");
@@ -313,6 +335,16 @@ TEST_CASE("malformed plan documents are refused, naming the JSON path") {
     doc = f.doc;
     doc.erase("split_backward");
     check_error(doc, dip::errc::parse_error, "plan.json: split_backward", "required field is missing");
+    doc = f.doc;
+    doc.erase("batch");
+    check_error(doc, dip::errc::parse_error, "plan.json: batch", "required field is missing");
+    doc = f.doc;
+    doc["edges"][0].erase("tensors");
+    check_error(doc, dip::errc::parse_error, "plan.json: edges[0].tensors", "required field is missing");
+    doc = f.doc;
+    doc["model"]["modules"][1]["layers"][0].erase("output_features");
+    check_error(doc, dip::errc::parse_error, "plan.json: model.modules[1].layers[0].output_features",
+                "required field is missing");
   }
   SUBCASE("wrong type") {
     nlohmann::json doc = f.doc;
@@ -324,11 +356,23 @@ TEST_CASE("malformed plan documents are refused, naming the JSON path") {
     doc = f.doc;
     doc["placement"]["chunks"][1]["spans"][0]["module"] = 1;
     check_error(doc, dip::errc::parse_error, "plan.json: placement.chunks[1].spans[0].module", "expected a string");
+    doc = f.doc;
+    doc["edges"][0]["tensors"] = 1;
+    check_error(doc, dip::errc::parse_error, "plan.json: edges[0].tensors", "expected an array");
+    doc = f.doc;
+    doc["model"]["modules"][0]["item"] = "pixel";
+    check_error(doc, dip::errc::parse_error, "plan.json: model.modules[0].item", "expected image, clip");
   }
   SUBCASE("unknown field") {
     nlohmann::json doc = f.doc;
     doc["ranks"][0]["actions"][0]["strategy_name"] = "keep";
     check_error(doc, dip::errc::parse_error, "plan.json: ranks[0].actions[0].strategy_name", "unknown field");
+    doc = f.doc;
+    doc["edges"][0]["tokens"] = 100;  // version 1's message fields are gone
+    check_error(doc, dip::errc::parse_error, "plan.json: edges[0].tokens", "unknown field");
+    doc = f.doc;
+    doc["model"]["modules"][0]["modality"] = "image";
+    check_error(doc, dip::errc::parse_error, "plan.json: model.modules[0].modality", "unknown field");
   }
   SUBCASE("dangling references") {
     nlohmann::json doc = f.doc;
@@ -356,8 +400,18 @@ TEST_CASE("malformed plan documents are refused, naming the JSON path") {
     doc["ranks"][0]["actions"][send]["tag"] = 12345;
     check_error(doc, dip::errc::parse_error, at_send + ".tag", "disagrees");
     doc = f.doc;
-    doc["ranks"][1]["actions"][recv]["tokens"] = 1;
-    check_error(doc, dip::errc::parse_error, at_recv + ".tokens", "disagrees with edges[");
+    doc["ranks"][1]["actions"][recv]["tensors"][0]["features"] = 1;
+    check_error(doc, dip::errc::parse_error, at_recv + ".tensors", "disagrees with edges[");
+    doc = f.doc;
+    doc["model"]["modules"][1]["name"] = "llm";
+    check_error(doc, dip::errc::parse_error, "plan.json: model.modules[1].name", "disagrees with modules[1]");
+    doc = f.doc;
+    doc["placement"]["chunks"][3]["spans"][0]["last_layer"] = 2;
+    check_error(doc, dip::errc::parse_error, "plan.json: placement.chunks[3].spans[0].last_layer",
+                "module 'lm' has 2 layers");
+    doc = f.doc;
+    doc["edges"][0]["tensors"][0]["items"] = {0};
+    check_error(doc, dip::errc::parse_error, "plan.json: edges[0].tensors[0].items", "the plan has no batch");
     doc = f.doc;
     doc["ranks"][0]["actions"][0]["kind"] = "W";
     check_error(doc, dip::errc::parse_error, "plan.json: ranks[0].actions[0].kind", "disagrees with stages[");

@@ -245,7 +245,7 @@ schedule_outcome plan_one(const Planner& planner, const cli_options& opt,
       dip::append_chrome_trace(results.trace_events, planned.plan, planned.simulation, int(si), name);
     }
     if (!opt.export_dir.empty() || (it == 0 && si == 0 && (!opt.export_file.empty() || !opt.export_torch.empty()))) {
-      exported = dip::export_plan(planned.plan, planner.model(), planned.work, name, it);
+      exported = dip::export_plan(planned.plan, planner.model(), planned.work, planned.split, packed, name, it);
     }
     out.ok = true;
     out.makespan = planned.simulation.makespan;

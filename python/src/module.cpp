@@ -7,6 +7,7 @@
 // it releases the GIL: other Python threads run while a schedule is searched.
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <optional>
 #include <string>
@@ -124,6 +125,13 @@ py::dict module_dict(const dip::multimodal_model& model, const dip::module_spec&
   d["item"] = std::string(dip::to_string(dip::module_item_kind(model, m.id)));
   d["inputs"] = inputs;
   return d;
+}
+
+// The plan's action-list JSON text (version 2), made without the GIL.
+std::string plan_text(const plan_view& v) {
+  dip::require(v.source_plan != nullptr, dip::errc::invalid_argument, "Plan", "has no plan to export");
+  py::gil_scoped_release unlocked;
+  return dip::plan_json_text(dip::plan_to_json(v.source_plan->exported()));
 }
 
 py::dict microbatch_dict(const dip::microbatch_summary& s) { return to_python(dip::to_json(s)).cast<py::dict>(); }
@@ -290,6 +298,31 @@ Make one with Model.preset(name) or Model.from_json(path_or_text).)")
                     "How Planner.get obtained it: 'in_time', 'best_so_far', 'fallback' or 'error'; None from plan().")
       .def_readonly("search_error", &plan_view::search_error, "source 'error': what dip's search raised; else ''.")
       .def_readonly("ranks", &plan_view::ranks, "Per rank, its actions in order (lists of dip.Action).")
+      .def(
+          "executable", [](const plan_view& v) { return py::module_::import("json").attr("loads")(plan_text(v)); },
+          R"(The plan as an executable action-list document (docs/plan-format.md, version 2), a dict:
+json.loads of to_json(). Per rank its actions; the model's modules and layers; under "batch", per
+microbatch the images, clips and captions it holds and, per module, its sub-microbatches' items and
+rows; on every edge and message the exact tensors it carries ("state", "context" or "output"
+rows x features of a module, for which items).)")
+      .def(
+          "to_json",
+          [](const plan_view& v, py::object path) -> py::object {
+            const std::string text = plan_text(v);
+            if (path.is_none()) return py::str(text);
+            const std::string file = py::str(py::module_::import("os").attr("fspath")(path));
+            {
+              py::gil_scoped_release unlocked;
+              std::ofstream out(file);
+              dip::require(bool(out), dip::errc::not_found, file, "cannot write the plan file");
+              out << text;
+              dip::require(bool(out), dip::errc::not_found, file, "writing the plan file failed");
+            }
+            return py::none();
+          },
+          py::arg("path") = py::none(),
+          R"(The executable document as JSON text (what dip-plan --export writes), or, given a path
+(str or os.PathLike), written to that file (returns None). Raises dip.Error if it cannot be written.)")
       .def_property_readonly(
           "microbatches",
           [](const plan_view& v) {

@@ -1,16 +1,20 @@
 // A planned batch as Python sees it: plain values only (names, ints, milliseconds), built once
-// when planning returns so that Python never reaches into the stage graph.
+// when planning returns so that Python never reaches into the stage graph; and, shared, what its
+// executable export (Plan.executable(), Plan.to_json()) is made from when asked for.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <dip/batch/packing.hpp>
 #include <dip/batch/splitter.hpp>
 #include <dip/core/units.hpp>
+#include <dip/io/plan_export.hpp>
 #include <dip/model/model.hpp>
 #include <dip/planner/planner.hpp>
 #include <dip/schedule/plan.hpp>
@@ -36,6 +40,26 @@ struct action_view {
   std::string label;        // "F3.1@c2", "send F3@c1 -> F3@c2 to rank 2"
 };
 
+// What the action-list JSON of a plan is exported from: the plan, its split and work, the packed
+// microbatches it was planned from and the model.
+struct plan_export_source {
+  dip::plan plan;
+  std::vector<split_microbatch> split;
+  batch_work work;
+  std::vector<packed_microbatch> packed;  // not the split's (unknown): the file has "batch": null
+  multimodal_model model;
+  std::string schedule;
+  std::uint64_t index = 0;
+
+  // Version 2 of docs/plan-format.md; throws dip::error as dip::export_plan does.
+  exported_plan exported() const {
+    if (!packed.empty() && packed.size() == split.size()) {
+      return export_plan(plan, model, work, split, packed, schedule, std::int64_t(index));
+    }
+    return export_plan(plan, model, work, schedule, std::int64_t(index));
+  }
+};
+
 struct plan_view {
   std::string model;
   std::string schedule;
@@ -59,6 +83,7 @@ struct plan_view {
   std::string search_error;           // source "error": what dip's search threw
   std::vector<std::vector<action_view>> ranks;
   std::vector<microbatch_summary> microbatches;
+  std::shared_ptr<const plan_export_source> source_plan;  // for the export
   std::int64_t peak_memory() const {
     std::int64_t peak = 0;
     for (std::int64_t p : peak_memory_per_rank) peak = std::max(peak, p);
@@ -76,8 +101,9 @@ inline std::string chunk_modules(const multimodal_model& model, const chunk_spec
   return names;
 }
 
-// `packed`: the batch as planned (the summaries of its microbatches).
-inline plan_view view_of(const planned_batch& planned, const cluster_spec& cluster, const multimodal_model& model,
+// `packed`: the batch as planned (the summaries of its microbatches, and its items in the export).
+// `planned` is taken by value: a plan() result moves in, get()'s is copied.
+inline plan_view view_of(planned_batch planned, const cluster_spec& cluster, const multimodal_model& model,
                          const std::vector<packed_microbatch>& packed) {
   const stage_graph& graph = *planned.plan.graph;
   const simulation_result& sim = planned.simulation;
@@ -134,6 +160,9 @@ inline plan_view view_of(const planned_batch& planned, const cluster_spec& clust
   for (std::size_t j = 0; j < packed.size() && j < planned.split.size(); ++j) {
     v.microbatches.push_back(summarize(packed[j], planned.split[j], model));
   }
+  v.source_plan = std::make_shared<const plan_export_source>(
+      plan_export_source{std::move(planned.plan), std::move(planned.split), std::move(planned.work), packed, model,
+                         std::move(planned.schedule), planned.index});
   return v;
 }
 

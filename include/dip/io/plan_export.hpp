@@ -1,14 +1,18 @@
-// The action-list export of a plan (format: docs/plan-format.md): per rank, the ordered
-// actions a runtime executes, with every stage's chunk, layers, (sub-)microbatch, pass and
-// memory strategy, and every message's peer, tag, shape and the action it must arrive before.
-// The file also holds the whole stage graph (placement, stages, edges), so it reads back into a
-// dip::plan that dip::validate and dip::simulate accept: a plan round-trips.
+// The action-list export of a plan (format: docs/plan-format.md, version 2): per rank, the
+// ordered actions a runtime executes, with every stage's chunk, layers, (sub-)microbatch, pass and
+// memory strategy, and every message's peer, tag, tensors and the action it must arrive before.
+// The file also holds the model, the items of every sub-microbatch (dip/io/executable_batch.hpp)
+// and the whole stage graph (placement, stages, edges), so that a runtime can execute it and it
+// reads back into a dip::plan that dip::validate and dip::simulate accept: a plan round-trips.
 //
-//   dip::exported_plan file = dip::export_plan(plan, model, batch, "1f1b", 0);
+//   const dip::planned_batch planned = planner.plan(packed, "1f1b");
+//   dip::exported_plan file = dip::export_plan(planned.plan, planner.model(), planned.work, planned.split,
+//                                              packed, "1f1b", 0);
 //   dip::write_plan_file("plan.json", file);
 //   dip::exported_plan back = dip::read_plan_file("plan.json");   // validated
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -17,6 +21,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -25,10 +30,15 @@
 
 #include <nlohmann/json.hpp>
 
+#include "dip/batch/batch_work.hpp"
+#include "dip/batch/packing.hpp"
+#include "dip/batch/splitter.hpp"
 #include "dip/core/error.hpp"
 #include "dip/core/ids.hpp"
 #include "dip/core/units.hpp"
+#include "dip/io/executable_batch.hpp"
 #include "dip/io/json_fields.hpp"
+#include "dip/io/model_export.hpp"
 #include "dip/model/layer.hpp"
 #include "dip/model/model.hpp"
 #include "dip/schedule/plan.hpp"
@@ -40,81 +50,27 @@
 namespace dip {
 
 // Bumped whenever a field changes meaning or a required field is added; the reader accepts
-// exactly this version.
-inline constexpr int plan_export_version = 1;
+// exactly this version. Version 2: the model, the batch's items and exact integer message tensors.
+inline constexpr int plan_export_version = 2;
 inline constexpr std::string_view plan_export_format = "dip.plan";
-
-// What one message carries: `tokens` rows of `hidden` features (the producing layer's output,
-// or its gradient). hidden is 0 when the layer does not say (an opaque layer); tokens may be
-// fractional where a producer's output is shared among a consumer's sub-microbatches.
-struct message_shape {
-  double tokens = 0;
-  std::int64_t hidden = 0;
-  friend bool operator==(const message_shape&, const message_shape&) = default;
-};
 
 // A plan as the file holds it.
 struct exported_plan {
-  plan schedule;                          // with its stage graph
-  std::vector<std::string> module_names;  // by module id (placement spans name modules by id)
-  std::vector<message_shape> shapes;      // by edge of the stage graph; zero for edges that carry nothing
-  std::string schedule_name;              // "1f1b", "dip", ... ("" if unnamed)
-  std::int64_t iteration = 0;             // which batch of the run the plan is for
+  plan schedule;                                     // with its stage graph
+  std::vector<std::string> module_names;             // by module id (placement spans name modules by id)
+  exported_model model;                              // the model the placement was made for
+  std::optional<exported_batch> batch;               // the sub-microbatches' items; nullopt: exported from bare work
+  std::vector<std::vector<message_tensor>> tensors;  // by edge of the stage graph; empty where nothing travels
+  std::string schedule_name;                         // "1f1b", "dip", ... ("" if unnamed)
+  std::int64_t iteration = 0;                        // which batch of the run the plan is for
 };
 
 namespace detail {
 
-// The work a stage of (chain, microbatch j, sub) does in `module`, as build_stage_graph prices it:
-// a split chain runs sub-microbatch `sub`, an unsplit one the sum of the module's units.
-inline work_unit stage_work(const stage_graph& graph, const batch_work& batch, std::size_t chain, std::size_t j,
-                            std::uint32_t sub, module_id module) {
-  const std::vector<work_unit>& units = batch.microbatches.at(j).modules.at(module.index());
-  if (graph.sub_count(j, chain) > 1) {
-    require(units.size() == graph.sub_count(j, chain), errc::invalid_argument, "export_plan",
-            "the batch is not the one the plan's graph was built from (microbatch " + std::to_string(j) + ")");
-    return units[sub];
-  }
-  work_unit total;
-  for (const work_unit& w : units) total += w;
-  return total;
-}
-
-// The message an edge carries: the output of its producing forward stage (the edge's source for
-// a forward edge; for a gradient, the forward of the stage it flows into), shared among the
-// consumer chain's sub-microbatches when it crosses chains.
-inline message_shape shape_of_edge(const stage_graph& graph, const multimodal_model& model, const batch_work& batch,
-                                   const stage_edge& edge) {
-  const stage& from = graph.at(edge.from);
-  const stage& to = graph.at(edge.to);
-  const bool same_work = from.chunk == to.chunk && from.microbatch == to.microbatch && from.sub == to.sub;
-  if (same_work) return {};  // the loss (F -> B) and I -> W: ordering only
-  const bool forward = to.kind == stage_kind::forward;
-  const stage& producer = graph.at(forward ? edge.from : forward_of(graph, edge.to));
-  const stage& consumer = forward ? to : from;
-  const placement& place = graph.placement();
-  const chunk_spec& chunk = place.chunk(producer.chunk);
-  const layer_span& last = chunk.spans.back();
-  const std::size_t j = producer.microbatch.index();
-  const work_unit work = stage_work(graph, batch, chunk.chain, j, producer.sub, last.module);
-  const std::size_t consumer_chain = place.chunk(consumer.chunk).chain;
-  const double share = consumer_chain == chunk.chain ? 1.0 : double(graph.sub_count(j, consumer_chain));
-  return {work.tokens / share, output_features(model.module(last.module).layers.at(last.last - 1))};
-}
-
-inline nlohmann::ordered_json shape_fields(nlohmann::ordered_json object, const message_shape& shape, bytes size) {
-  object["tokens"] = shape.tokens;
-  object["hidden"] = shape.hidden;
-  object["bytes"] = size.base();
-  return object;
-}
-
-}  // namespace detail
-
-// The file of plan `p`, whose stage graph was built from `model` and `batch` (they give module
-// names and message shapes). Throws dip::error(errc::invalid_plan) for a plan dip::validate
-// rejects, errc::invalid_argument for a model or batch that does not match the graph.
-inline exported_plan export_plan(const plan& p, const multimodal_model& model, const batch_work& batch,
-                                 std::string schedule_name = {}, std::int64_t iteration = 0) {
+// Checks that `model` and `batch` are the ones `p`'s graph was built from; the file's tables
+// without tensors.
+inline exported_plan export_frame(const plan& p, const multimodal_model& model, const batch_work& batch,
+                                  std::string schedule_name, std::int64_t iteration) {
   validate(p);
   const stage_graph& graph = *p.graph;
   for (const chunk_spec& chunk : graph.placement().chunks) {
@@ -131,10 +87,48 @@ inline exported_plan export_plan(const plan& p, const multimodal_model& model, c
     require(batch.microbatches[j].modules.size() == model.module_count(), errc::invalid_argument, "export_plan",
             "microbatch " + std::to_string(j) + " does not give every module its work");
   }
-  exported_plan file{p, {}, {}, std::move(schedule_name), iteration};
+  exported_plan file{p, {}, describe_model(model), std::nullopt, {}, std::move(schedule_name), iteration};
   for (const module_spec& m : model.modules()) file.module_names.push_back(m.name);
-  file.shapes.reserve(graph.edges().size());
-  for (const stage_edge& edge : graph.edges()) file.shapes.push_back(detail::shape_of_edge(graph, model, batch, edge));
+  return file;
+}
+
+}  // namespace detail
+
+// The file of plan `p`, whose stage graph was built from `model` and `batch` (they give module
+// names and message rows). The file has no `batch` (its items are unknown): a message between
+// chains carries the producer's whole output. Throws dip::error(errc::invalid_plan) for a plan
+// dip::validate rejects, errc::invalid_argument for a model or batch that does not match the graph.
+inline exported_plan export_plan(const plan& p, const multimodal_model& model, const batch_work& batch,
+                                 std::string schedule_name = {}, std::int64_t iteration = 0) {
+  exported_plan file = detail::export_frame(p, model, batch, std::move(schedule_name), iteration);
+  file.tensors = edge_tensors(*p.graph, file.model, batch);
+  return file;
+}
+
+// The executable file of plan `p`: also which items each sub-microbatch holds (`split`, made from
+// the `packed` microbatches, whose work is `batch`: planned_batch's split and work) and the exact
+// tensors of every message. Throws as above, and dip::error(errc::invalid_argument,
+// "export_plan") naming the microbatch and module where the split, the packed microbatches, the
+// batch and the graph disagree.
+inline exported_plan export_plan(const plan& p, const multimodal_model& model, const batch_work& batch,
+                                 std::span<const split_microbatch> split, std::span<const packed_microbatch> packed,
+                                 std::string schedule_name = {}, std::int64_t iteration = 0) {
+  exported_plan file = detail::export_frame(p, model, batch, std::move(schedule_name), iteration);
+  require(split.size() == batch.microbatches.size(), errc::invalid_argument, "export_plan",
+          "the split has " + std::to_string(split.size()) + " microbatches, the batch " +
+              std::to_string(batch.microbatches.size()));
+  for (std::size_t j = 0; j < split.size(); ++j) {
+    for (std::size_t m = 0; m < model.module_count(); ++m) {
+      const std::vector<work_unit>& units = batch.microbatches[j].modules[m];
+      const bool same = m < split[j].modules.size() && split[j].modules[m].subs.size() == units.size() &&
+                        std::equal(units.begin(), units.end(), split[j].modules[m].subs.begin(),
+                                   [](const work_unit& w, const sub_microbatch& s) { return w == s.work; });
+      require(same, errc::invalid_argument, "export_plan",
+              detail::module_where(file.model, j, m) + ": the split is not the one the batch's work was made from");
+    }
+  }
+  file.batch = export_batch(*p.graph, file.model, split, packed);
+  file.tensors = edge_tensors(*p.graph, file.model, *file.batch);
   return file;
 }
 
@@ -144,9 +138,17 @@ inline nlohmann::ordered_json plan_to_json(const exported_plan& file) {
   require(file.schedule.graph != nullptr, errc::invalid_argument, "plan_to_json", "the plan has no stage graph");
   const stage_graph& graph = *file.schedule.graph;
   const placement& place = graph.placement();
-  require(file.shapes.size() == graph.edges().size(), errc::invalid_argument, "plan_to_json",
-          "has " + std::to_string(file.shapes.size()) + " message shapes for " + std::to_string(graph.edges().size()) +
-              " edges");
+  require(file.tensors.size() == graph.edges().size(), errc::invalid_argument, "plan_to_json",
+          "has the tensors of " + std::to_string(file.tensors.size()) + " messages for " +
+              std::to_string(graph.edges().size()) + " edges");
+  require(file.model.modules.size() == file.module_names.size(), errc::invalid_argument, "plan_to_json",
+          "the model has " + std::to_string(file.model.modules.size()) + " modules, module_names " +
+              std::to_string(file.module_names.size()));
+  for (std::size_t m = 0; m < file.module_names.size(); ++m) {
+    require(file.model.modules[m].name == file.module_names[m], errc::invalid_argument, "plan_to_json",
+            "module " + std::to_string(m) + " is '" + file.model.modules[m].name + "' in the model, '" +
+                file.module_names[m] + "' in module_names");
+  }
   const auto module_name = [&](module_id m) {
     require(m.index() < file.module_names.size(), errc::invalid_argument, "plan_to_json",
             "module " + std::to_string(m.value()) + " has no name");
@@ -182,8 +184,10 @@ inline nlohmann::ordered_json plan_to_json(const exported_plan& file) {
   json edges = json::array();
   for (std::size_t e = 0; e < graph.edges().size(); ++e) {
     const stage_edge& edge = graph.edges()[e];
-    edges.push_back(
-        detail::shape_fields({{"from", edge.from.value()}, {"to", edge.to.value()}}, file.shapes[e], edge.size));
+    edges.push_back({{"from", edge.from.value()},
+                     {"to", edge.to.value()},
+                     {"tensors", tensors_to_json(file.tensors[e])},
+                     {"bytes", edge.size.base()}});
   }
 
   json ranks = json::array();
@@ -207,13 +211,14 @@ inline nlohmann::ordered_json plan_to_json(const exported_plan& file) {
         continue;
       }
       const stage_edge& edge = graph.edges()[a.edge];
-      json message = detail::shape_fields({{"op", a.kind == action_kind::send ? "send" : "recv"},
-                                           {"edge", a.edge},
-                                           {"tag", a.edge},
-                                           {"peer", a.peer.value()},
-                                           {"from_stage", edge.from.value()},
-                                           {"to_stage", edge.to.value()}},
-                                          file.shapes[a.edge], edge.size);
+      json message = {{"op", a.kind == action_kind::send ? "send" : "recv"},
+                      {"edge", a.edge},
+                      {"tag", a.edge},
+                      {"peer", a.peer.value()},
+                      {"from_stage", edge.from.value()},
+                      {"to_stage", edge.to.value()},
+                      {"tensors", tensors_to_json(file.tensors[a.edge])},
+                      {"bytes", edge.size.base()}};
       if (a.kind == action_kind::recv) {
         const auto consumer = computed_at.find(edge.to.value());
         require(consumer != computed_at.end(), errc::invalid_plan, "rank " + std::to_string(r),
@@ -235,7 +240,9 @@ inline nlohmann::ordered_json plan_to_json(const exported_plan& file) {
           {"microbatches", graph.microbatch_count()},
           {"split_backward", graph.split_backward()},
           {"modules", std::move(modules)},
+          {"model", model_to_json(file.model)},
           {"placement", {{"chunks", std::move(chunks)}, {"chains", std::move(chains)}}},
+          {"batch", file.batch ? batch_to_json(*file.batch) : json(nullptr)},
           {"stages", std::move(stages)},
           {"edges", std::move(edges)},
           {"ranks", std::move(ranks)}};
@@ -381,7 +388,35 @@ inline exported_plan plan_from_json(const nlohmann::json& document, std::string_
     }
     file.module_names.push_back(name);
   }
+  file.model = io::read_exported_model(top.required("model"), source, "model");
+  if (file.model.modules.size() != file.module_names.size()) {
+    top.fail("model.modules", "has " + std::to_string(file.model.modules.size()) + " modules, modules lists " +
+                                  std::to_string(file.module_names.size()));
+  }
+  for (std::size_t m = 0; m < file.module_names.size(); ++m) {
+    if (file.model.modules[m].name != file.module_names[m]) {
+      top.fail("model.modules[" + std::to_string(m) + "].name", "disagrees with modules[" + std::to_string(m) + "]");
+    }
+  }
   placement place = io::read_placement(top.required("placement"), ranks, file.module_names, source);
+  for (std::size_t c = 0; c < place.chunks.size(); ++c) {
+    for (std::size_t i = 0; i < place.chunks[c].spans.size(); ++i) {
+      const layer_span& span = place.chunks[c].spans[i];
+      const std::size_t layers = file.model.modules[span.module.index()].layers.size();
+      if (span.last > layers) {
+        top.fail("placement.chunks[" + std::to_string(c) + "].spans[" + std::to_string(i) + "].last_layer",
+                 "module '" + file.module_names[span.module.index()] + "' has " + std::to_string(layers) + " layers");
+      }
+    }
+  }
+  if (const nlohmann::json& batch = top.required("batch"); !batch.is_null()) {
+    file.batch = io::read_exported_batch(batch, source, "batch", file.model);
+    if (file.batch->microbatches.size() != std::size_t(microbatches)) {
+      top.fail("batch.microbatches", "has " + std::to_string(file.batch->microbatches.size()) +
+                                         " entries, microbatches is " + std::to_string(microbatches));
+    }
+  }
+  const exported_batch* items = file.batch ? &*file.batch : nullptr;
 
   std::vector<stage> stages;
   const nlohmann::json& stage_array = io::array_field(top, "stages");
@@ -409,8 +444,12 @@ inline exported_plan plan_from_json(const nlohmann::json& document, std::string_
     const std::int64_t last_stage = std::int64_t(stages.size()) - 1;
     const stage_id from = stage_id::from_index(std::size_t(edge.integer("from", 0, last_stage)));
     const stage_id to = stage_id::from_index(std::size_t(edge.integer("to", 0, last_stage)));
+    const std::size_t j = stages[from.index()].microbatch.index();
+    if (items != nullptr && j >= items->microbatches.size()) {
+      edge.fail("from", "a stage of microbatch " + std::to_string(j) + ", beyond the batch");
+    }
+    file.tensors.push_back(io::read_tensors(edge, "tensors", source, file.model, items, j));
     edges.push_back({from, to, bytes(edge.number("bytes"))});
-    file.shapes.push_back({edge.number("tokens"), edge.integer("hidden", 0)});
     edge.finish();
   }
 
@@ -427,6 +466,26 @@ inline exported_plan plan_from_json(const nlohmann::json& document, std::string_
   }
 
   file.schedule.graph = graph;
+  if (file.batch) {  // every module's sub-microbatches, as the graph runs its chain
+    std::vector<detail::module_place> places;
+    try {
+      places = detail::module_places(graph->placement(), file.model.modules.size());
+    } catch (const error& e) {
+      top.fail("placement", e.detail());
+    }
+    for (std::size_t j = 0; j < file.batch->microbatches.size(); ++j) {
+      for (std::size_t m = 0; m < file.model.modules.size(); ++m) {
+        const std::string field = "batch.microbatches[" + std::to_string(j) + "].subs[" + std::to_string(m) + "]";
+        if (places[m].chain == detail::no_chain) top.fail(field, "the placement holds no layer of its module");
+        const std::size_t runs = graph->sub_count(j, places[m].chain);
+        const std::size_t listed = file.batch->microbatches[j].subs[m].size();
+        if (listed != runs) {
+          top.fail(field, "lists " + std::to_string(listed) + " sub-microbatches, the stages of chain " +
+                              std::to_string(places[m].chain) + " run " + std::to_string(runs));
+        }
+      }
+    }
+  }
   const nlohmann::json& rank_array = io::array_field(top, "ranks");
   if (rank_array.size() != std::size_t(ranks)) {
     top.fail("ranks",
@@ -468,8 +527,10 @@ inline exported_plan plan_from_json(const nlohmann::json& document, std::string_
         act.stage = edge.from;
         io::expect_same(a, "from_stage", a.integer("from_stage", 0), std::int64_t(edge.from.value()), what);
         io::expect_same(a, "to_stage", a.integer("to_stage", 0), std::int64_t(edge.to.value()), what);
-        io::expect_same(a, "tokens", a.number("tokens"), file.shapes[act.edge].tokens, what);
-        io::expect_same(a, "hidden", a.integer("hidden", 0), file.shapes[act.edge].hidden, what);
+        io::expect_same(
+            a, "tensors",
+            io::read_tensors(a, "tensors", source, file.model, items, graph->at(edge.from).microbatch.index()),
+            file.tensors[act.edge], what);
         io::expect_same(a, "bytes", a.number("bytes"), edge.size.base(), what);
         if (act.kind == action_kind::recv) waits.emplace_back(i, a.integer("wait_before", 0));
       } else {
@@ -505,13 +566,14 @@ inline exported_plan plan_from_json(const nlohmann::ordered_json& document, std:
 }
 
 // A plan document as text: one stage, edge or action per line, so that a file is read (and
-// diffed) row by row; objects and arrays that fit in a short line stay on it.
+// diffed) row by row; other objects and arrays that fit in a short line stay on it.
 inline std::string plan_json_text(const nlohmann::ordered_json& document) {
   std::string out;
-  const auto write = [&out](const auto& self, const nlohmann::ordered_json& value, std::size_t depth) -> void {
+  const auto write = [&out](const auto& self, const nlohmann::ordered_json& value, std::size_t depth,
+                            bool row) -> void {
     const std::string compact = value.dump();
     const bool has_rows = value.is_array() && !value.empty() && (value.front().is_object() || value.front().is_array());
-    const bool split = value.is_object() ? compact.size() > 160 : has_rows && compact.size() > 100;
+    const bool split = !row && (value.is_object() ? compact.size() > 160 : has_rows && compact.size() > 100);
     if (!split) {
       out += compact;
       return;
@@ -522,12 +584,25 @@ inline std::string plan_json_text(const nlohmann::ordered_json& document) {
     for (auto it = value.begin(); it != value.end(); ++it) {
       out += (first ? "" : ",\n") + inner;
       first = false;
-      if (value.is_object()) out += nlohmann::ordered_json(it.key()).dump() + ": ";
-      self(self, *it, depth + 1);
+      bool rows = false;  // the elements of a table of stages, edges or actions: one per line
+      if (value.is_object()) {
+        out += nlohmann::ordered_json(it.key()).dump() + ": ";
+        rows = it.key() == "stages" || it.key() == "edges" || it.key() == "actions";
+      }
+      if (rows && it->is_array()) {
+        out += "[";
+        for (std::size_t i = 0; i < it->size(); ++i) {
+          out += (i == 0 ? "\n" : ",\n") + std::string(depth + 2, ' ');
+          self(self, (*it)[i], depth + 2, true);
+        }
+        out += it->empty() ? "]" : "\n" + inner + "]";
+        continue;
+      }
+      self(self, *it, depth + 1, false);
     }
     out += "\n" + std::string(depth, ' ') + (value.is_object() ? "}" : "]");
   };
-  write(write, document, 0);
+  write(write, document, 0, false);
   return out + "\n";
 }
 

@@ -1,0 +1,20 @@
+"""python -m dip.torch COMMAND: `verify` (verify.py) checks dip plans on torch ranks against the
+sequential model."""
+
+import sys
+
+COMMANDS = ("verify",)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print("usage: python -m dip.torch {verify} [options]   (python -m dip.torch verify --help)",
+              file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    from . import verify
+
+    return verify.main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
