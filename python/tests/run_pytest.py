@@ -27,10 +27,17 @@ class SkipCounter:
             self.skipped.append(report.nodeid)
 
 
-counter = SkipCounter()
-# No .pytest_cache in the source tree.
-status = pytest.main(["-p", "no:cacheprovider", *sys.argv[1:]], plugins=[counter])
-if os.environ.get("DIP_REQUIRE_TORCH") == "1" and counter.skipped:
-    print(f"dip: DIP_REQUIRE_TORCH=1 and {len(counter.skipped)} test(s) skipped: {counter.skipped[:5]}")
-    status = status or 1
-sys.exit(status)
+def main() -> int:
+    counter = SkipCounter()
+    # No .pytest_cache in the source tree.
+    status = pytest.main(["-p", "no:cacheprovider", *sys.argv[1:]], plugins=[counter])
+    if os.environ.get("DIP_REQUIRE_TORCH") == "1" and counter.skipped:
+        print(f"dip: DIP_REQUIRE_TORCH=1 and {len(counter.skipped)} test(s) skipped: {counter.skipped[:5]}")
+        status = status or 1
+    return int(status)
+
+
+# Guarded: dip.torch's tests start rank processes with multiprocessing's spawn, which imports
+# this main module again in each child.
+if __name__ == "__main__":
+    sys.exit(main())

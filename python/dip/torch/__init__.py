@@ -17,6 +17,7 @@ runtime.py (a rank's walk over its actions), sequential.py (the reference run), 
 """
 
 from .launch import LaunchError, init_from_environment, launch
+from .layers import DipLayer, RowMeta
 from .model import MicrobatchData, PipelineModel, ReferenceModel
 from .plan import ExecutablePlan, PlanError
 from .runtime import ActivationMeter, PipelineRank, RankFailure, StepReport
@@ -24,6 +25,7 @@ from .sequential import SequentialModel
 
 __all__ = [
     "ActivationMeter",
+    "DipLayer",
     "ExecutablePlan",
     "LaunchError",
     "MicrobatchData",
@@ -32,6 +34,7 @@ __all__ = [
     "PlanError",
     "RankFailure",
     "ReferenceModel",
+    "RowMeta",
     "SequentialModel",
     "StepReport",
     "init_from_environment",

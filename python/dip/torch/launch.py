@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import pickle
 import queue
 import socket
 import time
@@ -64,7 +65,9 @@ def _rank_main(rank: int, world_size: int, port: int, backend: str, timeout_s: f
         dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,
                                 timeout=datetime.timedelta(seconds=timeout_s))
         result = worker(rank, world_size, *args)
-        results.put(("ok", rank, result))
+        # Pickled here, by value: torch's queue would share a tensor through a file descriptor
+        # that dies with this process (os._exit below).
+        results.put(("ok", rank, pickle.dumps(result)))
     except BaseException as error:  # noqa: BLE001 -- reported to the launcher, then this rank ends
         detail = str(error) if str(error) else type(error).__name__
         if not isinstance(error, (RuntimeError, ValueError, TimeoutError)):
@@ -106,7 +109,7 @@ def launch(worker: Callable, world_size: int, args: tuple = (), *, backend: str 
                     deadline = deadline or time.monotonic() + timeout_s + 5.0
             continue
         if status == "ok":
-            done[rank] = payload
+            done[rank] = pickle.loads(payload)
         else:
             errors[rank] = payload
             deadline = deadline or time.monotonic() + timeout_s + 5.0

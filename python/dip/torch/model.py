@@ -121,8 +121,11 @@ def _generator(*parts) -> torch.Generator:
 class ReferenceModel:
     """dip's reference torch model of an executable plan's `model` section (see module docs)."""
 
-    def __init__(self, model: dict, seed: int = 0, dtype: torch.dtype = torch.float32):
+    def __init__(self, model: dict, seed: int = 0, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str | None = None):
         self.model = model
+        # Data is drawn on the CPU (the same bits on every device) and moved to `device`.
+        self.device = torch.device(device or "cpu")
         self.modules: list[dict] = model["modules"]
         self.seed = seed
         self.dtype = dtype
@@ -194,12 +197,12 @@ class ReferenceModel:
         meta = RowMeta(segments=self._segments(module, mb, items), causal=self._causal(module))
         first = self._first_layer(module)
         if first["kind"] == "embedding":
-            meta.token_ids = self._token_ids(module, mb, items, first["vocab"])
+            meta.token_ids = self._token_ids(module, mb, items, first["vocab"]).to(self.device)
             for p, (p_items, rows) in producers.items():
                 if self._kind(p) == "image" and kind == "sequence":
                     layout = mb.sequence_layout()
                     positions = [layout["image_start"][i] + t for i in p_items for t in range(mb.images[i]["tokens"])]
-                    meta.inject_positions = torch.tensor(positions, dtype=torch.long)
+                    meta.inject_positions = torch.tensor(positions, dtype=torch.long, device=self.device)
                     meta.inject = rows
             return None, meta
         if self._uses_context(module):
@@ -209,9 +212,9 @@ class ReferenceModel:
             x = torch.cat([torch.randn(mb.images[i]["encoder_tokens"], width, dtype=self.dtype,
                                        generator=_generator("patches", self.seed, mb.step, mb.index, i))
                            for i in items]) if items else torch.zeros(0, width, dtype=self.dtype)
-            return x, meta
+            return x.to(self.device), meta
         if spec["video"] is not None:  # a diffusion decoder: noisy latents of its clips
-            return self._latents(mb, items, first["input"], "latents"), meta
+            return self._latents(mb, items, first["input"], "latents").to(self.device), meta
         # Anything else (a projector) continues its producers' rows, item by item.
         same_kind = [p for p in producers if self._kind(p) == kind]
         if len(same_kind) != 1:
@@ -274,7 +277,7 @@ class ReferenceModel:
                                                                                    mb.index, i))
                          for i, n in zip(items, self._segments(module, mb, items))]
                 labels = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
-            return torch.nn.functional.cross_entropy(y, labels, reduction="sum") * scale
+            return torch.nn.functional.cross_entropy(y, labels.to(self.device), reduction="sum") * scale
         if self._kind(module) == "clip":
             target = self._latents(mb, items, y.shape[1], "noise")
         else:
@@ -282,7 +285,7 @@ class ReferenceModel:
                                             generator=_generator("target", self.seed, mb.step, mb.index, i))
                                 for i, n in zip(items, self._segments(module, mb, items))]) \
                 if items else y[:0].detach()
-        return 0.5 * ((y - target) ** 2).sum() * scale / y.shape[1]
+        return 0.5 * ((y - target.to(self.device)) ** 2).sum() * scale / y.shape[1]
 
     def _item_count(self, module: int, mb: MicrobatchData) -> int:
         kind = self._kind(module)

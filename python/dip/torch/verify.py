@@ -37,7 +37,7 @@ import time
 
 import torch
 
-from .launch import LaunchError, launch
+from .launch import LaunchError, default_backend, launch
 from .model import ReferenceModel
 from .plan import ExecutablePlan
 from .runtime import PipelineRank
@@ -52,28 +52,37 @@ def _dip():
     return dip
 
 
-def _rank_worker(rank: int, world_size: int, plan_files: list[str], options: dict) -> dict:
-    """One rank: run every step's plan, SGD after each, and save its gradients for the check."""
+def _rank_worker(rank: int, world_size: int, runs: list[tuple[str, list[str]]], options: dict) -> dict:
+    """One rank: for each schedule, a fresh model runs every step's plan, with SGD after each;
+    the rank saves its gradients for the check. One launch serves every schedule."""
     dtype = getattr(torch, options["dtype"])
-    plans = [ExecutablePlan(json.loads(pathlib.Path(f).read_text())) for f in plan_files]
-    model = ReferenceModel(plans[0].document["model"], seed=options["seed"], dtype=dtype)
     fault = None
     if options.get("fault") and options["fault"]["rank"] == rank:
         fault = (options["fault"]["kind"], options["fault"]["action"])
-    runner = PipelineRank(rank, model, plans[0], dtype=dtype, timeout_s=options["timeout"], fault=fault)
-    steps = []
-    for index, plan in enumerate(plans):
-        report = runner.step(plan, index)
-        grads = {name: p.grad.detach().clone() for name, p in runner.named_parameters()}
-        path = pathlib.Path(options["out"]) / f"rank{rank}-step{index}.pt"
-        torch.save(grads, path)
-        with torch.no_grad():
-            for _, p in runner.named_parameters():
-                p -= options["lr"] * p.grad
-        steps.append({"loss": report.loss, "seconds": report.seconds, "compute_seconds": report.compute_seconds,
-                      "peak_activation_bytes": report.peak_activation_bytes,
-                      "peak_offloaded_bytes": report.peak_offloaded_bytes, "gradients": str(path)})
-    return {"rank": rank, "steps": steps}
+    results = {}
+    for schedule, plan_files in runs:
+        plans = [ExecutablePlan(json.loads(pathlib.Path(f).read_text())) for f in plan_files]
+        device = torch.device("cuda", torch.cuda.current_device()) if options["backend"] == "nccl" else None
+        model = ReferenceModel(plans[0].document["model"], seed=options["seed"], dtype=dtype, device=device)
+        runner = PipelineRank(rank, model, plans[0], device=device, dtype=dtype, timeout_s=options["timeout"],
+                              backend=options["backend"], fault=fault)
+        steps = []
+        for index, plan in enumerate(plans):
+            try:
+                report = runner.step(plan, index)
+            except Exception as error:
+                raise type(error)(f"schedule {schedule} step {index}: {error}") from error
+            grads = {name: p.grad.detach().cpu().clone() for name, p in runner.named_parameters()}
+            path = pathlib.Path(options["out"]) / f"{schedule}-rank{rank}-step{index}.pt"
+            torch.save(grads, path)
+            with torch.no_grad():
+                for _, p in runner.named_parameters():
+                    p -= options["lr"] * p.grad
+            steps.append({"loss": report.loss, "seconds": report.seconds, "compute_seconds": report.compute_seconds,
+                          "peak_activation_bytes": report.peak_activation_bytes,
+                          "peak_offloaded_bytes": report.peak_offloaded_bytes, "gradients": str(path)})
+        results[schedule] = steps
+    return results
 
 
 def _compare(sequential: dict[str, torch.Tensor], pipelined: dict[str, torch.Tensor]) -> tuple[float, float, str]:
@@ -120,54 +129,103 @@ def _load_model(name: str):
     return dip.Model.from_json(name)
 
 
-def verify_schedule(args, schedule: str, batches: list, out: pathlib.Path) -> dict:
-    documents = plan_steps(args, schedule, batches)
-    files = []
-    for i, document in enumerate(documents):
-        path = out / f"{schedule}-plan{i}.json"
-        path.write_text(json.dumps(document))
-        files.append(str(path))
-    strategies = {}
+def _plan_summary(documents: list[dict]) -> tuple[dict, dict]:
+    """How many forwards keep, recompute or offload; the most sub-microbatches per module."""
+    strategies, most_subs = {}, {}
     for document in documents:
         for rank in document["ranks"]:
             for action in rank["actions"]:
                 if action["op"] == "compute" and action["kind"] == "F":
                     strategies[action["strategy"]] = strategies.get(action["strategy"], 0) + 1
+        names = [m["name"] for m in document["model"]["modules"]]
+        for mb in document["batch"]["microbatches"]:
+            for name, subs in zip(names, mb["subs"]):
+                most_subs[name] = max(most_subs.get(name, 0), len(subs))
+    return strategies, most_subs
 
+
+def sequential_steps(args, documents: list[dict]) -> list[tuple[float, dict[str, torch.Tensor]]]:
+    """The sequential model's loss and gradients at every step (with the same SGD steps)."""
     dtype = getattr(torch, args.dtype)
     torch.set_num_threads(1)
     reference = SequentialModel(ReferenceModel(documents[0]["model"], seed=args.seed, dtype=dtype),
                                 documents[0]["model"]["modules"])
-    options = {"dtype": args.dtype, "seed": args.seed, "lr": args.lr, "timeout": args.timeout, "out": str(out),
-               "fault": args.fault}
-    started = time.perf_counter()
-    ranks = launch(_rank_worker, args.pp, (files, options), backend=args.backend, timeout_s=args.timeout)
-    pipelined_seconds = time.perf_counter() - started
-
-    tolerance = args.tolerance if args.tolerance is not None else TOLERANCE[args.dtype]
-    steps, ok = [], True
+    out = []
     for index, document in enumerate(documents):
-        expected_loss = reference.step(document["batch"]["microbatches"], index)
-        expected = {name: p.grad.detach().clone() for name, p in reference.named_parameters()}
+        loss = reference.step(document["batch"]["microbatches"], index)
+        out.append((loss, {name: p.grad.detach().clone() for name, p in reference.named_parameters()}))
         with torch.no_grad():
             for _, p in reference.named_parameters():
                 p -= args.lr * p.grad
+    return out
+
+
+def check_schedule(args, schedule: str, documents: list[dict], rank_steps: list[list[dict]],
+                   expected: list[tuple[float, dict[str, torch.Tensor]]], seconds: float) -> dict:
+    strategies, most_subs = _plan_summary(documents)
+    tolerance = args.tolerance if args.tolerance is not None else TOLERANCE[args.dtype]
+    steps, ok = [], True
+    for index in range(len(documents)):
+        expected_loss, expected_grads = expected[index]
         got = {}
-        for r in ranks:
-            got.update(torch.load(r["steps"][index]["gradients"]))
-        loss = sum(r["steps"][index]["loss"] for r in ranks)
-        abs_error, rel_error, worst = _compare(expected, got)
+        for r in rank_steps:
+            got.update(torch.load(r[index]["gradients"]))
+        loss = sum(r[index]["loss"] for r in rank_steps)
+        abs_error, rel_error, worst = _compare(expected_grads, got)
         loss_error = abs(loss - expected_loss) / max(abs(expected_loss), 1e-30)
         step_ok = rel_error <= tolerance and loss_error <= tolerance
         ok &= step_ok
         steps.append({"step": index, "loss": loss, "sequential_loss": expected_loss, "loss_relative_error": loss_error,
                       "max_abs_error": abs_error, "max_rel_error": rel_error, "worst_parameter": worst,
-                      "ok": step_ok,
-                      "peak_activation_bytes": [r["steps"][index]["peak_activation_bytes"] for r in ranks],
-                      "peak_offloaded_bytes": [r["steps"][index]["peak_offloaded_bytes"] for r in ranks],
-                      "predicted_peak_memory_bytes": None})
-    return {"schedule": schedule, "ok": ok, "tolerance": tolerance, "strategies": strategies, "steps": steps,
-            "seconds": pipelined_seconds}
+                      "ok": step_ok, "seconds": max(r[index]["seconds"] for r in rank_steps),
+                      "peak_activation_bytes": [r[index]["peak_activation_bytes"] for r in rank_steps],
+                      "peak_offloaded_bytes": [r[index]["peak_offloaded_bytes"] for r in rank_steps]})
+    return {"schedule": schedule, "ok": ok, "tolerance": tolerance, "strategies": strategies,
+            "most_sub_microbatches": most_subs, "steps": steps, "seconds": seconds}
+
+
+def verify(args, schedules: list[str], batches: list, out: pathlib.Path) -> tuple[list[dict], int]:
+    """Plans every schedule, runs them all in one launch of the ranks, checks each against the
+    sequential model. Returns the per-schedule results and the exit status."""
+    dip = _dip()
+    results, status, planned = [], 0, {}
+    for schedule in schedules:
+        try:
+            documents = plan_steps(args, schedule, batches)
+        except dip.Error as error:
+            print(f"dip.torch verify: {schedule}: planning failed: {error}", file=sys.stderr)
+            results.append({"schedule": schedule, "ok": False, "error": str(error)})
+            status = 1
+            continue
+        files = []
+        for i, document in enumerate(documents):
+            path = out / f"{schedule}-plan{i}.json"
+            path.write_text(json.dumps(document))
+            files.append(str(path))
+        planned[schedule] = (documents, files)
+    if not planned:
+        return results, status
+
+    options = {"dtype": args.dtype, "seed": args.seed, "lr": args.lr, "timeout": args.timeout, "out": str(out),
+               "fault": args.fault, "backend": args.backend or default_backend()}
+    runs = [(schedule, files) for schedule, (_, files) in planned.items()]
+    started = time.perf_counter()
+    try:
+        ranks = launch(_rank_worker, args.pp, (runs, options), backend=args.backend, timeout_s=args.timeout)
+    except LaunchError as error:
+        print(f"dip.torch verify: {error}", file=sys.stderr)
+        results.extend({"schedule": s, "ok": False, "error": str(error)} for s in planned)
+        return results, 3
+    seconds = time.perf_counter() - started
+
+    expected = sequential_steps(args, next(iter(planned.values()))[0])
+    for schedule, (documents, _) in planned.items():
+        result = check_schedule(args, schedule, documents, [r[schedule] for r in ranks], expected, seconds)
+        results.append(result)
+        _print(args, result)
+        if not result["ok"]:
+            status = max(status, 1)
+    return results, status
 
 
 def parser() -> argparse.ArgumentParser:
@@ -177,7 +235,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pp", type=int, default=2, help="pipeline ranks (processes)")
     p.add_argument("--schedule", default="dip",
                    help="a schedule name, a comma-separated list, or 'all' (every schedule dip has)")
-    p.add_argument("--data", default="synthetic", help="a trace (.jsonl) or a batch source name (dip.batch_sources())")
+    p.add_argument("--data", default="obelics", help="a trace (.jsonl) or a batch source name (dip.batch_sources())")
     p.add_argument("--microbatches", type=int, default=4)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--seed", type=int, default=1)
@@ -225,25 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dip.torch verify: {error}", file=sys.stderr)
         return 2
 
-    results, status = [], 0
     with tempfile.TemporaryDirectory(prefix="dip-torch-verify-") as out:
-        for schedule in schedules:
-            try:
-                result = verify_schedule(args, schedule, batches, pathlib.Path(out))
-            except LaunchError as error:
-                print(f"dip.torch verify: {schedule}: {error}", file=sys.stderr)
-                results.append({"schedule": schedule, "ok": False, "error": str(error)})
-                status = 3
-                continue
-            except dip.Error as error:
-                print(f"dip.torch verify: {schedule}: planning failed: {error}", file=sys.stderr)
-                results.append({"schedule": schedule, "ok": False, "error": str(error)})
-                status = max(status, 1)
-                continue
-            results.append(result)
-            _print(args, result)
-            if not result["ok"]:
-                status = max(status, 1)
+        results, status = verify(args, schedules, batches, pathlib.Path(out))
     if args.json:
         text = json.dumps({"model": args.model, "pp": args.pp, "dtype": args.dtype, "results": results}, indent=1)
         if args.json == "-":
@@ -255,8 +296,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print(args, result: dict) -> None:
     strategies = ", ".join(f"{k} {v}" for k, v in sorted(result["strategies"].items()))
+    subs = ", ".join(f"{k} {v}" for k, v in result["most_sub_microbatches"].items())
     print(f"{result['schedule']}: {args.model}, pp {args.pp}, {args.microbatches} microbatches, {args.dtype} "
-          f"(tolerance {result['tolerance']:g}); forwards: {strategies}; {result['seconds']:.1f} s")
+          f"(tolerance {result['tolerance']:g}); forwards: {strategies}; most sub-microbatches: {subs}")
     for s in result["steps"]:
         peaks = " ".join(f"{b / 1024:.0f}" for b in s["peak_activation_bytes"])
         print(f"  step {s['step']}: loss {s['loss']:.6f} (sequential {s['sequential_loss']:.6f}), "

@@ -52,6 +52,8 @@ def test_dip_splits_encoders_into_sub_microbatches(tmp_path):
     status, result = run_verify(tmp_path, "--model", "tiny-vlm", "--pp", 2, "--schedule", "dip", "--data",
                                 trace("vlm-docs"), "--microbatches", 3, "--steps", 2, "--dtype", "float64")
     assert status == 0, result
+    subs = result["results"][0]["most_sub_microbatches"]
+    assert subs["vit"] > 1 and subs["projector"] == subs["vit"] and subs["llm"] == 1, subs
     assert result["results"][0]["steps"][0]["max_rel_error"] <= 1e-10
 
 
