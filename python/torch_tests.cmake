@@ -27,4 +27,5 @@ foreach(model vlm t2v)
   endforeach()
 endforeach()
 dip_add_torch_pytest(torch_runtime 900 "${dip_torch_tests_dir}/test_verify.py"
-                     -k "not test_every_schedule_matches_sequential")
+                     -k "not test_every_schedule_matches_sequential and not fault")
+dip_add_torch_pytest(torch_faults 300 "${dip_torch_tests_dir}/test_verify.py" -k "fault")

@@ -11,8 +11,12 @@ the placement) and runs one executable plan per training step with `step(plan, i
   graph, keeping only its inputs; the backward reruns it first), offload (saved tensors move to
   host memory and come back in the backward). An `ActivationMeter` counts the bytes kept per
   rank (saved tensors and stage inputs; weights excluded) and their peak.
-- compute B: gradients of the inputs (sent back) and of the weights. Split backward: I computes
-  the input gradients and keeps the graph, W the weight gradients. Weight gradients are kept per
+- compute B: gradients of the inputs (sent back) and of the weights. Split backward, as zero
+  bubble does: I computes the input gradients and, on the way, the gradient at the output of
+  every module that owns weights (a Linear, a norm, an embedding: forward hooks note those
+  outputs); W then runs only each such module's own backward to its weights, so I + W cost what
+  B costs. Weights of a module whose output is not one tensor fall back to a backward from the
+  chunk's outputs in W. Weight gradients are kept per
   (microbatch, sub-microbatch) and summed in that order at the end of the step, so a plan gives
   the same bits whatever order its schedule ran the stages in.
 - send: non-blocking (`isend`, tag = edge id), waited for at the end of the step. recv: posted
@@ -100,7 +104,10 @@ class _Held:
     """A tensor kept on the device for the backward."""
 
     def __init__(self, meter: ActivationMeter, tensor: torch.Tensor):
-        self.meter, self.tensor = meter, tensor
+        # Detached: an op that saves its own output would otherwise hold, through this handle,
+        # the tensor whose grad_fn holds the handle, a cycle that only the garbage collector
+        # frees (the graphs a split backward keeps alive past I would pile up until it runs).
+        self.meter, self.tensor = meter, tensor.detach()
         self.pointer = meter._take(tensor)
 
     def __del__(self):
@@ -179,6 +186,8 @@ class _ForwardRecord:
     rerun: Callable[[], tuple[dict[int, list[torch.Tensor]], torch.Tensor | None]]
     roots: list[torch.Tensor] | None = None     # after I: what W differentiates
     root_grads: list[torch.Tensor | None] | None = None
+    captured: dict | None = None  # split backward: weight-owning module -> its outputs in this forward
+    output_grads: dict | None = None  # after I: module -> gradients of those outputs
 
 
 @dataclasses.dataclass
@@ -214,6 +223,27 @@ class PipelineRank:
         for layer in self.layers.values():
             for p in layer.parameters():
                 self.meter.weight_storages.add(p.untyped_storage().data_ptr())
+        # Split backward: the outputs of every module that owns weights, per forward (see W).
+        self._capture: dict | None = None
+        for layer in self.layers.values():
+            for module in layer.modules():
+                if any(p is not None and p.requires_grad for p in module._parameters.values()):
+                    module.register_forward_hook(self._note_output)
+
+    def _note_output(self, module, inputs, output) -> None:
+        if self._capture is not None and isinstance(output, torch.Tensor) and output.requires_grad:
+            self._capture.setdefault(module, []).append(output)
+
+    def _run_capturing(self, run, split: bool):
+        """run(), noting weight-owning modules' outputs when the backward will be split."""
+        if not split:
+            return run() + (None,)
+        self._capture = {}
+        try:
+            outputs, loss = run()
+            return outputs, loss, self._capture
+        finally:
+            self._capture = None
 
     def _spans(self, plan: ExecutablePlan) -> set[tuple[int, int, int]]:
         return {(s.module, s.first, s.stop) for c in plan.rank_chunks(self.rank) for s in c.spans}
@@ -372,8 +402,8 @@ class PipelineRank:
             record = _ForwardRecord(strategy, leaves, held, None, None, run)
         elif strategy in ("keep", "offload"):
             with _saved_tensor_hooks(self.meter, strategy):
-                outputs, loss = run()
-            record = _ForwardRecord(strategy, leaves, held, outputs, loss, run)
+                outputs, loss, captured = self._run_capturing(run, self.plan.split_backward)
+            record = _ForwardRecord(strategy, leaves, held, outputs, loss, run, captured=captured)
         else:
             raise PlanError(f"unknown memory strategy '{strategy}'")
         if loss is not None:
@@ -517,7 +547,8 @@ class PipelineRank:
         if record.roots is None:  # B, or I: gather the gradients arriving and the loss
             if record.outputs is None:  # recompute: rerun the forward, now with a graph
                 with _saved_tensor_hooks(self.meter, "keep"):
-                    record.outputs, record.loss = record.rerun()
+                    record.outputs, record.loss, record.captured = self._run_capturing(record.rerun,
+                                                                                       plan.split_backward)
             roots, grads = [], []
             for e in plan.in_edges[stage_id]:
                 source = plan.edges[e].source
@@ -540,7 +571,9 @@ class PipelineRank:
                           if plan.stages[plan.edges[e].target].kind in ("B", "I") and plan.edges[e].tensors]
             leaf_lists = [record.leaves[plan.forward_edge_of(e)] for e in back_edges]
             flat = [t for ts in leaf_lists for t in ts if t.requires_grad]
-            wanted = flat + (params if weights else [])
+            # I also asks for the gradients at the weight-owning modules' outputs, for W.
+            noted = [(m, out) for m, outs in (record.captured or {}).items() for out in outs] if not weights else []
+            wanted = flat + (params if weights else [out for _, out in noted])
             if wanted and roots:
                 got = torch.autograd.grad(roots, wanted, grads, retain_graph=not weights, allow_unused=True)
             else:
@@ -551,11 +584,37 @@ class PipelineRank:
                                   for t in ts])
             if weights:
                 self._stash(stage, names, params, got[len(flat):])
+            else:
+                record.output_grads = {}
+                for (m, out), g in zip(noted, got[len(flat):]):
+                    if g is not None:
+                        record.output_grads.setdefault(m, ([], []))
+                        record.output_grads[m][0].append(out)
+                        record.output_grads[m][1].append(g)
         else:  # W after I
-            got = torch.autograd.grad(roots, params, grads, allow_unused=True) if roots else [None] * len(params)
-            self._stash(stage, names, params, got)
+            self._stash(stage, names, params, self._weight_gradients(record, params))
         if weights:
             del self.records[forward]  # frees the graph, the held inputs and any offloaded copies
+
+    def _weight_gradients(self, record: _ForwardRecord, params: list[torch.Tensor]) -> list[torch.Tensor | None]:
+        """W: each weight-owning module's own backward from the output gradients I left; the
+        rest (weights whose module's output was not noted) by a backward from the roots."""
+        found: dict[int, torch.Tensor] = {}
+        for module, (outputs, output_grads) in (record.output_grads or {}).items():
+            own = [p for p in module._parameters.values() if p is not None and p.requires_grad]
+            for p, g in zip(own, torch.autograd.grad(outputs, own, output_grads, retain_graph=True,
+                                                      allow_unused=True)):
+                if g is not None:
+                    found[id(p)] = g if id(p) not in found else found[id(p)] + g
+        covered = {id(p) for module in (record.output_grads or {}) for p in module._parameters.values()
+                   if p is not None}
+        rest = [p for p in params if id(p) not in covered]
+        if rest and record.roots:
+            for p, g in zip(rest, torch.autograd.grad(record.roots, rest, record.root_grads, retain_graph=True,
+                                                      allow_unused=True)):
+                if g is not None:
+                    found[id(p)] = g
+        return [found.get(id(p)) for p in params]
 
     def _stash(self, stage, names, params, grads) -> None:
         for name, p, g in zip(names, params, grads):
