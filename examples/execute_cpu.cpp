@@ -3,7 +3,7 @@
 //
 //   tiny-vlm + "obelics" batch (packing limits of a CPU run) --planner.plan--> plan, batch work
 //   plan --dip::exec::execute (4 rank threads, in-process channels)--> gradients, loss
-//   model + batch work --dip::exec::run_sequential--> the same gradients, bit for bit
+//   model + executable batch --dip::exec::run_sequential--> the same gradients, bit for bit
 #include <algorithm>
 #include <cstdio>
 
@@ -18,8 +18,10 @@ int main() {
   // images each so that the CPU trains them in moments.
   dip::batch_source data =
       dip::make_batch_source("obelics", preset.model, /*seed=*/1, {.max_tokens = 256, .max_images = 4});
-  dip::planned_batch planned = planner.plan(data.next_batch(8));
-  const dip::batch_work& batch = planned.work;  // the sub-microbatches the plan's stages run
+  const std::vector<dip::packed_microbatch> packed = data.next_batch(8);
+  dip::planned_batch planned = planner.plan(packed);
+  // The items and rows of the sub-microbatches the plan's stages run.
+  const dip::exported_batch batch = dip::exec::executable_batch(planned, packed, preset.model);
 
   // Exercise every memory strategy: every third forward recomputes, every third offloads.
   std::size_t forwards = 0;

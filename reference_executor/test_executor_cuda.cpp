@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include <dip/batch/source.hpp>
 #include <dip/cost/analytic.hpp>
 #include <dip/exec/executor.hpp>
 #include <dip/exec/layers.hpp>
@@ -92,7 +93,7 @@ void test_layer(const cu::device_context& ctx, const std::string& name, std::vec
   const cudaStream_t s = ctx.compute();
   const dip::exec::sequence_lengths lengths{3, 2};
   const tensor x = dip::exec::random_tensor(5, l.input_width(), 1.0, 11);
-  const tensor c = with_context ? dip::exec::random_tensor(1, exec.context_width(mi), 1.0, 12) : tensor();
+  const tensor c = with_context ? dip::exec::random_tensor(5, exec.context_width(mi), 1.0, 12) : tensor();
   const tensor dy = dip::exec::random_tensor(5, l.output_width(), 1.0, 13);
   dip::exec::layer_tape tape;
   const tensor y = l.forward(x, c, lengths, tape);
@@ -101,7 +102,8 @@ void test_layer(const cu::device_context& ctx, const std::string& name, std::vec
   const tensor dx = l.backward_input(tape, c, dy, dc, jobs);
   const std::vector<tensor> dw = dip::exec::backward_weight(l, jobs);
 
-  cu::cuda_compute compute(exec, ctx);
+  const dip::exported_batch no_batch;
+  cu::cuda_compute compute(exec, no_batch, ctx);
   cu::gpu_tape gtape;
   const cu::device_tensor gc = cu::upload(c, s);
   const tensor gy = cu::download(compute.layer_forward(mi, index, cu::upload(x, s), gc, lengths, gtape), s);
@@ -113,26 +115,6 @@ void test_layer(const cu::device_context& ctx, const std::string& name, std::vec
   expect_close(name + " input gradient", gdx, dx, 2e-2);
   if (with_context) expect_close(name + " context gradient", cu::download(gdc, s), dc, 2e-2);
   for (std::size_t p = 0; p < dw.size(); ++p) expect_close(name + " " + l.parameters()[p].name, gdw.at(p), dw[p], 2e-2);
-}
-
-dip::batch_work uneven_batch(std::size_t microbatches) {
-  dip::batch_work batch;
-  for (std::size_t j = 0; j < microbatches; ++j) {
-    dip::microbatch_work mb;
-    mb.modules.resize(3);
-    const std::size_t encoder_subs = 1 + j % 3;
-    for (std::size_t s = 0; s < encoder_subs; ++s) {
-      const double tokens = double(6 + 5 * ((j + 2 * s) % 4));
-      mb.modules[0].push_back(dip::work_unit::sequences_of(double(1 + s % 2), tokens / double(1 + s % 2)));
-      mb.modules[1].push_back(dip::work_unit::sequences_of(1, double(1 + (j + s) % 3)));
-    }
-    const std::size_t consumer_subs = 1 + encoder_subs % 2;
-    for (std::size_t s = 0; s < consumer_subs; ++s) {
-      mb.modules[2].push_back(dip::work_unit::sequences_of(double(1 + s), double(8 + 4 * ((j + s) % 3))));
-    }
-    batch.microbatches.push_back(std::move(mb));
-  }
-  return batch;
 }
 
 void compare_runs(const std::string& what, const dip::exec::step_result& got, const dip::exec::step_result& want) {
@@ -158,41 +140,30 @@ void compare_runs(const std::string& what, const dip::exec::step_result& got, co
   std::printf("\n");
 }
 
+// Packed tiny-vlm and tiny-t2v batches planned with 1F1B and DIP (every memory strategy), on the
+// GPU and on the CPU backend.
 void test_plans(cu::cuda_mode mode, const char* mode_name) {
-  const dip::analytic_cost_model costs{dip::find_gpu("H800"), 1};
   for (const std::string name : {"tiny-vlm", "tiny-t2v"}) {
     const dip::model_preset preset = dip::find_preset(name);
-    const dip::batch_work batch = uneven_batch(8);
-    const dip::batch_work merged = dip::merge_sub_microbatches(batch);
+    const auto planner = dip::make_planner(preset, {.tune_segments = false, .search_ms = 0, .search_rollouts = 8});
+    dip::batch_source source = dip::make_batch_source(name == "tiny-t2v" ? "video" : "obelics", preset.model, 1,
+                                                      {.max_tokens = 128, .max_images = 3, .max_clips = 3});
+    const std::vector<dip::packed_microbatch> packed = source.next_batch(6);
     cu::cuda_execute_options options;
     options.mode = mode;
-    {
-      const dip::placement p = dip::sequential_placement(
-          preset.model, costs, [](const dip::module_spec&) { return dip::work_unit::sequence(16); }, 4, 1);
-      const auto graph =
-          std::make_shared<const dip::stage_graph>(dip::build_stage_graph(preset.model, p, merged, costs));
-      const auto plan = std::make_shared<const dip::plan>(dip::plan_baseline("1f1b", graph));
-      compare_runs(name + " 1f1b " + mode_name, cu::execute_cuda(plan, preset.model, merged, options),
-                   dip::exec::execute(plan, preset.model, merged));
-    }
-    {
-      dip::partition_options o;
-      o.ranks = 4;
-      const dip::modality_partition part = dip::partition_modalities(preset.model, costs, o);
-      const auto graph =
-          std::make_shared<const dip::stage_graph>(dip::build_stage_graph(preset.model, part.placement, batch, costs));
-      dip::dip_planner_options po;
-      po.search_rollouts = 8;
-      auto plan = std::make_shared<dip::plan>(dip::plan_dip(graph, po));
+    for (const std::string schedule : {"1f1b", "dip"}) {
+      dip::planned_batch planned = planner.plan(packed, schedule);
+      const dip::exported_batch batch = dip::exec::executable_batch(planned, packed, preset.model);
       int next = 0;
-      for (auto& list : plan->ranks) {
+      for (auto& list : planned.plan.ranks) {
         for (dip::action& a : list) {
-          if (a.kind == dip::action_kind::compute && graph->at(a.stage).kind == dip::stage_kind::forward) {
+          if (a.kind == dip::action_kind::compute && planned.plan.graph->at(a.stage).kind == dip::stage_kind::forward) {
             a.strategy = dip::memory_strategy(next++ % 3);
           }
         }
       }
-      compare_runs(name + " dip " + mode_name, cu::execute_cuda(plan, preset.model, batch, options),
+      const auto plan = std::make_shared<const dip::plan>(planned.plan);
+      compare_runs(name + " " + schedule + " " + mode_name, cu::execute_cuda(plan, preset.model, batch, options),
                    dip::exec::execute(plan, preset.model, batch));
     }
   }
@@ -211,11 +182,11 @@ int main() {
       const cu::device_context ctx(0);
       test_kernels(ctx);
       test_layer(ctx, "transformer", {dip::transformer_block{8, 12, 2, 2, true}}, 0, false);
-      test_layer(ctx, "transformer with context", {dip::transformer_block{8, 12, 2, 2, false}}, 0, true);
+      test_layer(ctx, "transformer (no gate)", {dip::transformer_block{8, 12, 2, 2, false}}, 0, false);
       test_layer(ctx, "dit", {dip::linear_layer{4, 8}, dip::dit_block{8, 12, 2, 2, false}}, 1, true);
-      test_layer(ctx, "linear with context", {dip::linear_layer{7, 5}}, 0, true);
+      test_layer(ctx, "linear", {dip::linear_layer{7, 5}}, 0, false);
       test_layer(ctx, "embedding", {dip::embedding{9, 6}}, 0, false);
-      test_layer(ctx, "projector", {dip::projector{10, 7, 6}}, 0, true);
+      test_layer(ctx, "projector", {dip::projector{10, 7, 6}}, 0, false);
       test_layer(ctx, "lm_head", {dip::linear_layer{4, 6}, dip::lm_head{11, 6}}, 1, false);
     }
     test_plans(cu::cuda_mode::single_gpu, "single-gpu");

@@ -54,10 +54,11 @@ TEST_CASE("a plan priced by the calibrated model predicts the executor's peak ac
   const dip::planner planner(model, fitted.costs, cluster);
   dip::batch_source source = dip::make_batch_source(
       "obelics", model, 3, {.max_tokens = 256, .max_images = 4, .max_clips = 4, .max_seconds = 16});
-  const dip::planned_batch planned = planner.plan(source.next_batch(4), "1f1b");
+  const std::vector<dip::packed_microbatch> packed = source.next_batch(4);
+  const dip::planned_batch planned = planner.plan(packed, "1f1b");
   CHECK(planned.placement == "balanced");
   const dip::plan& p = planned.plan;
-  const dip::batch_work& batch = planned.work;
+  const dip::exported_batch batch = dip::exec::executable_batch(planned, packed, model);
   const dip::simulation_result& sim = planned.simulation;
   const dip::exec::step_result run = dip::exec::execute(p, model, batch);
   for (std::size_t r = 0; r < run.peak_activation_bytes.size(); ++r) {

@@ -25,6 +25,8 @@
 #include <dip/io/plan_export.hpp>
 #include <dip/planner/planner.hpp>
 
+#include "plan_file_support.hpp"
+
 namespace {
 
 const std::vector<std::string> schedules = {"dip", "static-dip", "optimus", "gpipe", "1f1b", "interleaved", "zb1p"};
@@ -247,17 +249,6 @@ planned_case vlm_case() {
   return c;
 }
 
-// The error reading `doc` raises.
-dip::error read_error(const nlohmann::json& doc) {
-  try {
-    dip::plan_from_json(doc, "plan.json");
-  } catch (const dip::error& e) {
-    return e;
-  }
-  FAIL("plan_from_json accepted the document");
-  return dip::error(dip::errc::invalid_argument, "", "");
-}
-
 }  // namespace
 
 TEST_CASE("every schedule's plan of the tiny presets exports with its items and round-trips") {
@@ -363,7 +354,7 @@ TEST_CASE("a batch or tensors that disagree with the plan are refused, naming th
   const dip::exported_plan file = export_planned(c.planned, c.preset.model, c.packed);
   const nlohmann::json good = dip::plan_to_json(file);
   const auto check_error = [&](const nlohmann::json& doc, const std::string& where, const std::string& what) {
-    const dip::error e = read_error(doc);
+    const dip::error e = dip_test::read_error(doc);
     CHECK(e.code() == dip::errc::parse_error);
     CHECK(e.where() == where);
     CHECK_MESSAGE(e.detail().find(what) != std::string::npos, e.what());

@@ -24,6 +24,7 @@
 #include <dip/schedule/validate.hpp>
 #include <dip/sim/simulator.hpp>
 
+#include "plan_file_support.hpp"
 #include "plan_test_support.hpp"
 
 using namespace dip::literals;
@@ -176,17 +177,6 @@ fixture make_fixture() {
   return f;
 }
 
-// The error reading `doc` raises.
-dip::error read_error(const nlohmann::json& doc) {
-  try {
-    dip::plan_from_json(doc, "plan.json");
-  } catch (const dip::error& e) {
-    return e;
-  }
-  FAIL("plan_from_json accepted the document");
-  return dip::error(dip::errc::invalid_argument, "", "");
-}
-
 // Index of the first action of rank r with op `op`.
 std::size_t first_op(const nlohmann::json& doc, std::size_t r, const std::string& op) {
   const nlohmann::json& actions = doc["ranks"][r]["actions"];
@@ -305,7 +295,7 @@ TEST_CASE("messages carry the live tensors' rows x features, and a receive waits
 TEST_CASE("malformed plan documents are refused, naming the JSON path") {
   const fixture f = make_fixture();
   const auto check_error = [&](nlohmann::json doc, dip::errc code, const std::string& where, const std::string& what) {
-    const dip::error e = read_error(doc);
+    const dip::error e = dip_test::read_error(doc);
     CHECK(e.code() == code);
     CHECK(e.where() == where);
     CHECK_MESSAGE(e.detail().find(what) != std::string::npos, e.what());
@@ -438,7 +428,7 @@ TEST_CASE("malformed plan documents are refused, naming the JSON path") {
     });
     REQUIRE(backward != actions.end());
     (*backward)["strategy"] = "recompute";  // only forwards take a memory strategy
-    const dip::error e = read_error(doc);
+    const dip::error e = dip_test::read_error(doc);
     CHECK(e.code() == dip::errc::invalid_plan);
     CHECK(e.where() == "plan.json: rank 0 action " + std::to_string(backward - actions.begin()));
     CHECK_MESSAGE(e.detail().find("only forward stages take one") != std::string::npos, e.what());

@@ -4,8 +4,10 @@
 //   model (preset | JSON) + ranks (--pp) + batches (--data --microbatches) + one --schedule
 //   -> (optionally) calibrate: time every layer on the backend, fit a profiled cost model
 //   -> dip::planner with that model (or the analytic one): a validated, simulated plan per batch
-//   -> execute -> measured vs simulated
+//   -> execute the plan on the executable batch it was made for (the packed microbatches split
+//      into sub-microbatches as the planner split them) -> measured vs simulated
 //   -> --verify: the sequential reference, gradients compared (exit 1 if any differs)
+//   --plan FILE.json instead runs an exported executable plan (version 2, with its batch) once.
 //
 // The CPU backend runs one thread per rank; with fewer cores than ranks the threads share them,
 // so the measured time exceeds the simulated one (which gives every rank its own device): the
@@ -28,6 +30,7 @@
 #include <dip/exec/calibration.hpp>
 #include <dip/exec/executor.hpp>
 #include <dip/exec/reference.hpp>
+#include <dip/io/plan_export.hpp>
 #include <dip/schedule/build_stage_graph.hpp>
 
 #if DIP_EXEC_HAVE_CUDA
@@ -57,13 +60,18 @@ struct options {
   std::int64_t max_tokens = 512;
   std::size_t max_images = 8;
   std::size_t max_clips = 4;
+  std::string plan_file;  // --plan: run this exported plan instead of planning
 };
 
 // Runs the plan on the chosen backend.
 dip::exec::step_result run_backend(const options& opt, const dip::plan& plan, const dip::multimodal_model& model,
-                                   const dip::batch_work& batch) {
+                                   const dip::exported_batch& batch,
+                                   const std::vector<std::vector<dip::message_tensor>>& tensors = {}) {
   const auto timeout = std::chrono::milliseconds(opt.timeout_ms);
-  if (opt.backend == "cpu") return dip::exec::execute(plan, model, batch, {.timeout = timeout, .before_action = {}});
+  if (opt.backend == "cpu") {
+    return dip::exec::execute(std::make_shared<const dip::plan>(plan), model, batch,
+                              {.timeout = timeout, .before_action = {}}, tensors);
+  }
 #if DIP_EXEC_HAVE_CUDA
   namespace cu = dip::exec::cuda;
   dip::require(cu::device_count() > 0, dip::errc::not_found, "--backend " + opt.backend,
@@ -155,10 +163,11 @@ int run(const options& opt, const dip::multimodal_model& model, const Costs& cos
     }
   }
   for (int it = 0; it < opt.iterations; ++it) {
-    const dip::planned_batch planned =
-        planner.plan(source.next_batch(std::size_t(opt.microbatches)), opt.schedule, std::uint64_t(it));
+    const std::vector<dip::packed_microbatch> packed = source.next_batch(std::size_t(opt.microbatches));
+    const dip::planned_batch planned = planner.plan(packed, opt.schedule, std::uint64_t(it));
     const dip::plan& plan = planned.plan;
-    const dip::batch_work& batch = planned.work;  // the (sub-)microbatches the plan's stages run
+    // The items and rows of the sub-microbatches the plan's stages run, as the planner split them.
+    const dip::exported_batch batch = dip::exec::executable_batch(planned, packed, model);
     const dip::simulation_result& simulated = planned.simulation;
     const std::vector<dip::bytes>& weights = planned.weight_memory;
 
@@ -236,6 +245,52 @@ int run(const options& opt, const dip::multimodal_model& model, const Costs& cos
   return 0;
 }
 
+// --plan FILE: runs an exported executable plan (with its batch) of `model` once on the backend.
+int run_plan_file(const options& opt, const dip::multimodal_model& model) {
+  const dip::exported_plan file = dip::read_plan_file(opt.plan_file);
+  dip::require(file.batch.has_value(), dip::errc::invalid_argument, "--plan " + opt.plan_file,
+               "has no batch (exported from bare work): the executor needs each sub-microbatch's items");
+  dip::require(file.model == dip::describe_model(model), dip::errc::invalid_argument, "--plan " + opt.plan_file,
+               "was made for model '" + file.model.name + "', not for --model " + opt.model);
+  const auto start = std::chrono::steady_clock::now();
+  const dip::exec::step_result measured = run_backend(opt, file.schedule, model, *file.batch, file.tensors);
+  const double wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  nlohmann::json entry = {{"plan", opt.plan_file},
+                          {"schedule", file.schedule_name},
+                          {"ranks", file.schedule.ranks.size()},
+                          {"measured_ms", wall_ms},
+                          {"loss", measured.loss}};
+  bool ok = true;
+  if (opt.verify) {
+    const dip::exec::step_result reference = dip::exec::run_sequential(model, *file.batch);
+    std::size_t compared = 0, identical = 0;
+    const double diff = max_gradient_difference(measured, reference, compared, identical);
+    const double tolerance = gradient_tolerance(opt);
+    ok = diff <= tolerance && std::fabs(measured.loss - reference.loss) <= tolerance * std::fabs(reference.loss);
+    entry["verify"] = {
+        {"max_relative_gradient_difference", std::isfinite(diff) ? nlohmann::json(diff) : nlohmann::json("mismatch")},
+        {"tensors", compared},
+        {"bitwise_identical", identical},
+        {"ok", ok}};
+  }
+  if (opt.json) {
+    std::cout << entry.dump(2) << '\n';
+  } else {
+    std::printf("plan %s (%s, %zu ranks): measured %.2f ms, loss %.9g\n", opt.plan_file.c_str(),
+                file.schedule_name.c_str(), file.schedule.ranks.size(), wall_ms, measured.loss);
+    if (opt.verify) {
+      std::printf("  verify: %zu of %zu gradient tensors bitwise identical: %s\n",
+                  entry["verify"]["bitwise_identical"].get<std::size_t>(),
+                  entry["verify"]["tensors"].get<std::size_t>(), ok ? "ok" : "DIFFERS");
+    }
+  }
+  if (!ok) {
+    std::fprintf(stderr, "dip-exec: gradients differ from the sequential reference\n");
+    return 1;
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -292,6 +347,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
   app.add_flag("--json", opt.json, "print one JSON object instead of text");
+  app.add_option("--plan", opt.plan_file,
+                 "run this executable plan file (dip-plan's JSON, version 2, with its batch) of --model once, "
+                 "instead of planning batches");
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -302,6 +360,7 @@ int main(int argc, char** argv) {
     const int pp = opt.pp   ? opt.pp
                    : preset ? dip::find_preset(opt.model).parallel.pp
                             : dip::read_model_file(opt.model).pp.value_or(4);
+    if (!opt.plan_file.empty()) return run_plan_file(opt, model);
     if (opt.calibrate && opt.backend != "cpu") {
       // Layers are timed on the CPU backend only so far; a GPU run plans with the analytic model.
       std::fprintf(stderr,

@@ -138,8 +138,9 @@ int main(int argc, char** argv) {
   const dip::planner planner = dip::make_planner(preset, {.search_ms = 0, .search_rollouts = 16});
   dip::batch_source data =
       dip::make_batch_source("obelics", preset.model, /*seed=*/1, {.max_tokens = 256, .max_images = 4});
-  dip::planned_batch next = planner.plan(data.next_batch(8));
-  const dip::batch_work& batch = next.work;
+  const std::vector<dip::packed_microbatch> packed = data.next_batch(8);
+  dip::planned_batch next = planner.plan(packed);
+  const dip::exported_batch batch = dip::exec::executable_batch(next, packed, preset.model);
   const std::shared_ptr<const dip::stage_graph> graph = next.plan.graph;
   // Exercise every memory strategy: every third forward recomputes, every third offloads.
   std::size_t forwards = 0;

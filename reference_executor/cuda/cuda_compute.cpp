@@ -145,17 +145,17 @@ device_tensor rms_norm_backward(const device_context& ctx, const device_tensor& 
   return dx;
 }
 
-// 1 + c W (the dit block's modulation factor).
+// 1 + c W, row by row (the dit block's modulation factor).
 device_tensor modulation(const device_context& ctx, const device_tensor& c, const device_tensor& w) {
-  device_tensor f(1, w.cols(), ctx.compute());
+  device_tensor f(c.rows(), w.cols(), ctx.compute());
   kernels::fill(f.data(), 1.0f, std::size_t(f.size()), ctx.compute());
   gemm(ctx, f.data(), ref(c), false, ref(w), false, 1.0f, 1.0f);
   return f;
 }
 
-device_tensor scale_columns(const device_context& ctx, const device_tensor& x, const device_tensor& f) {
-  device_tensor y(x.rows(), x.cols(), ctx.compute());
-  kernels::scale_columns(y.data(), x.data(), f.data(), x.rows(), x.cols(), ctx.compute());
+device_tensor multiply(const device_context& ctx, const device_tensor& a, const device_tensor& b) {
+  device_tensor y(a.rows(), a.cols(), ctx.compute());
+  kernels::multiply(y.data(), a.data(), b.data(), std::size_t(a.size()), ctx.compute());
   return y;
 }
 
@@ -230,19 +230,13 @@ device_tensor cuda_compute::layer_forward(std::size_t module, std::size_t index,
         begin == x.rows(), errc::invalid_argument, where,
         "sequence lengths sum to " + std::to_string(begin) + ", the input has " + std::to_string(x.rows()) + " rows");
     s[sh] = matmul_add(ctx, x, s[so], false, p[wo], false);
-    s[sh2] = modulated ? scale_columns(ctx, s[sh], modulation(ctx, c, p[wm])) : s[sh];
+    s[sh2] = modulated ? multiply(ctx, s[sh], modulation(ctx, c, p[wm])) : s[sh];
     s[sb] = rms_norm(ctx, s[sh2], p[g2], s[sinv2]);
     s[su] = matmul(ctx, s[sb], false, p[w1], false);
     s[sz] = silu(ctx, s[su]);
     y = matmul_add(ctx, s[sh2], s[sz], false, p[w2], false);
   } else {
     throw error(errc::invalid_argument, where, "has no CUDA implementation");
-  }
-  if (const std::size_t k = index_of(l, "context"); k < p.size()) {
-    require(c.rows() == 1 && c.cols() == l.context_width(), errc::invalid_argument, where,
-            "context summary has shape " + to_string(c.shape()) + ", expected 1x" + std::to_string(l.context_width()));
-    const device_tensor row = matmul(ctx, c, false, p[k], false);
-    kernels::add_row(y.data(), row.data(), y.rows(), y.cols(), stream);
   }
   return y;
 }
@@ -254,11 +248,6 @@ device_tensor cuda_compute::layer_backward(std::size_t module, std::size_t index
   const cudaStream_t stream = ctx.compute();
   const layer& l = model_->at(module, index);
   const std::vector<device_tensor>& p = params(module, index);
-  if (const std::size_t k = index_of(l, "context"); k < p.size()) {
-    device_tensor sum = column_sum(ctx, dy);
-    dc = matmul_add(ctx, dc, sum, false, p[k], true);
-    jobs.push_back({k, c, std::move(sum), {}, false});
-  }
   if (dynamic_cast<const dense_layer*>(&l) != nullptr) {
     jobs.push_back({0, tape.saved[0], dy, {}, false});
     if (const std::size_t b = index_of(l, "bias"); b < p.size()) jobs.push_back({b, {}, {}, column_sum(ctx, dy), true});
@@ -293,8 +282,8 @@ device_tensor cuda_compute::layer_backward(std::size_t module, std::size_t index
   jobs.push_back({g2, {}, {}, std::move(gain_gradient), true});
   device_tensor dh = dh2;
   if (modulated) {
-    dh = scale_columns(ctx, dh2, modulation(ctx, c, p[wm]));
-    device_tensor dmod = column_sum(ctx, dh2, &s[sh]);
+    dh = multiply(ctx, dh2, modulation(ctx, c, p[wm]));
+    device_tensor dmod = multiply(ctx, dh2, s[sh]);
     dc = matmul_add(ctx, dc, dmod, false, p[wm], true);
     jobs.push_back({wm, c, std::move(dmod), {}, false});
   }
@@ -326,101 +315,86 @@ device_tensor cuda_compute::layer_backward(std::size_t module, std::size_t index
   return dx;
 }
 
-cuda_compute::state_type cuda_compute::start_unit(const microbatch_work& mb, std::size_t j, unit_key key,
-                                                  const std::function<const device_tensor*(unit_key)>& output_of,
-                                                  const std::string& where) {
-  state_type state;
-  state.x =
-      upload(synthetic_input(*model_, j, key, unit_rows(mb.modules.at(key.module).at(key.unit))), ctx_->compute());
-  const std::vector<unit_key> sources = context_sources(*model_, mb, key);
-  if (sources.empty()) return state;
-  std::vector<const device_tensor*> outputs;
-  std::int64_t rows = 0;
-  for (unit_key s : sources) {
-    const device_tensor* y = output_of(s);
-    require(y != nullptr, errc::invalid_argument, where,
-            "module '" + model_->model().modules()[key.module].name + "' unit " + std::to_string(key.unit) +
-                " needs the output of module '" + model_->model().modules()[s.module].name + "' unit " +
-                std::to_string(s.unit) + ", which has not reached it");
-    outputs.push_back(y);
-    rows += y->rows();
-  }
-  // The mean of all rows: column sums scaled by 1/rows, accumulated source by source.
-  state.c = zeros(1, outputs.front()->cols(), ctx_->compute());
-  for (const device_tensor* y : outputs) {
-    kernels::column_sum(state.c.data(), y->data(), nullptr, nullptr, float(1.0 / double(rows)), true, y->rows(),
-                        y->cols(), ctx_->compute());
-  }
-  return state;
+device_tensor cuda_compute::synthetic(std::size_t j, unit_key key) {
+  return upload(synthetic_input(*model_, *batch_, j, key), ctx_->compute());
 }
 
-void cuda_compute::forward_layers(unit_key key, std::size_t first, std::size_t last, state_type& state,
-                                  const sequence_lengths& lengths, std::vector<gpu_tape>* tapes) {
+device_tensor cuda_compute::zeros(std::int64_t rows, std::int64_t cols) {
+  return cuda::zeros(rows, cols, ctx_->compute());
+}
+
+device_tensor cuda_compute::gather(const device_tensor& t, const std::vector<row_range>& ranges) {
+  const cudaStream_t stream = ctx_->compute();
+  return upload(gather_rows(download(t, stream), ranges), stream);
+}
+
+device_tensor cuda_compute::place(device_tensor target, const std::vector<row_range>& ranges,
+                                  const device_tensor& part) {
+  const cudaStream_t stream = ctx_->compute();
+  return upload(place_rows(download(target, stream), ranges, download(part, stream)), stream);
+}
+
+device_tensor cuda_compute::scatter_add(device_tensor target, const std::vector<row_range>& ranges,
+                                        const device_tensor& part) {
+  const cudaStream_t stream = ctx_->compute();
+  return upload(scatter_add_rows(download(target, stream), ranges, download(part, stream)), stream);
+}
+
+device_tensor cuda_compute::reshape(const device_tensor& t, std::int64_t cols) {
+  const cudaStream_t stream = ctx_->compute();
+  return upload(reshape_rows(download(t, stream), cols), stream);
+}
+
+void cuda_compute::forward_layers(std::size_t j, unit_key key, std::size_t first, std::size_t last, state_type& state,
+                                  const unit_info& info, std::vector<gpu_tape>* tapes) {
+  const cudaStream_t stream = ctx_->compute();
+  const device_tensor c = reads_context(*model_, key, first, last)
+                              ? upload(expand_context(download(state.c, stream), info, state.x.rows()), stream)
+                              : device_tensor{};
   for (std::size_t i = first; i < last; ++i) {
     gpu_tape tape;
-    state.x = layer_forward(key.module, i, state.x, state.c, lengths, tape);
+    state.x = layer_forward(key.module, i, state.x, c, info.segments, tape);
+    if (i == 0 && model_->start(key.module) == module_start::injection) {
+      state.x = place(std::move(state.x), inject_ranges(batch_->microbatches.at(j), info), state.inject);
+      state.inject = device_tensor{};
+    }
     if (tapes) tapes->push_back(std::move(tape));
   }
 }
 
-device_tensor cuda_compute::backward_layers(unit_key key, std::size_t first, std::size_t last,
+device_tensor cuda_compute::backward_layers(std::size_t j, unit_key key, std::size_t first, std::size_t last,
                                             const std::vector<gpu_tape>& tapes, const device_tensor& c,
-                                            device_tensor dy, device_tensor& dc,
-                                            std::vector<std::vector<gpu_job>>& jobs) {
+                                            device_tensor dy, device_tensor& dc, device_tensor& d_inject,
+                                            const unit_info& info, std::vector<std::vector<gpu_job>>& jobs) {
+  const cudaStream_t stream = ctx_->compute();
   jobs.assign(last - first, {});
+  const std::int64_t width = model_->context_width(key.module);
+  const device_tensor rows_c = reads_context(*model_, key, first, last)
+                                   ? upload(expand_context(download(c, stream), info, dy.rows()), stream)
+                                   : device_tensor{};
   for (std::size_t i = last; i-- > first;) {
-    dy = layer_backward(key.module, i, tapes[i - first], c, dy, dc, jobs[i - first]);
+    const bool context = model_->at(key.module, i).context_width() > 0;
+    if (i == 0 && model_->start(key.module) == module_start::injection) {
+      const std::vector<row_range> ranges = inject_ranges(batch_->microbatches.at(j), info);
+      d_inject = gather(dy, ranges);
+      dy = place(std::move(dy), ranges, zeros(d_inject.rows(), d_inject.cols()));
+    }
+    device_tensor d_rows = context ? zeros(dy.rows(), width) : device_tensor{};
+    dy = layer_backward(key.module, i, tapes[i - first], context ? rows_c : device_tensor{}, dy, d_rows,
+                        jobs[i - first]);
+    if (context) {
+      const tensor sum = download(dc, stream) + reduce_context(download(d_rows, stream), info, c.rows());
+      dc = upload(sum, stream);
+    }
   }
   return dy;
 }
 
+// The loss on the host, as the CPU backend computes it (exec/data.hpp).
 basic_unit_loss<device_tensor> cuda_compute::loss(std::size_t j, unit_key key, const device_tensor& y) {
   const cudaStream_t stream = ctx_->compute();
-  basic_unit_loss<device_tensor> result{0.0, device_tensor(y.rows(), y.cols(), stream)};
-  device_tensor row_loss(y.rows(), 1, stream);
-  if (model_->ends_in_lm_head(key.module)) {
-    std::vector<std::int32_t> labels(std::size_t(y.rows()));
-    for (std::int64_t i = 0; i < y.rows(); ++i) {
-      labels[std::size_t(i)] =
-          std::int32_t(mix_seed({0x1abe1u, j, key.module, key.unit, std::uint64_t(i)}) % std::uint64_t(y.cols()));
-    }
-    device_buffer device_labels(labels.size(), stream);  // int32 in float-sized slots
-    check(cudaMemcpyAsync(device_labels.data(), labels.data(), labels.size() * sizeof(std::int32_t),
-                          cudaMemcpyHostToDevice, stream),
-          "labels");
-    kernels::cross_entropy(result.gradient.data(), row_loss.data(), y.data(),
-                           reinterpret_cast<const std::int32_t*>(device_labels.data()), y.rows(), y.cols(), stream);
-    check(cudaStreamSynchronize(stream), "labels");
-  } else {
-    const device_tensor target =
-        upload(random_tensor(y.rows(), y.cols(), 1.0, mix_seed({0x7a6e7u, j, key.module, key.unit})), stream);
-    kernels::squared_error(result.gradient.data(), row_loss.data(), y.data(), target.data(), y.rows(), y.cols(),
-                           stream);
-  }
-  for (float v : download_floats(row_loss, stream)) result.value += double(v) / double(y.rows());
-  return result;
-}
-
-device_tensor cuda_compute::output_gradient(const std::map<unit_key, device_tensor>& contributions, std::int64_t rows,
-                                            std::int64_t width) {
-  const cudaStream_t stream = ctx_->compute();
-  device_tensor sum = zeros(1, width, stream);
-  for (const auto& [consumer, part] : contributions) {
-    kernels::axpby(sum.data(), sum.data(), 1.0f, part.data(), 1.0f, std::size_t(width), stream);
-  }
-  device_tensor dy(rows, width, stream);
-  kernels::broadcast_row(dy.data(), sum.data(), rows, width, stream);
-  return dy;
-}
-
-device_tensor cuda_compute::zero_context_gradient(const device_tensor& c) {
-  return zeros(c.rows(), c.cols(), ctx_->compute());
-}
-
-device_tensor cuda_compute::divide(const device_tensor& t, double d) {
-  device_tensor out(t.rows(), t.cols(), ctx_->compute());
-  kernels::axpby(out.data(), t.data(), float(1.0 / d), nullptr, 0.0f, std::size_t(t.size()), ctx_->compute());
-  return out;
+  unit_loss l = compute_loss(*model_, *batch_, j, key, download(y, stream));
+  return {l.value, upload(l.gradient, stream)};
 }
 
 std::vector<tensor> cuda_compute::weight_gradients(std::size_t module, std::size_t index,
@@ -428,7 +402,7 @@ std::vector<tensor> cuda_compute::weight_gradients(std::size_t module, std::size
   const cudaStream_t stream = ctx_->compute();
   const std::vector<device_tensor>& p = params(module, index);
   std::vector<device_tensor> grads;
-  for (const device_tensor& w : p) grads.push_back(zeros(w.rows(), w.cols(), stream));
+  for (const device_tensor& w : p) grads.push_back(cuda::zeros(w.rows(), w.cols(), stream));
   for (const gpu_job& job : jobs) {
     device_tensor& g = grads.at(job.parameter);
     if (job.ready) {
@@ -462,13 +436,12 @@ void cuda_compute::restore(gpu_tape& tape) {
 }
 
 device_message cuda_compute::pack(const basic_payload<device_tensor>& p) {
-  basic_packed<device_tensor> entries = pack_entries(p);
-  return std::make_shared<device_pack>(device_pack{std::move(entries.header), std::move(entries.tensors)});
+  return std::make_shared<device_pack>(device_pack{tensor(0, 5), p});
 }
 
-basic_payload<device_tensor> cuda_compute::unpack(device_message message, bool forward, const std::string& where) {
+basic_payload<device_tensor> cuda_compute::unpack(device_message message, const std::string& where) {
   require(message != nullptr, errc::invalid_argument, where, "no message");
-  return unpack_entries<device_tensor>(message->header, std::move(message->tensors), forward, where);
+  return std::move(message->tensors);
 }
 
 void cuda_compute::finish() {

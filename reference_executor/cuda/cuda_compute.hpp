@@ -58,8 +58,9 @@ struct gpu_job {
   std::size_t bytes() const noexcept { return byte_size(lhs) + byte_size(rhs) + byte_size(value); }
 };
 
-// One message: the bundle's header on the host, its tensors on the device. A transport may
-// fill a received one only when its group ends.
+// One message: the edge's tensors on the device, in the plan's order (the header is empty; the
+// NCCL transport sends the shapes as metadata). A transport may fill a received one only when
+// its group ends.
 struct device_pack {
   tensor header;
   std::vector<device_tensor> tensors;
@@ -74,26 +75,32 @@ class cuda_compute {
   using pack_type = device_message;
   using state_type = basic_unit_state<device_tensor>;
 
-  cuda_compute(const executable_model& model, const device_context& ctx) : model_(&model), ctx_(&ctx) {}
+  // `model` and `batch` outlive the backend.
+  cuda_compute(const executable_model& model, const exported_batch& batch, const device_context& ctx)
+      : model_(&model), batch_(&batch), ctx_(&ctx) {}
 
-  state_type start_unit(const microbatch_work& mb, std::size_t j, unit_key key,
-                        const std::function<const device_tensor*(unit_key)>& output_of, const std::string& where);
-  void forward_layers(unit_key key, std::size_t first, std::size_t last, state_type& state,
-                      const sequence_lengths& lengths, std::vector<gpu_tape>* tapes);
-  device_tensor backward_layers(unit_key key, std::size_t first, std::size_t last, const std::vector<gpu_tape>& tapes,
-                                const device_tensor& c, device_tensor dy, device_tensor& dc,
+  // Row operations move few rows and run on the host (download, exec/data.hpp, upload).
+  device_tensor synthetic(std::size_t j, unit_key key);
+  device_tensor zeros(std::int64_t rows, std::int64_t cols);
+  device_tensor gather(const device_tensor& t, const std::vector<row_range>& ranges);
+  device_tensor place(device_tensor target, const std::vector<row_range>& ranges, const device_tensor& part);
+  device_tensor scatter_add(device_tensor target, const std::vector<row_range>& ranges, const device_tensor& part);
+  device_tensor reshape(const device_tensor& t, std::int64_t cols);
+  tensor_shape shape(const device_tensor& t) const { return t.shape(); }
+
+  void forward_layers(std::size_t j, unit_key key, std::size_t first, std::size_t last, state_type& state,
+                      const unit_info& info, std::vector<gpu_tape>* tapes);
+  device_tensor backward_layers(std::size_t j, unit_key key, std::size_t first, std::size_t last,
+                                const std::vector<gpu_tape>& tapes, const device_tensor& c, device_tensor dy,
+                                device_tensor& dc, device_tensor& d_inject, const unit_info& info,
                                 std::vector<std::vector<gpu_job>>& jobs);
   basic_unit_loss<device_tensor> loss(std::size_t j, unit_key key, const device_tensor& y);
-  device_tensor output_gradient(const std::map<unit_key, device_tensor>& contributions, std::int64_t rows,
-                                std::int64_t width);
-  device_tensor zero_context_gradient(const device_tensor& c);
-  device_tensor divide(const device_tensor& t, double d);
   std::vector<tensor> weight_gradients(std::size_t module, std::size_t layer, const std::vector<gpu_job>& jobs);
   void offload(gpu_tape& tape);
   void restore(gpu_tape& tape);
   std::size_t tape_bytes(const gpu_tape& t) const { return t.bytes(); }
   device_message pack(const basic_payload<device_tensor>& p);
-  basic_payload<device_tensor> unpack(device_message message, bool forward, const std::string& where);
+  basic_payload<device_tensor> unpack(device_message message, const std::string& where);
   void finish();
 
   // One layer alone (tests compare it with layers.hpp): forward, then backward_input from dy.
@@ -108,6 +115,7 @@ class cuda_compute {
   const std::vector<device_tensor>& params(std::size_t module, std::size_t index);
 
   const executable_model* model_;
+  const exported_batch* batch_;
   const device_context* ctx_;
   std::map<std::pair<std::size_t, std::size_t>, std::vector<device_tensor>> params_;
 };

@@ -26,7 +26,7 @@ bool have_nccl() {
 #endif
 }
 
-step_result execute_cuda(std::shared_ptr<const plan> p, const multimodal_model& model, const batch_work& batch,
+step_result execute_cuda(std::shared_ptr<const plan> p, const multimodal_model& model, const exported_batch& batch,
                          const cuda_execute_options& options) {
   require(p != nullptr && p->graph != nullptr, errc::invalid_argument, "execute_cuda", "no plan");
   const std::size_t ranks = p->ranks.size();
@@ -75,7 +75,7 @@ step_result execute_cuda(std::shared_ptr<const plan> p, const multimodal_model& 
         if (!nccl) {
           d2d_transport transport(fabric, int(r), dc);
           try {
-            stage_runner<cuda_compute> runner(ctx, rank, cuda_compute(*ctx.model, dc));
+            stage_runner<cuda_compute> runner(ctx, rank, cuda_compute(*ctx.model, ctx.batch, dc));
             reports[r] = run_rank(ctx, rank, runner, transport, walk);
           } catch (...) {
             record_failure();
@@ -96,7 +96,7 @@ step_result execute_cuda(std::shared_ptr<const plan> p, const multimodal_model& 
         {
           nccl_transport transport(comm, int(r), dc, options.timeout, failed);
           try {
-            stage_runner<cuda_compute> runner(ctx, rank, cuda_compute(*ctx.model, dc));
+            stage_runner<cuda_compute> runner(ctx, rank, cuda_compute(*ctx.model, ctx.batch, dc));
             reports[r] = run_rank(ctx, rank, runner, transport, walk);
           } catch (...) {
             record_failure();

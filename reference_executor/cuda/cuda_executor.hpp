@@ -17,6 +17,7 @@
 #include <memory>
 
 #include "dip/exec/data.hpp"
+#include "dip/io/executable_batch.hpp"
 #include "dip/model/model.hpp"
 #include "dip/schedule/plan.hpp"
 
@@ -37,7 +38,7 @@ bool have_nccl();
 
 // As dip::exec::execute, on the GPU; gradients are the reduced per-(module, layer) sums in
 // double (from fp32 device values), comparable with the CPU backend within gradient_tolerance.
-step_result execute_cuda(std::shared_ptr<const plan> p, const multimodal_model& model, const batch_work& batch,
+step_result execute_cuda(std::shared_ptr<const plan> p, const multimodal_model& model, const exported_batch& batch,
                          const cuda_execute_options& options = {});
 
 }  // namespace dip::exec::cuda

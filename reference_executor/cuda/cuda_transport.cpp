@@ -6,7 +6,7 @@
 namespace dip::exec::cuda {
 
 std::vector<tensor_shape> shapes_of(const device_pack& pack) {
-  std::vector<tensor_shape> shapes{shape_of(pack.header)};
+  std::vector<tensor_shape> shapes;  // the header is metadata, not one of the plan's tensors
   for (const device_tensor& t : pack.tensors) shapes.push_back(t.shape());
   return shapes;
 }

@@ -136,7 +136,7 @@ mpi_placement mpi_place(MPI_Comm comm) {
 }
 
 std::optional<step_result> execute_cuda_mpi(std::shared_ptr<const plan> p, const multimodal_model& model,
-                                            const batch_work& batch, const cuda_execute_options& options,
+                                            const exported_batch& batch, const cuda_execute_options& options,
                                             MPI_Comm comm) {
   // Arguments every process sees alike: a dip::error on each, no abort.
   require(p != nullptr && p->graph != nullptr, errc::invalid_argument, "execute_cuda_mpi", "no plan");
@@ -181,7 +181,7 @@ std::optional<step_result> execute_cuda_mpi(std::shared_ptr<const plan> p, const
     {
       nccl_transport transport(nccl, where.rank, *dc, options.timeout, failed);
       try {
-        stage_runner<cuda_compute> runner(*ctx, rank, cuda_compute(*ctx->model, *dc));
+        stage_runner<cuda_compute> runner(*ctx, rank, cuda_compute(*ctx->model, ctx->batch, *dc));
         report = run_rank(*ctx, rank, runner, transport, walk);
       } catch (...) {
         const std::string message = current_message();

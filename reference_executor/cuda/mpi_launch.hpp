@@ -48,7 +48,7 @@ mpi_placement mpi_place(MPI_Comm comm = MPI_COMM_WORLD);
 // every receive. Throws dip::error, on every process alike, for arguments that are wrong
 // everywhere (no plan, a size mismatch, no NCCL); any other failure ends in MPI_Abort.
 std::optional<step_result> execute_cuda_mpi(std::shared_ptr<const plan> p, const multimodal_model& model,
-                                            const batch_work& batch, const cuda_execute_options& options = {},
+                                            const exported_batch& batch, const cuda_execute_options& options = {},
                                             MPI_Comm comm = MPI_COMM_WORLD);
 
 // A rank_report as doubles and back (what execute_cuda_mpi gathers): peaks, seconds, losses,

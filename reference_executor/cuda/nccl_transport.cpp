@@ -186,7 +186,7 @@ void nccl_transport::group_end() {
     tensor header(header_rows, 5);
     std::size_t at = 3;
     for (std::int64_t k = 0; k < header.size(); ++k) header.data()[k] = double(m[at++]);
-    std::vector<tensor_shape> shapes{shape_of(header)};
+    std::vector<tensor_shape> shapes;
     std::int64_t total = 0;
     for (std::int64_t k = 0; k < count; ++k) {
       shapes.push_back({m[at], m[at + 1]});
@@ -197,7 +197,7 @@ void nccl_transport::group_end() {
     o.data = device_tensor(1, total, compute);
     o.pack->header = std::move(header);
     std::size_t offset = 0;
-    for (std::size_t k = 1; k < shapes.size(); ++k) {
+    for (std::size_t k = 0; k < shapes.size(); ++k) {
       o.pack->tensors.emplace_back(o.data.buffer(), offset, shapes[k].rows, shapes[k].cols);
       offset += std::size_t(shapes[k].rows * shapes[k].cols);
     }

@@ -78,8 +78,10 @@ struct split_microbatch {
   }
 };
 
-// How many items of `kind` the microbatch holds.
-inline std::size_t item_count(const packed_microbatch& mb, item_kind kind) noexcept {
+// How many items of `kind` the microbatch holds: a packed_microbatch, or any type with its
+// images, clips, captions and sequence_lengths (an exported plan's microbatch).
+template <class Microbatch>
+std::size_t item_count(const Microbatch& mb, item_kind kind) noexcept {
   switch (kind) {
     case item_kind::image: return mb.images.size();
     case item_kind::clip: return mb.clips.size();

@@ -93,16 +93,6 @@ struct message_tensor {
 
 // --- items -----------------------------------------------------------------------------------
 
-inline std::size_t item_count(const exported_microbatch& mb, item_kind kind) noexcept {
-  switch (kind) {
-    case item_kind::image: return mb.images.size();
-    case item_kind::clip: return mb.clips.size();
-    case item_kind::caption: return mb.captions.size();
-    case item_kind::sequence: return mb.sequence_lengths.empty() ? 0 : 1;
-  }
-  return 0;
-}
-
 // Rows module `m` has for item `item` (of m's kind): an image's encoder tokens where m has its
 // own image encoding (a vision encoder), else its LLM tokens; a clip's latent tokens; a
 // caption's length; the packed sequence's tokens.

@@ -572,7 +572,10 @@ class PipelineRank:
             leaf_lists = [record.leaves[plan.forward_edge_of(e)] for e in back_edges]
             flat = [t for ts in leaf_lists for t in ts if t.requires_grad]
             # I also asks for the gradients at the weight-owning modules' outputs, for W.
-            noted = [(m, out) for m, outs in (record.captured or {}).items() for out in outs] if not weights else []
+            # (Without inputs to differentiate, as on a chain's first chunk, I has nothing to send
+            # and W runs the whole backward instead, as zero bubble does there.)
+            noted = [(m, out) for m, outs in (record.captured or {}).items() for out in outs] \
+                if not weights and flat else []
             wanted = flat + (params if weights else [out for _, out in noted])
             if wanted and roots:
                 got = torch.autograd.grad(roots, wanted, grads, retain_graph=not weights, allow_unused=True)

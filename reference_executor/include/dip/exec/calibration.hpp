@@ -81,7 +81,7 @@ inline profile_sample time_layer(const layer& l, const sequence_lengths& lengths
   std::int64_t rows = 0;
   for (std::int64_t n : lengths) rows += n;
   const tensor x = random_tensor(rows, l.input_width(), 1.0, mix_seed({seed, 1}));
-  const tensor c = l.context_width() > 0 ? random_tensor(1, l.context_width(), 1.0, mix_seed({seed, 2})) : tensor{};
+  const tensor c = l.context_width() > 0 ? random_tensor(rows, l.context_width(), 1.0, mix_seed({seed, 2})) : tensor{};
   const tensor dy = random_tensor(rows, l.output_width(), 1.0, mix_seed({seed, 3}));
   double forward = std::numeric_limits<double>::infinity(), input = forward, weight = forward;
   std::size_t kept = 0, output = 0;

@@ -5,8 +5,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <functional>
-#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -28,29 +26,35 @@ class cpu_compute {
   using job_type = weight_job;
   using pack_type = tensor_pack;
 
-  explicit cpu_compute(const executable_model& model) : model_(&model) {}
+  // `model` and `batch` outlive the backend.
+  cpu_compute(const executable_model& model, const exported_batch& batch) : model_(&model), batch_(&batch) {}
 
-  unit_state start_unit(const microbatch_work& mb, std::size_t j, unit_key key,
-                        const std::function<const tensor*(unit_key)>& output_of, const std::string& where) const {
-    return dip::exec::start_unit(*model_, mb, j, key, output_of, where);
+  tensor synthetic(std::size_t j, unit_key key) const { return synthetic_input(*model_, *batch_, j, key); }
+  tensor zeros(std::int64_t rows, std::int64_t cols) const { return tensor::Zero(rows, cols); }
+  tensor gather(const tensor& t, const std::vector<row_range>& ranges) const { return gather_rows(t, ranges); }
+  tensor place(tensor target, const std::vector<row_range>& ranges, const tensor& part) const {
+    return place_rows(std::move(target), ranges, part);
   }
-  void forward_layers(unit_key key, std::size_t first, std::size_t last, unit_state& state,
-                      const sequence_lengths& lengths, std::vector<layer_tape>* tapes) const {
-    dip::exec::forward_layers(*model_, key, first, last, state, lengths, tapes);
+  tensor scatter_add(tensor target, const std::vector<row_range>& ranges, const tensor& part) const {
+    return scatter_add_rows(std::move(target), ranges, part);
   }
-  tensor backward_layers(unit_key key, std::size_t first, std::size_t last, const std::vector<layer_tape>& tapes,
-                         const tensor& c, tensor dy, tensor& dc, std::vector<std::vector<weight_job>>& jobs) const {
-    return dip::exec::backward_layers(*model_, key, first, last, tapes, c, std::move(dy), dc, jobs);
+  tensor reshape(const tensor& t, std::int64_t cols) const { return reshape_rows(t, cols); }
+  tensor_shape shape(const tensor& t) const { return shape_of(t); }
+
+  void forward_layers(std::size_t j, unit_key key, std::size_t first, std::size_t last, unit_state& state,
+                      const unit_info& info, std::vector<layer_tape>* tapes) const {
+    dip::exec::forward_layers(*model_, batch_->microbatches.at(j), key, first, last, state, info, tapes);
+  }
+  tensor backward_layers(std::size_t j, unit_key key, std::size_t first, std::size_t last,
+                         const std::vector<layer_tape>& tapes, const tensor& c, tensor dy, tensor& dc, tensor& d_inject,
+                         const unit_info& info, std::vector<std::vector<weight_job>>& jobs) const {
+    return dip::exec::backward_layers(*model_, batch_->microbatches.at(j), key, first, last, tapes, c, std::move(dy),
+                                      dc, d_inject, info, jobs);
   }
   basic_unit_loss<tensor> loss(std::size_t j, unit_key key, const tensor& y) const {
-    unit_loss l = compute_loss(*model_, j, key, y);
+    unit_loss l = compute_loss(*model_, *batch_, j, key, y);
     return {l.value, std::move(l.gradient)};
   }
-  tensor output_gradient(const std::map<unit_key, tensor>& contributions, std::int64_t rows, std::int64_t width) const {
-    return output_gradient_from_context(contributions, rows, width);
-  }
-  tensor zero_context_gradient(const tensor& c) const { return dip::exec::zero_context_gradient(c); }
-  tensor divide(const tensor& t, double d) const { return t / d; }
   std::vector<tensor> weight_gradients(std::size_t module, std::size_t layer,
                                        const std::vector<weight_job>& jobs) const {
     return dip::exec::backward_weight(model_->at(module, layer), jobs);
@@ -60,13 +64,12 @@ class cpu_compute {
   void restore(layer_tape&) const {}
   std::size_t tape_bytes(const layer_tape& t) const { return t.bytes(); }
   tensor_pack pack(const payload& p) const { return dip::exec::pack(p); }
-  payload unpack(tensor_pack p, bool forward, const std::string& where) const {
-    return dip::exec::unpack(std::move(p), forward, where);
-  }
+  payload unpack(tensor_pack p, const std::string&) const { return dip::exec::unpack(std::move(p)); }
   void finish() const {}
 
  private:
   const executable_model* model_;
+  const exported_batch* batch_;
 };
 
 static_assert(compute_backend_like<cpu_compute>);

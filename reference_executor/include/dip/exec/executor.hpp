@@ -1,5 +1,6 @@
 // dip::exec::execute: runs a dip::plan for real, every rank in its own thread over an in-process
-// fabric (cpu_transport.hpp), on the exact CPU backend; the entry point of the executor. Its parts,
+// fabric (cpu_transport.hpp), on the exact CPU backend; the entry point of the executor. It runs
+// an executable plan: the plan, and the items and rows of every sub-microbatch (exec/data.hpp). Its parts,
 // each usable on its own (the CUDA backend in reference_executor/cuda/ runs the same walk):
 // - compute_backend.hpp: compute_backend_like, what the walk needs from a backend;
 // - cpu_compute.hpp: the exact CPU backend (Eigen, double, bit-exact);
@@ -15,6 +16,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -29,6 +31,9 @@
 #include "dip/exec/stage_runner.hpp"
 #include "dip/exec/transport.hpp"
 #include "dip/exec/walk.hpp"
+#include "dip/io/executable_batch.hpp"
+#include "dip/io/model_export.hpp"
+#include "dip/planner/planner.hpp"
 #include "dip/schedule/plan.hpp"
 
 namespace dip::exec {
@@ -40,16 +45,26 @@ using cpu_stage_runner = stage_runner<cpu_compute>;
 template <transport_like Transport>
 rank_report run_rank(const execution_context& ctx, rank_id rank, Transport& transport,
                      const execute_options& options = {}) {
-  cpu_stage_runner runner(ctx, rank, cpu_compute(*ctx.model));
+  cpu_stage_runner runner(ctx, rank, cpu_compute(*ctx.model, ctx.batch));
   return run_rank(ctx, rank, runner, transport, options);
 }
 
-// Runs plan `p` of `model` on `batch` (the batch its graph was built from), one thread per
-// rank over an in-process fabric, and returns the reduced gradients, loss and per-rank figures.
-inline step_result execute(const std::shared_ptr<const plan>& p, const multimodal_model& model, const batch_work& batch,
-                           const execute_options& options = {}) {
+// The executable batch of a planned batch: which items each sub-microbatch holds as the plan's
+// graph runs them (dip::export_batch on planned.split and the `packed` microbatches planned).
+inline exported_batch executable_batch(const planned_batch& planned, std::span<const packed_microbatch> packed,
+                                       const multimodal_model& model) {
+  require(planned.plan.graph != nullptr, errc::invalid_argument, "executable_batch", "no plan");
+  return export_batch(*planned.plan.graph, describe_model(model), planned.split, packed);
+}
+
+// Runs plan `p` of `model` on `batch` (the executable batch of the microbatches its graph was
+// built from; `tensors`: a plan file's edge tensors to check, or empty), one thread per rank
+// over an in-process fabric, and returns the reduced gradients, loss and per-rank figures.
+inline step_result execute(const std::shared_ptr<const plan>& p, const multimodal_model& model,
+                           const exported_batch& batch, const execute_options& options = {},
+                           const std::vector<std::vector<message_tensor>>& tensors = {}) {
   require(p != nullptr && p->graph != nullptr, errc::invalid_argument, "execute", "no plan");
-  const execution_context ctx(p, std::make_shared<const executable_model>(model), batch);
+  const execution_context ctx(p, std::make_shared<const executable_model>(model), batch, tensors);
   const std::size_t ranks = p->ranks.size();
   cpu_fabric fabric(int(ranks), options.timeout);
   std::vector<rank_report> reports(ranks);
@@ -77,9 +92,15 @@ inline step_result execute(const std::shared_ptr<const plan>& p, const multimoda
   return combine_reports(std::move(reports));
 }
 
-inline step_result execute(const plan& p, const multimodal_model& model, const batch_work& batch,
+inline step_result execute(const plan& p, const multimodal_model& model, const exported_batch& batch,
                            const execute_options& options = {}) {
   return execute(std::make_shared<const plan>(p), model, batch, options);
+}
+
+// A planned batch (planner::plan on `packed`) on the executor.
+inline step_result execute(const planned_batch& planned, std::span<const packed_microbatch> packed,
+                           const multimodal_model& model, const execute_options& options = {}) {
+  return execute(planned.plan, model, executable_batch(planned, packed, model), options);
 }
 
 }  // namespace dip::exec

@@ -6,14 +6,13 @@
 //   hidden / heads, values full width) over the tokens of each sequence, output projection,
 //   residual; RMSNorm, a SiLU MLP (hidden -> ffn -> hidden; gated_mlp is not modelled),
 //   residual.
-// - dit_block: the same, and after the attention the hidden state is scaled by (1 + c Wm),
-//   c being the module's context summary (see below): a cheap stand-in for cross-attention.
+// - dit_block: the same, and after the attention each row is scaled by (1 + c_r Wm), c_r being
+//   the row's context: the mean of its clip's caption rows (exec/data.hpp; zero for a clip
+//   without a caption): a cheap stand-in for cross-attention to the clip's own caption.
 // - linear_layer: x W + b. embedding: x E, where x is a fixed per-token feature row of width
 //   vocab (a dense stand-in for a one-hot token). projector: SiLU MLP with biases.
 // - lm_head: logits x W; the loss is computed outside the layer (exec/data.hpp).
 // - opaque_layer: not executable, a dip::error naming the module and layer.
-// The first layer of a module fed by other modules adds c Wctx to every output row, where c is
-// the module's *context summary*: the mean over the rows of its producers' outputs.
 //
 // Backward is split as zero-bubble pipelines split it: backward_input computes the gradient of
 // the layer's input (and of c) and leaves one `weight_job` per parameter; running the jobs
@@ -109,8 +108,7 @@ inline tensor add_row(tensor y, const tensor& row) {
 
 }  // namespace detail
 
-// One executable layer. `context_width` > 0 makes it a module's first layer fed by others
-// (adds c Wctx); dit blocks of a module with a context also read c.
+// One executable layer. `context_width` > 0: a dit block of a module with a context (reads c).
 class layer {
  public:
   virtual ~layer() = default;
@@ -124,23 +122,16 @@ class layer {
   virtual std::int64_t output_width() const = 0;
   std::int64_t context_width() const noexcept { return context_width_; }
 
-  // `c` is the module's context summary (1 x context width), empty when the module has none.
+  // `c` is the per-row context (rows x context width), empty when the layer reads none.
   tensor forward(const tensor& x, const tensor& c, const sequence_lengths& lengths, layer_tape& tape) const {
     check_input(x, c);
-    tensor y = forward_core(x, c, lengths, tape);
-    if (context_param_) y = detail::add_row(std::move(y), c * params_[*context_param_].value);
-    return y;
+    return forward_core(x, c, lengths, tape);
   }
 
   // Gradient of the input; adds this layer's share to `dc` (same shape as c) and appends
   // the weight jobs.
   tensor backward_input(const layer_tape& tape, const tensor& c, const tensor& dy, tensor& dc,
                         std::vector<weight_job>& jobs) const {
-    if (context_param_) {
-      const tensor column_sum = dy.colwise().sum();
-      jobs.push_back({*context_param_, c, column_sum, {}, false});
-      dc += column_sum * params_[*context_param_].value.transpose();
-    }
     return backward_core(tape, c, dy, dc, jobs);
   }
 
@@ -150,13 +141,6 @@ class layer {
     tensor value = gain ? (tensor::Ones(rows, cols) + random_tensor(rows, cols, 0.1, s)).eval()
                         : random_tensor(rows, cols, 1.0 / std::sqrt(double(rows)), s);
     params_.push_back({std::move(name), std::move(value)});
-  }
-  void add_context(std::int64_t width, std::uint64_t seed) {
-    context_width_ = width;
-    if (width > 0) {
-      context_param_ = params_.size();
-      add_parameter("context", width, output_width(), seed);
-    }
   }
   const tensor& p(std::size_t i) const { return params_[i].value; }
 
@@ -171,13 +155,13 @@ class layer {
   void check_input(const tensor& x, const tensor& c) const {
     require(x.cols() == input_width(), errc::invalid_argument, where_,
             "input has " + std::to_string(x.cols()) + " features, the layer takes " + std::to_string(input_width()));
-    require(context_width_ == 0 || (c.rows() == 1 && c.cols() == context_width_), errc::invalid_argument, where_,
-            "context summary has shape " + to_string(shape_of(c)) + ", expected 1x" + std::to_string(context_width_));
+    require(context_width_ == 0 || (c.rows() == x.rows() && c.cols() == context_width_), errc::invalid_argument, where_,
+            "context has shape " + to_string(shape_of(c)) + ", expected " + std::to_string(x.rows()) + "x" +
+                std::to_string(context_width_));
   }
 
   std::vector<parameter> params_;
   std::int64_t context_width_ = 0;
-  std::optional<std::size_t> context_param_;
 
   friend std::unique_ptr<layer> make_layer(const module_spec&, std::size_t, std::int64_t);
 };
@@ -296,8 +280,8 @@ class block_layer final : public layer {
         "sequence lengths sum to " + std::to_string(begin) + ", the input has " + std::to_string(x.rows()) + " rows");
     s[sh] = x + s[so] * p(wo);
     if (modulated_) {
-      const tensor factor = tensor::Ones(1, hidden_) + c * p(wm);
-      s[sh2] = s[sh] * factor.row(0).asDiagonal();
+      const tensor factor = (c * p(wm)).array() + 1.0;
+      s[sh2] = s[sh].cwiseProduct(factor);
     } else {
       s[sh2] = s[sh];
     }
@@ -318,9 +302,9 @@ class block_layer final : public layer {
     jobs.push_back({g2, {}, {}, std::move(gain_gradient), true});
     tensor dh = dh2;
     if (modulated_) {
-      const tensor factor = tensor::Ones(1, hidden_) + c * p(wm);
-      dh = dh2 * factor.row(0).asDiagonal();
-      const tensor dmod = dh2.cwiseProduct(s[sh]).colwise().sum();
+      const tensor factor = (c * p(wm)).array() + 1.0;
+      dh = dh2.cwiseProduct(factor);
+      const tensor dmod = dh2.cwiseProduct(s[sh]);
       jobs.push_back({wm, c, dmod, {}, false});
       dc += dmod * p(wm).transpose();
     }
@@ -383,8 +367,8 @@ inline std::int64_t input_features(const layer_spec& spec) {
                     spec);
 }
 
-// The executable layer for layer `index` of `module`; `context_width` > 0 when the module is
-// fed by others (the first layer projects the context, dit blocks modulate with it).
+// The executable layer for layer `index` of `module`; `context_width` > 0 when the module
+// cross-attends to a producer (its dit blocks modulate with the per-row context).
 // Throws dip::error naming the module and layer for an opaque layer.
 inline std::unique_ptr<layer> make_layer(const module_spec& module, std::size_t index, std::int64_t context_width) {
   const std::string where = "module '" + module.name + "' layer " + std::to_string(index);
@@ -420,8 +404,7 @@ inline std::unique_ptr<layer> make_layer(const module_spec& module, std::size_t 
                  },
                  spec);
   result->where_ = where + " (" + kind_name(spec) + ")";
-  result->context_width_ = context_width;
-  if (index == 0 && context_width > 0) result->add_context(context_width, mix_seed({seed, 0xc0ull}));
+  if (std::holds_alternative<dit_block>(spec)) result->context_width_ = context_width;
   return result;
 }
 

@@ -1,6 +1,7 @@
 // dip::exec::run_rank: one rank's walk over its actions, taken from dip::rank_actions in order,
 // with a stage_runner (stage_runner.hpp) for the compute actions and a transport_like for the rest.
-// - send: packs the edge's bundle and hands it to the transport (non-blocking).
+// - send: packs the edge's tensors and hands them to the transport (non-blocking); the receiver
+//   expects the shapes the plan gives the edge.
 // - recv: NCCL matches messages of a (sender, receiver) pair in posting order, but a plan's
 //   receiver may want them in another order; so a rank receives from a peer in the *sender's*
 //   order (from the plan) and stashes messages it does not need yet.
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "dip/core/error.hpp"
+#include "dip/exec/bundle.hpp"
 #include "dip/exec/compute_backend.hpp"
 #include "dip/exec/execution_context.hpp"
 #include "dip/exec/rank_report.hpp"
@@ -51,12 +53,11 @@ rank_report run_rank(const execution_context& ctx, rank_id rank, stage_runner<Co
   std::map<std::uint32_t, pack_type> stash;                          // received ahead of the plan's order
   std::vector<std::pair<std::uint32_t, std::string>> arrived;        // received in the open group, unpacked at its end
   std::vector<std::size_t> received(ctx.schedule->ranks.size(), 0);  // per peer: messages taken
-  const auto is_forward_edge = [&](std::uint32_t e) { return g.at(g.edges()[e].from).kind == stage_kind::forward; };
   const auto end_group = [&] {
     transport.group_end();
     for (const auto& [e, name] : arrived) {
       auto node = stash.extract(e);
-      edges[e] = runner.backend().unpack(std::move(node.mapped()), is_forward_edge(e), name);
+      edges[e] = runner.backend().unpack(std::move(node.mapped()), name);
     }
     arrived.clear();
   };
@@ -84,13 +85,7 @@ rank_report run_rank(const execution_context& ctx, rank_id rank, stage_runner<Co
           const auto& order = ctx.send_order[peer][me];
           require(received[peer] < order.size(), errc::invalid_plan, name, "the peer sends nothing more");
           const std::uint32_t tag = order[received[peer]++];
-          const auto shapes = [&] {
-            if (!is_forward_edge(tag)) return std::vector<tensor_shape>{};
-            const stage& from = g.at(g.edges()[tag].from);
-            return ctx.layout.forward_message(g, ctx.batch, from.chunk, from.microbatch.index(), from.sub);
-          };
-          const std::vector<tensor_shape> expected = shapes();
-          stash.emplace(tag, transport.recv(int(peer), tag, expected));
+          stash.emplace(tag, transport.recv(int(peer), tag, shapes_of(ctx.tensors[tag])));
         }
         arrived.emplace_back(a.edge, name);
         break;
