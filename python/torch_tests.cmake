@@ -2,7 +2,8 @@
 # the pinned torch) and this build tree's dip (PYTHONPATH=build/python). Each group is its own
 # ctest, so that ctest -j spreads them over the cores; a pytest skip fails when torch is
 # required (DIP_REQUIRE_TORCH, run_pytest.py turns skips into a failure then).
-#   torch_layers       the reference layers (layers.py)
+#   torch_layers       the reference layers (layers.py); one rank in-process against the
+#                      sequential model; your own modules (ModuleLayersModel)
 #   torch_verify_<m>_pp<p>  every schedule on tiny-vlm / tiny-t2v at PP 2 and 4, against the
 #                      sequential model on the traces of ../shared/data (tests/data without it)
 #   torch_runtime      dip's sub-microbatches in float64, the memory cap (recompute/offload lower
@@ -19,7 +20,7 @@ function(dip_add_torch_pytest name timeout)
   dip_torch_test(${name})
 endfunction()
 
-dip_add_torch_pytest(torch_layers 300 "${dip_torch_tests_dir}/test_layers.py")
+dip_add_torch_pytest(torch_layers 300 "${dip_torch_tests_dir}/test_layers.py" "${dip_torch_tests_dir}/test_model.py")
 foreach(model vlm t2v)
   foreach(pp 2 4)
     dip_add_torch_pytest(torch_verify_${model}_pp${pp} 900 "${dip_torch_tests_dir}/test_verify.py"

@@ -18,7 +18,7 @@ runtime.py (a rank's walk over its actions), sequential.py (the reference run), 
 
 from .launch import LaunchError, init_from_environment, launch
 from .layers import DipLayer, RowMeta
-from .model import MicrobatchData, PipelineModel, ReferenceModel
+from .model import MicrobatchData, ModuleLayersModel, PipelineModel, ReferenceModel
 from .plan import ExecutablePlan, PlanError
 from .runtime import ActivationMeter, PipelineRank, RankFailure, StepReport
 from .sequential import SequentialModel
@@ -29,6 +29,7 @@ __all__ = [
     "ExecutablePlan",
     "LaunchError",
     "MicrobatchData",
+    "ModuleLayersModel",
     "PipelineModel",
     "PipelineRank",
     "PlanError",

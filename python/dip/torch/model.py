@@ -296,3 +296,39 @@ class ReferenceModel:
         if kind == "caption":
             return len(mb.captions)
         return 1 if mb.sequence_lengths else 0
+
+
+class ModuleLayersModel(ReferenceModel):
+    """Your own torch modules as the layers of a dip model, with the reference data and losses.
+
+    `layers[name]` lists module `name`'s layers, as many as the plan's model gives it; dip slices
+    the list by the placement, so a rank uses only its chunks' layers. A `DipLayer` is called
+    `layer(x, meta)`, any other module `layer(x)`. `loss(name, microbatch, items, y)`, when
+    given, replaces the reference loss of sink modules (see `PipelineModel.loss` for its
+    normalisation). Subclass `ReferenceModel` instead to change what the data is."""
+
+    def __init__(self, model: dict, layers: dict[str, list[torch.nn.Module]], loss=None, seed: int = 0,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str | None = None):
+        super().__init__(model, seed=seed, dtype=dtype, device=device)
+        names = [m["name"] for m in self.modules]
+        for name in layers:
+            if name not in names:
+                raise ValueError(f"layers['{name}']: the model has no module '{name}' (modules: {', '.join(names)})")
+        for m in self.modules:
+            given = layers.get(m["name"])
+            if given is None:
+                raise ValueError(f"layers: no layers for module '{m['name']}'")
+            if len(given) != len(m["layers"]):
+                raise ValueError(f"layers['{m['name']}']: {len(given)} modules for the model's {len(m['layers'])} "
+                                 "layers")
+        self._layers = {name: [layer if isinstance(layer, dip_layers.DipLayer) else dip_layers.ModuleLayer(layer)
+                               for layer in given] for name, given in layers.items()}
+        self._loss = loss
+
+    def layers(self, module: int, first: int, stop: int) -> list[torch.nn.Module]:
+        return self._layers[self.modules[module]["name"]][first:stop]
+
+    def loss(self, module: int, mb: MicrobatchData, items: list[int], y: torch.Tensor) -> torch.Tensor:
+        if self._loss is None:
+            return super().loss(module, mb, items, y)
+        return self._loss(self.modules[module]["name"], mb, items, y)
