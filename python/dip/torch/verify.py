@@ -109,7 +109,7 @@ def plan_steps(args, schedule: str, batches: list) -> list[dict]:
     cap = args.memory_cap_gib
     planner_args = dict(pp=args.pp, search_ms=args.search_ms, search_rollouts=args.search_rollouts,
                         seed=args.seed, threads=1, chunks=args.chunks, memory_strategies=not args.keep_everything,
-                        fit_memory=not args.keep_everything)
+                        fit_memory=not args.keep_everything, sub_microbatch_size=args.sub_microbatch_size)
     if args.memory_cap_fraction is not None:
         # A cap between the weights and the uncapped plan's peak: it makes the plan recompute
         # or offload some activations (tiny models never come near a real GPU's memory).
@@ -245,6 +245,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--chunks", type=int, default=2, help="chunks per rank of 'interleaved'")
     p.add_argument("--search-ms", type=float, default=0.0)
     p.add_argument("--search-rollouts", type=int, default=16)
+    p.add_argument("--sub-microbatch-size", type=int, default=None,
+                   help="items per encoder sub-microbatch (default: the partitioner's)")
     p.add_argument("--memory-cap-gib", type=float, default=None, help="memory per rank the plan must fit")
     p.add_argument("--memory-cap-fraction", type=float, default=None,
                    help="cap at weights + this fraction of the uncapped plan's activations (forces recompute/offload)")

@@ -48,9 +48,10 @@ def test_every_schedule_matches_sequential(tmp_path, model, data, pp):
 
 def test_dip_splits_encoders_into_sub_microbatches(tmp_path):
     """The multimodal case itself: dip's plan gives the image encoder several sub-microbatches
-    (and the LLM one) on a document trace with many images per sample, and still matches."""
+    (and the LLM one), at most two images each, and still matches."""
     status, result = run_verify(tmp_path, "--model", "tiny-vlm", "--pp", 2, "--schedule", "dip", "--data",
-                                trace("vlm-docs"), "--microbatches", 3, "--steps", 2, "--dtype", "float64")
+                                trace("vlm-docs"), "--microbatches", 3, "--steps", 2, "--dtype", "float64",
+                                "--sub-microbatch-size", 2)
     assert status == 0, result
     subs = result["results"][0]["most_sub_microbatches"]
     assert subs["vit"] > 1 and subs["projector"] == subs["vit"] and subs["llm"] == 1, subs
