@@ -118,6 +118,18 @@ def _generator(*parts) -> torch.Generator:
     return torch.Generator().manual_seed(_seed(*parts))
 
 
+def all_items(module: dict, mb: MicrobatchData) -> list[int]:
+    """Every item of the module's kind in the microbatch (what the sequential run works on)."""
+    kind = module["item"]
+    if kind == "image":
+        return list(range(len(mb.images)))
+    if kind == "clip":
+        return list(range(len(mb.clips)))
+    if kind == "caption":
+        return list(range(len(mb.captions)))
+    return [0] if mb.sequence_lengths else []
+
+
 class ReferenceModel:
     """dip's reference torch model of an executable plan's `model` section (see module docs)."""
 
@@ -266,7 +278,7 @@ class ReferenceModel:
     def loss(self, module: int, mb: MicrobatchData, items: list[int], y: torch.Tensor) -> torch.Tensor:
         spec = self.modules[module]
         last = spec["layers"][-1]
-        all_rows = sum(self._segments(module, mb, list(range(self._item_count(module, mb)))))
+        all_rows = sum(self._segments(module, mb, all_items(self.modules[module], mb)))
         scale = 1.0 / (max(all_rows, 1) * mb.count)
         if last["kind"] == "lm_head":
             if self._kind(module) == "sequence":
@@ -286,17 +298,6 @@ class ReferenceModel:
                                 for i, n in zip(items, self._segments(module, mb, items))]) \
                 if items else y[:0].detach()
         return 0.5 * ((y - target.to(self.device)) ** 2).sum() * scale / y.shape[1]
-
-    def _item_count(self, module: int, mb: MicrobatchData) -> int:
-        kind = self._kind(module)
-        if kind == "image":
-            return len(mb.images)
-        if kind == "clip":
-            return len(mb.clips)
-        if kind == "caption":
-            return len(mb.captions)
-        return 1 if mb.sequence_lengths else 0
-
 
 class ModuleLayersModel(ReferenceModel):
     """Your own torch modules as the layers of a dip model, with the reference data and losses.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .model import MicrobatchData, PipelineModel
+from .model import MicrobatchData, PipelineModel, all_items
 
 
 def topological_modules(modules: list[dict]) -> list[int]:
@@ -22,17 +22,6 @@ def topological_modules(modules: list[dict]) -> list[int]:
         order.extend(ready)
         placed.update(ready)
     return order
-
-
-def all_items(module: dict, mb: MicrobatchData) -> list[int]:
-    kind = module["item"]
-    if kind == "image":
-        return list(range(len(mb.images)))
-    if kind == "clip":
-        return list(range(len(mb.clips)))
-    if kind == "caption":
-        return list(range(len(mb.captions)))
-    return [0] if mb.sequence_lengths else []
 
 
 class SequentialModel:
