@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "dip/cost/cost_model.hpp"
+#include "dip/cost/fixed_table.hpp"
 #include "dip/cost/least_squares.hpp"
 #include "dip/cost/profiled.hpp"
 
@@ -469,4 +470,34 @@ TEST_CASE("the linear basis fits samples that all share one sequence length") {
   const dip::error line = thrown_error([&] { model.add_samples("proj", one_count, profile_basis::linear); });
   CHECK(line.code() == errc::invalid_argument);
   CHECK(contains(line.detail(), "2 distinct token counts"));
+}
+
+TEST_CASE("covers: a profile in front of another model prices the layers it fitted") {
+  const std::vector<double> lengths{128, 512, 1024, 2048, 4096};
+  dip::profiled_cost_model model;
+  model.add_samples("vit", single_sequence_samples(vit_block, lengths));
+  model.add_layer_samples("llm", 1, single_sequence_samples(embedding_layer, lengths));
+  const dip::module_spec vit = module_with_layers("vit", 3);
+  const dip::module_spec llm = module_with_layers("llm", 3);
+  const dip::module_spec other = module_with_layers("projector", 1);
+  CHECK(model.covers(vit, 0));
+  CHECK(model.covers(vit, 2));
+  CHECK_FALSE(model.covers(vit, 3));  // beyond the module's layers: cost() would throw
+  CHECK(model.covers(llm, 1));
+  CHECK_FALSE(model.covers(llm, 0));  // only layer 1 was profiled
+  CHECK_FALSE(model.covers(other, 0));
+  static_assert(dip::covering_cost_model_like<dip::profiled_cost_model>);
+
+  // The rest falls through to the model behind it.
+  struct constant_model {
+    dip::layer_cost cost(const dip::module_spec&, std::size_t, const work_unit&) const {
+      return {duration(1.0), duration(2.0), duration(3.0), bytes(4.0), bytes(5.0)};
+    }
+  };
+  const dip::overlay_cost_model<dip::profiled_cost_model, constant_model> overlay(model, constant_model{});
+  const work_unit work = work_unit::sequence(700);
+  check_cost_matches(overlay.cost(vit, 1, work), vit_block, work);
+  check_cost_matches(overlay.cost(llm, 1, work), embedding_layer, work);
+  CHECK(overlay.cost(llm, 0, work).forward.base() == 1.0);
+  CHECK(overlay.cost(other, 0, work).output.base() == 5.0);
 }

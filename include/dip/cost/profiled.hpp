@@ -136,6 +136,13 @@ class profiled_cost_model {
     return lookup(module, layer) != nullptr;
   }
 
+  // Whether cost() prices layer `layer` of `module` without throwing: a fit of the layer or of its
+  // module, and a layer the module has. Makes the profile an overlay_cost_model's primary, in
+  // front of a model for the layers nobody profiled.
+  bool covers(const module_spec& module, std::size_t layer) const noexcept {
+    return layer < module.layers.size() && lookup(module.name, layer) != nullptr;
+  }
+
   // The fitted cost of layer `layer` of `module` on `work`. Each output is the fit evaluated at
   // the work's features and clamped at 0: a fitted intercept can come out slightly negative
   // (noise, or a layer whose cost is nearly proportional to its tokens), and a small work unit
