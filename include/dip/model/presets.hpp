@@ -162,10 +162,30 @@ inline multimodal_model tiny_text_to_video() {
   return text_to_video("tiny-t2v", language_model("llm", 4, 32, 64, 2, 2, 64, false), std::move(dit));
 }
 
+// Small models for measuring plans on CPUs (python -m dip.torch bench): the module structure of
+// vlm-s and t2v-s at hidden sizes of 256-512, so that one pipeline action takes tens of
+// milliseconds on one CPU thread and the runtime's own per-action overhead (under a millisecond)
+// stays a few percent of it. Images and clips are encoded as in the tiny models (16 LLM tokens
+// an image; 64 latent tokens a frame at 2 frames a second), so a packed microbatch of 48 images
+// or 16 s of video trains in about a second.
+inline multimodal_model small_vision_language() {
+  module_spec vit = transformer_module("vit", module_role::encoder, modality::image(), 4, {256, 1024, 4, 4, false});
+  vit.layers.insert(vit.layers.begin(), linear_layer{48, 256});
+  vit.image = image_encoding{91, 2, 16};
+  return vision_language("small-vlm", std::move(vit), language_model("llm", 4, 384, 1024, 6, 2, 4096, true));
+}
+
+inline multimodal_model small_text_to_video() {
+  module_spec dit = diffusion_decoder("dit", 4, 384, 1024, 6);
+  dit.video = video_encoding{2.0, 64, 16.0};
+  return text_to_video("small-t2v", language_model("llm", 4, 512, 1536, 8, 2, 4096, false), std::move(dit));
+}
+
 }  // namespace presets
 
 inline std::vector<std::string> preset_names() {
-  return {"vlm-s", "vlm-m", "vlm-l", "t2v-s", "t2v-l", "llama3-8b", "qwen2-32b", "qwen2-72b", "tiny-vlm", "tiny-t2v"};
+  return {"vlm-s",     "vlm-m",    "vlm-l",     "t2v-s",     "t2v-l",    "llama3-8b",
+          "qwen2-32b", "qwen2-72b", "tiny-vlm", "tiny-t2v", "small-vlm", "small-t2v"};
 }
 
 // The model presets of DESIGN.md with their (TP, PP). An unknown name is a dip::error listing
@@ -187,6 +207,10 @@ inline model_preset find_preset(std::string_view name) {
     return {"tiny-vlm", "tiny ViT + tiny LLM (for the reference executor)", tiny_vision_language(), {1, 4}};
   if (name == "tiny-t2v")
     return {"tiny-t2v", "tiny LLM + tiny DiT (for the reference executor)", tiny_text_to_video(), {1, 4}};
+  if (name == "small-vlm")
+    return {"small-vlm", "small ViT + small LLM (measured on CPUs: dip.torch bench)", small_vision_language(), {1, 2}};
+  if (name == "small-t2v")
+    return {"small-t2v", "small LLM + small DiT (measured on CPUs: dip.torch bench)", small_text_to_video(), {1, 2}};
   std::string known;
   for (const std::string& n : preset_names()) known += (known.empty() ? "" : ", ") + n;
   throw error(errc::not_found, "model preset", "unknown preset '" + std::string(name) + "' (known: " + known + ")");

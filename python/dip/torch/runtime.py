@@ -196,7 +196,11 @@ class StepReport:
     seconds: float              # wall time of the step on this rank
     peak_activation_bytes: int  # device activations kept for backward, peak over the step
     peak_offloaded_bytes: int   # host copies, peak
-    compute_seconds: float      # time spent in compute actions
+    compute_seconds: float      # time spent in compute actions (waits for their messages excluded)
+    # What the rank did when, seconds from the step's start: (category, label, start, end) with
+    # category "compute" (the action's label, from after its messages arrived), "recv" (waiting
+    # for a message a compute needs) or "send" (handing a message to the transport).
+    spans: list[tuple[str, str, float, float]] = dataclasses.field(default_factory=list)
 
 
 class PipelineRank:
@@ -274,6 +278,8 @@ class PipelineRank:
         self.meter.reset_peaks()
         compute_seconds = 0.0
         start = time.perf_counter()
+        self._step_start = start
+        self.spans: list[tuple[str, str, float, float]] = []
         actions = plan.actions[self.rank]
         if self.order_receives:
             self._plan_receive_order(plan)
@@ -282,11 +288,16 @@ class PipelineRank:
                 if self.fault and self.fault[1] == action.index and self.fault[0] == "raise":
                     raise RuntimeError("injected fault")
                 if action.op == "compute":
-                    began = time.perf_counter()
+                    self._waited_until = began = time.perf_counter()
                     self._compute(action.stage, action.strategy)
-                    compute_seconds += time.perf_counter() - began
+                    began = max(began, self._waited_until)  # the compute starts once its messages are in
+                    ended = time.perf_counter()
+                    compute_seconds += ended - began
+                    self.spans.append(("compute", action.label, began - start, ended - start))
                 elif action.op == "send":
+                    began = time.perf_counter()
                     self._send(action.edge, action.peer, drop=bool(self.fault) and self.fault == ("drop-send", action.index))
+                    self.spans.append(("send", action.label, began - start, time.perf_counter() - start))
                 else:
                     self._post_receive(action.edge, action.peer)
             except RankFailure:
@@ -304,7 +315,7 @@ class PipelineRank:
             raise RankFailure(self.rank, len(actions), "end of step", f"forwards without a backward: {left}")
         self._reduce_weight_gradients()
         return StepReport(self.loss, time.perf_counter() - start, self.meter.peak_device_bytes,
-                          self.meter.peak_host_bytes, compute_seconds)
+                          self.meter.peak_host_bytes, compute_seconds, self.spans)
 
     # --- communication -----------------------------------------------------------------------
 
@@ -352,8 +363,13 @@ class PipelineRank:
             raise PlanError(f"needs message {edge} ({self.plan.describe(source.id)} on rank {source.rank}), "
                             "which was neither received nor computed here before")
         pending = self.pending.pop(edge)
+        began = time.perf_counter()
         try:
             pending.work.wait(timeout=self.timeout)
+            self._waited_until = ended = time.perf_counter()
+            source = self.plan.stages[self.plan.edges[edge].source]
+            self.spans.append(("recv", f"recv {self.plan.describe(source.id)} from rank {source.rank}",
+                               began - self._step_start, ended - self._step_start))
         except Exception as error:  # noqa: BLE001
             source = self.plan.stages[self.plan.edges[edge].source]
             raise TimeoutError(f"no message {edge} from rank {source.rank} ({self.plan.describe(source.id)}) within "
