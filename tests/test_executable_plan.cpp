@@ -8,6 +8,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -316,6 +317,75 @@ TEST_CASE("a classic schedule runs a split module whole: one sub-microbatch with
   }
 }
 
+// The work units of `subs` summed in order.
+dip::work_unit total_work(const std::vector<dip::exported_sub>& subs) {
+  dip::work_unit total;
+  for (const dip::exported_sub& s : subs) total += s.work;
+  return total;
+}
+
+bool close_work(const dip::work_unit& a, const dip::work_unit& b) {
+  const auto close = [](double x, double y) {
+    return std::fabs(x - y) <= 1e-12 * std::max(std::fabs(x), std::fabs(y));
+  };
+  return close(a.sequences, b.sequences) && close(a.tokens, b.tokens) && close(a.token_pairs, b.token_pairs) &&
+         close(a.context_tokens, b.context_tokens) && close(a.context_pairs, b.context_pairs);
+}
+
+TEST_CASE("every sub-microbatch carries the work unit its stages were priced with") {
+  const dip::model_preset preset = dip::find_preset("tiny-vlm");
+  const dip::exported_model model = dip::describe_model(preset.model);
+  const std::vector<dip::packed_microbatch> packed = random_batch(preset.model, 5, 3);
+  const auto planner = planner_for(preset, 2, 2);
+  const dip::planned_batch dip_plan = planner.plan(packed, "dip");
+  const dip::planned_batch classic = planner.plan(packed, "1f1b");
+  const dip::batch_work merged = dip::merge_sub_microbatches(dip_plan.work);
+  std::size_t split_modules = 0;
+  for (const dip::planned_batch* planned : {&dip_plan, &classic}) {
+    CAPTURE(planned->schedule);
+    const dip::exported_plan file = export_planned(*planned, preset.model, packed);
+    REQUIRE(file.batch.has_value());
+    for (std::size_t j = 0; j < packed.size(); ++j) {
+      for (std::size_t m = 0; m < preset.model.module_count(); ++m) {
+        CAPTURE(j);
+        CAPTURE(m);
+        const std::vector<dip::exported_sub>& subs = file.batch->microbatches[j].subs[m];
+        const std::vector<dip::sub_microbatch>& split = planned->split[j].modules[m].subs;
+        REQUIRE(subs.size() == split.size());
+        for (std::size_t u = 0; u < subs.size(); ++u) {
+          CHECK(subs[u].work == split[u].work);  // the split's unit, as the planner priced it
+          CHECK(subs[u].work == planned->work.microbatches[j].modules[m][u]);
+          CHECK(std::llround(subs[u].work.tokens) == subs[u].rows);
+        }
+        split_modules += subs.size() > 1;
+        // The sub-microbatches' work adds up to the microbatch's module work.
+        CHECK(close_work(total_work(subs), merged.microbatches[j].modules[m].front()));
+      }
+    }
+    // The work reads back bit for bit.
+    const nlohmann::ordered_json doc = dip::plan_to_json(file);
+    const dip::exported_plan back = dip::plan_from_json(nlohmann::json::parse(dip::plan_json_text(doc)), "plan.json");
+    CHECK(back.batch == file.batch);
+  }
+  CHECK(split_modules > 0);
+
+  // A classic graph that runs the dip plan's split modules whole: one sub-microbatch each, whose
+  // work is the sum of the split's (in order, as merge_sub_microbatches sums them).
+  const dip::exported_batch whole = dip::export_batch(*classic.plan.graph, model, dip_plan.split, packed);
+  std::size_t merged_modules = 0;
+  for (std::size_t j = 0; j < packed.size(); ++j) {
+    for (std::size_t m = 0; m < preset.model.module_count(); ++m) {
+      CAPTURE(j);
+      CAPTURE(m);
+      REQUIRE(whole.microbatches[j].subs[m].size() == 1);
+      CHECK(whole.microbatches[j].subs[m][0].work == merged.microbatches[j].modules[m].front());
+      CHECK(close_work(whole.microbatches[j].subs[m][0].work, classic.work.microbatches[j].modules[m].front()));
+      merged_modules += dip_plan.split[j].modules[m].subs.size() > 1;
+    }
+  }
+  CHECK(merged_modules > 0);
+}
+
 TEST_CASE("export_plan refuses a split that does not match the graph, naming the microbatch and module") {
   const planned_case c = vlm_case();
   const dip::stage_graph& g = *c.planned.plan.graph;
@@ -370,7 +440,17 @@ TEST_CASE("a batch or tensors that disagree with the plan are refused, naming th
   doc["batch"]["microbatches"][0]["subs"][llm][0]["items"] = {1};
   check_error(doc, subs + "[0].items[0]", "expected increasing sequence indices below 1");
   doc = good;
-  doc["batch"]["microbatches"][0]["subs"][llm].push_back({{"items", nlohmann::json::array()}, {"rows", 0}});
+  doc["batch"]["microbatches"][0]["subs"][llm][0]["work"]["tokens"] = 1;
+  check_error(doc, subs + "[0].work.tokens", "its rows");
+  doc = good;
+  doc["batch"]["microbatches"][0]["subs"][llm][0]["work"]["token_pairs"] = -1;
+  check_error(doc, subs + "[0].work.token_pairs", "expected a finite number >= 0");
+  doc = good;
+  doc["batch"]["microbatches"][0]["subs"][llm][0].erase("work");
+  check_error(doc, subs + "[0].work", "required field is missing");
+  doc = good;
+  doc["batch"]["microbatches"][0]["subs"][llm].push_back(
+      {{"items", nlohmann::json::array()}, {"rows", 0}, {"work", dip::work_to_json(dip::work_unit{})}});
   check_error(doc, subs, "lists 2 sub-microbatches, the stages of chain");
   doc = good;
   std::size_t with_images = 0;

@@ -6,7 +6,11 @@ with a recv carrying the same tensors, and as many sub-microbatches per module a
 """
 
 import collections
+import copy
+import importlib.util
 import json
+import pathlib
+import sys
 
 import pytest
 
@@ -27,6 +31,20 @@ def planned(request):
     batch = dip.BatchSource(str(TRACES[name]), model, 1).next_batch(4)
     planner = dip.Planner(model, pp=pp, search_ms=0, search_rollouts=4, sub_microbatch_size=size)
     return model, batch, {schedule: planner.plan(batch, schedule) for schedule in SCHEDULES}, size
+
+
+WORK_FIELDS = ("sequences", "tokens", "token_pairs", "context_tokens", "context_pairs")
+
+
+def executable_plan_class():
+    """dip.torch.ExecutablePlan, from its file: plan.py needs only the standard library, while
+    importing dip.torch needs torch."""
+    path = pathlib.Path(__file__).resolve().parents[1] / "dip" / "torch" / "plan.py"
+    spec = importlib.util.spec_from_file_location("dip_torch_plan", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module.ExecutablePlan
 
 
 def is_int(x):
@@ -51,6 +69,10 @@ def test_executable_document(planned, schedule):
         assert len(mb["subs"]) == len(doc["modules"])
         for subs in mb["subs"]:
             assert subs and all(is_int(s["rows"]) and s["rows"] >= 0 for s in subs)
+            for s in subs:  # the work unit dip priced the sub-microbatch with
+                assert set(s["work"]) == set(WORK_FIELDS)
+                assert all(isinstance(s["work"][f], float) and s["work"][f] >= 0 for f in WORK_FIELDS)
+                assert round(s["work"]["tokens"]) == s["rows"]
 
     # Tensors are integer and non-negative, on every edge.
     for edge in doc["edges"]:
@@ -138,3 +160,25 @@ def test_a_caption_conditions_the_dit_sub_microbatch_of_its_clip():
         assert out["rows"] == sum(mb["captions"][c] for c in out["items"])
         seen += 1
     assert seen > 0
+
+
+def test_executable_plan_gives_each_sub_microbatch_its_work(planned):
+    _, _, plans, _ = planned
+    ExecutablePlan = executable_plan_class()
+    for schedule in ("dip", "1f1b"):
+        doc = plans[schedule].executable()
+        plan = ExecutablePlan(doc)
+        for j, mb in enumerate(doc["batch"]["microbatches"]):
+            for m, subs in enumerate(mb["subs"]):
+                for u, sub in enumerate(subs):
+                    work = plan.work(j, m, u)
+                    assert work == sub["work"] and list(work) == list(WORK_FIELDS)
+                    assert round(work["tokens"]) == plan.items(j, m, u)[1]
+    doc = copy.deepcopy(plans["dip"].executable())
+    del doc["batch"]["microbatches"][0]["subs"][0][0]["work"]["token_pairs"]
+    plan = ExecutablePlan(doc)
+    with pytest.raises(ValueError, match=r"batch.microbatches\[0\].subs\[0\]\[0\].work: missing field 'token_pairs'"):
+        plan.work(0, 0, 0)
+    del doc["batch"]["microbatches"][0]["subs"][0][0]["work"]
+    with pytest.raises(ValueError, match=r"subs\[0\]\[0\]: missing field 'work'"):
+        plan.work(0, 0, 0)

@@ -34,6 +34,7 @@
 #include "dip/batch/splitter.hpp"
 #include "dip/core/error.hpp"
 #include "dip/core/ids.hpp"
+#include "dip/cost/work.hpp"
 #include "dip/io/json_fields.hpp"
 #include "dip/io/model_export.hpp"
 #include "dip/model/layer.hpp"
@@ -48,6 +49,7 @@ namespace dip {
 struct exported_sub {
   std::vector<std::size_t> items;  // increasing indices into the microbatch's items of the module's kind
   std::int64_t rows = 0;           // the module's rows for them
+  work_unit work;                  // what the planner priced the module's stages of it with
   friend bool operator==(const exported_sub&, const exported_sub&) = default;
 };
 
@@ -332,11 +334,12 @@ inline std::string module_where(const exported_model& model, std::size_t j, std:
 
 }  // namespace detail
 
-// The sub-microbatches of every module as `graph` runs them, with each item's module rows:
-// split[j].modules[m].subs where the graph runs the module's chain in that many
-// sub-microbatches; merged into one (the union of the items, the sum of the rows) where it runs
-// the chain whole. Throws dip::error(errc::invalid_argument, "export_plan") naming the
-// microbatch and module where the split, the packed microbatches and the graph disagree.
+// The sub-microbatches of every module as `graph` runs them, with each item's module rows and
+// work: split[j].modules[m].subs where the graph runs the module's chain in that many
+// sub-microbatches; merged into one (the union of the items, the sum of the rows and of the
+// work units) where it runs the chain whole. Throws dip::error(errc::invalid_argument,
+// "export_plan") naming the microbatch and module where the split, the packed microbatches and the
+// graph disagree.
 inline exported_batch export_batch(const stage_graph& graph, const exported_model& model,
                                    std::span<const split_microbatch> split, std::span<const packed_microbatch> packed) {
   const auto fail = [](const std::string& what) { throw error(errc::invalid_argument, "export_plan", what); };
@@ -362,15 +365,14 @@ inline exported_batch export_batch(const stage_graph& graph, const exported_mode
       const std::size_t runs = graph.sub_count(j, places[m].chain);
       std::vector<exported_sub>& as_run = mb.subs.emplace_back();
       if (subs.size() == runs) {
-        for (const sub_microbatch& s : subs) as_run.push_back({s.items, std::llround(s.work.tokens)});
+        for (const sub_microbatch& s : subs) as_run.push_back({s.items, std::llround(s.work.tokens), s.work});
       } else if (runs == 1) {
         exported_sub whole;
-        double tokens = 0;
         for (const sub_microbatch& s : subs) {
           whole.items.insert(whole.items.end(), s.items.begin(), s.items.end());
-          tokens += s.work.tokens;
+          whole.work += s.work;  // in order, as merge_sub_microbatches sums them
         }
-        whole.rows = std::llround(tokens);
+        whole.rows = std::llround(whole.work.tokens);
         as_run.push_back(std::move(whole));
       } else {
         fail(where + ": the split has " + std::to_string(subs.size()) + " sub-microbatches, the plan's graph runs " +
@@ -417,14 +419,14 @@ inline std::vector<std::vector<message_tensor>> edge_tensors(const stage_graph& 
       std::vector<exported_sub>& subs = mb.subs.emplace_back();
       const std::size_t runs = places[m].chain == detail::no_chain ? units.size() : graph.sub_count(j, places[m].chain);
       if (units.size() == runs) {
-        for (const work_unit& w : units) subs.push_back({{}, std::llround(w.tokens)});
+        for (const work_unit& w : units) subs.push_back({{}, std::llround(w.tokens), w});
       } else {
         require(runs == 1, errc::invalid_argument, "export_plan",
                 detail::module_where(model, j, m) + ": the batch has " + std::to_string(units.size()) +
                     " sub-microbatches, the plan's graph runs " + std::to_string(runs));
         work_unit total;
         for (const work_unit& w : units) total += w;
-        subs.push_back({{}, std::llround(total.tokens)});
+        subs.push_back({{}, std::llround(total.tokens), total});
       }
     }
   }
@@ -445,6 +447,14 @@ inline nlohmann::ordered_json tensors_to_json(std::span<const message_tensor> te
   return out;
 }
 
+inline nlohmann::ordered_json work_to_json(const work_unit& w) {
+  return {{"sequences", w.sequences},
+          {"tokens", w.tokens},
+          {"token_pairs", w.token_pairs},
+          {"context_tokens", w.context_tokens},
+          {"context_pairs", w.context_pairs}};
+}
+
 inline nlohmann::ordered_json batch_to_json(const exported_batch& batch) {
   using json = nlohmann::ordered_json;
   json microbatches = json::array();
@@ -463,7 +473,9 @@ inline nlohmann::ordered_json batch_to_json(const exported_batch& batch) {
     }
     for (const std::vector<exported_sub>& module : mb.subs) {
       json list = json::array();
-      for (const exported_sub& s : module) list.push_back({{"items", s.items}, {"rows", s.rows}});
+      for (const exported_sub& s : module) {
+        list.push_back({{"items", s.items}, {"rows", s.rows}, {"work", work_to_json(s.work)}});
+      }
       subs.push_back(std::move(list));
     }
     microbatches.push_back({{"samples", mb.samples},
@@ -521,9 +533,23 @@ inline std::vector<std::size_t> item_array(object_reader& object, std::string_vi
   return out;
 }
 
+// The work unit at `field` of `object`: its five fields, finite and >= 0.
+inline work_unit read_work(object_reader& object, std::string_view field, const std::string& source) {
+  const std::string prefix = object.path().empty() ? "" : object.path() + ".";
+  object_reader in(object.required(field), source, prefix + std::string(field));
+  work_unit w;
+  w.sequences = in.number("sequences");
+  w.tokens = in.number("tokens");
+  w.token_pairs = in.number("token_pairs");
+  w.context_tokens = in.number("context_tokens");
+  w.context_pairs = in.number("context_pairs");
+  in.finish();
+  return w;
+}
+
 // Reads the `batch` object at `path` of `source` for `model`: items within range, a
-// sub-microbatch's rows its items' (the caller checks the counts of sub-microbatches against the
-// stage graph).
+// sub-microbatch's rows its items' and its work's tokens (rounded) its rows (the caller checks
+// the counts of sub-microbatches against the stage graph).
 inline exported_batch read_exported_batch(const nlohmann::json& value, const std::string& source,
                                           const std::string& path, const exported_model& model) {
   object_reader top(value, source, path);
@@ -582,10 +608,15 @@ inline exported_batch read_exported_batch(const nlohmann::json& value, const std
         exported_sub s;
         s.items = item_array(sub, "items", item_count(mb, spec.item), to_string(spec.item));
         s.rows = sub.integer("rows", 0, max_count);
+        s.work = read_work(sub, "work", source);
         const std::int64_t rows = item_rows(mb, spec, s.items);
         if (s.rows != rows) {
           sub.fail("rows", "is " + std::to_string(s.rows) + ", the rows of its items for module '" + spec.name +
                                "' add up to " + std::to_string(rows));
+        }
+        if (std::llround(s.work.tokens) != s.rows) {
+          sub.fail("work.tokens",
+                   "is " + nlohmann::json(s.work.tokens).dump() + ", its rows " + std::to_string(s.rows));
         }
         sub.finish();
         list.push_back(std::move(s));

@@ -226,6 +226,25 @@ class ExecutablePlan:
         entry = self.batch[microbatch]["subs"][module][sub]
         return list(entry["items"]), int(entry["rows"])
 
+    WORK_FIELDS = ("sequences", "tokens", "token_pairs", "context_tokens", "context_pairs")
+
+    def work(self, microbatch: int, module: int, sub: int) -> dict:
+        """The work unit (dip::work_unit) dip priced module `module`'s stages of sub-microbatch
+        `sub` of `microbatch` with: {"sequences", "tokens", "token_pairs", "context_tokens",
+        "context_pairs"}, floats. Raises PlanError naming the field if the plan lacks it."""
+        where = f"plan: batch.microbatches[{microbatch}].subs[{module}][{sub}]"
+        entry = self.batch[microbatch]["subs"][module][sub]
+        work = _field(entry, "work", where)
+        if not isinstance(work, dict):
+            raise PlanError(f"{where}.work: expected an object, got {type(work).__name__}")
+        out = {}
+        for name in self.WORK_FIELDS:
+            value = _field(work, name, where + ".work")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise PlanError(f"{where}.work.{name}: expected a number >= 0, got {value!r}")
+            out[name] = float(value)
+        return out
+
     def forward_of(self, stage_id: int) -> int:
         s = self.stages[stage_id]
         return self.stage_index[("F", s.chunk, s.microbatch, s.sub)]
