@@ -5,12 +5,14 @@
 
 Sections (bench/README.md says what each measures): the schedule matrix (presets x data x
 schedules), the ablation in the paper's order, the dynamic workload, the sub-microbatch size,
-pipeline depth and search budget sweeps, the planner's cost at scale, the micro-benchmarks, and
-a 1F1B-vs-dip timeline. Writes CSV/JSON per section and results.md (all tables) under --out
-(default bench/results), then the plots (PNG) with matplotlib, if importable, into --images
-(default docs/images for the default --out, else OUT/images). Exits non-zero when a program
-fails or a table comes out empty or malformed. --quick runs every section on fewer models,
-iterations and microbatches (under 2 minutes on 2 cores; ctest -L bench runs it).
+pipeline depth and search budget sweeps, the planner's cost at scale, the micro-benchmarks, a
+1F1B-vs-dip timeline, and, where an interpreter with torch is found (--torch-python), dip's plans
+measured on torch ranks against the simulation (`python -m dip.torch bench`). Writes CSV/JSON
+per section and results.md (all tables) under --out (default bench/results), then the plots
+(PNG) with matplotlib, if importable, into --images (default docs/images for the default --out,
+else OUT/images). Exits non-zero when a program fails or a table comes out empty or malformed.
+--quick runs every section on fewer models, iterations and microbatches (under 2 minutes on 2
+cores; ctest -L bench runs it).
 """
 import argparse
 import csv
@@ -25,6 +27,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dip_bench_runner import Jobs, JobFailed, write_json  # noqa: E402
 import dip_bench_sections as sections  # noqa: E402
+from dip_bench_measured import Measured, find_torch_python  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -33,7 +36,9 @@ DEFAULT_OUT = os.path.join(HERE, "results")
 SECTIONS = {"main": sections.MainComparison, "ablation": sections.Ablation, "dynamic": sections.DynamicWorkload,
             "sub-microbatch": sections.SubMicrobatchSweep, "pipeline": sections.PipelineSweep,
             "search-curve": sections.SearchCurve, "scale": sections.Scale, "micro": sections.MicroBenchmarks,
-            "timeline": sections.Timeline}
+            "timeline": sections.Timeline, "measured": Measured}
+# The sections that run dip-plan; the others need only their own programs (or a torch interpreter).
+NEEDS_DIP_PLAN = ("main", "ablation", "dynamic", "sub-microbatch", "pipeline", "scale", "timeline")
 
 # What a finished run must have produced: each CSV with at least one data row and these columns.
 EXPECTED_CSV = {"main": ("main.csv", ["model", "data", "schedule", "mean_iteration_ms", "mfu", "dip_speedup"]),
@@ -42,7 +47,12 @@ EXPECTED_CSV = {"main": ("main.csv", ["model", "data", "schedule", "mean_iterati
                 "sub-microbatch": ("sweep_sub_microbatch.csv", ["requested_b", "b", "mean_iteration_ms"]),
                 "pipeline": ("sweep_pipeline.csv", ["pp", "microbatches", "dip_ms"]),
                 "search-curve": ("search_curve.csv", ["threads", "budget_ms", "makespan_ms"]),
-                "scale": ("scale.csv", ["config", "pp", "microbatches", "plan_ms", "peak_rss_mib"])}
+                "scale": ("scale.csv", ["config", "pp", "microbatches", "plan_ms", "peak_rss_mib"]),
+                "measured": ("measured.csv", ["model", "schedule", "batch", "measured_median_ms", "measured_min_ms",
+                                              "measured_max_ms", "simulated_ms", "ratio", "memory_ratio_max"])}
+# Exit status of a run whose explicitly requested `measured` section finds no torch: ctest's skip
+# (cmake/DipTorchTests.cmake), a failure everywhere else.
+NO_TORCH = 77
 
 
 def parse_args():
@@ -56,7 +66,11 @@ def parse_args():
     ap.add_argument("--dip-plan", default=None, help="dip-plan program (default BUILD/tools/dip-plan)")
     ap.add_argument("--search-curve", default=None, help="dip-search-curve program (default BUILD/bench/dip-search-curve)")
     ap.add_argument("--bench-dir", default=None, help="folder of the dip-bench-* programs (default BUILD/bench)")
-    ap.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset of: " + ", ".join(SECTIONS))
+    ap.add_argument("--sections", default=None, help="comma-separated subset of: " + ", ".join(SECTIONS) +
+                    " (default: all; `measured` only where a torch interpreter is found)")
+    ap.add_argument("--torch-python", default=None, metavar="PATH",
+                    help="interpreter with torch and dip.torch for the measured section (default $DIP_TORCH_PYTHON, "
+                         "else .venv/bin/python; `none`: no measured section)")
     ap.add_argument("--models", default="vlm-s,vlm-m,vlm-l,t2v-s,t2v-l")
     ap.add_argument("--iterations", type=int, default=3, help="iterations (batches) per cell of the main table")
     ap.add_argument("--search-ms", default="200", help="dip's search budget per batch in the time-budgeted runs")
@@ -111,6 +125,13 @@ def validate(out, chosen):
             problems.append("main.csv: dip has no iteration time in any cell")
     with open(os.path.join(out, "results.md")) as f:
         text = f.read()
+    if "measured" in chosen and os.path.exists(os.path.join(out, "measured.csv")):
+        with open(os.path.join(out, "measured.csv"), newline="") as f:
+            rows = list(csv.DictReader(f))
+        if not any(r["schedule"] == "dip" for r in rows):
+            problems.append("measured.csv: no dip row")
+        if any(not r["measured_median_ms"] or not r["simulated_ms"] for r in rows):
+            problems.append("measured.csv: a row without a measured or simulated time")
     if text.count("|---") < len([c for c in chosen if c != "timeline"]):
         problems.append("results.md: fewer tables than sections")
     return problems
@@ -133,11 +154,22 @@ def plot(args, out):
 
 def main():
     args = parse_args()
-    chosen = [s for s in args.sections.split(",") if s]
+    chosen = [s for s in args.sections.split(",") if s] if args.sections is not None else list(SECTIONS)
     unknown = [s for s in chosen if s not in SECTIONS]
     if unknown:
         sys.exit(f"dip-bench: unknown sections {unknown} (known: {', '.join(SECTIONS)})")
-    for program in (args.dip_plan,) + ((args.search_curve,) if "search-curve" in chosen else ()):
+    if "measured" in chosen:
+        args.torch_python, why = find_torch_python(args.torch_python)
+        if not args.torch_python and args.sections is not None:
+            print(f"dip-bench: the measured section needs an interpreter with torch and dip.torch: {why}. Pass "
+                  "--torch-python PATH (scripts/test.sh makes .venv/bin/python one).", file=sys.stderr)
+            return NO_TORCH
+        if not args.torch_python:
+            print(f"dip-bench: measured section skipped ({why})", file=sys.stderr)
+            chosen.remove("measured")
+    programs = ((args.dip_plan,) if any(s in NEEDS_DIP_PLAN for s in chosen) else ()) + \
+        ((args.search_curve,) if "search-curve" in chosen else ())
+    for program in programs:
         if not os.access(program, os.X_OK):
             sys.exit(f"dip-bench: {program} not found; build it: cmake --build {args.build} --target "
                      f"{os.path.basename(program)}  (or pass --build/--dip-plan/--search-curve)")
@@ -179,7 +211,8 @@ def main():
     header = [f"# dip evaluation results{' (quick mode)' if args.quick else ''}\n",
               f"Generated by `{command}` on {info['date']}: {info['nproc']} CPUs ({info['cpu']}), "
               f"{wall:.0f} s wall for the sections run ({', '.join(chosen)}). Simulated with the analytic cost "
-              "model; see bench/RESULTS.md for the reading.\n"]
+              "model (the measured section: the profiled one, calibrated on this machine); see bench/RESULTS.md "
+              "for the reading.\n"]
     parts = []
     for name in SECTIONS:
         path = os.path.join(args.out, f"section_{name}.md")

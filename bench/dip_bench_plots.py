@@ -197,8 +197,123 @@ def timeline(results, images):
     save(fig, images, "timeline.png")
 
 
+def _measured_index(results):
+    with open(os.path.join(results, "measured.json")) as f:
+        return json.load(f)
+
+
+def measured_vs_simulated(results, images):
+    """Per model, each schedule's time over the benchmark's batches: measured (sum of the
+    per-batch medians; whiskers: sums of the minima and maxima) beside dip's simulation."""
+    index = _measured_index(results)
+    models = list(index["models"])
+    fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 3.8), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        with open(os.path.join(results, index["models"][model]["json"])) as f:
+            result = json.load(f)
+        schedules = result["summary"]["schedules"]
+        names = list(schedules)
+        xs = range(len(names))
+        for x, name in zip(xs, names):
+            batches = schedules[name]["batches"]
+            median = sum(b["measured_ms"]["median"] for b in batches)
+            low = sum(b["measured_ms"]["min"] for b in batches)
+            high = sum(b["measured_ms"]["max"] for b in batches)
+            simulated = sum(b["simulated_ms"] for b in batches)
+            colour = SCHEDULE_COLOURS.get(name, "#9e9e9e")
+            ax.bar(x - 0.2, median, 0.4, color=colour, yerr=[[median - low], [high - median]], capsize=3,
+                   error_kw={"linewidth": 0.8}, label="measured (median, min-max)" if x == 0 else None)
+            ax.bar(x + 0.2, simulated, 0.4, color=colour, alpha=0.35, hatch="//", edgecolor=colour,
+                   label="simulated" if x == 0 else None)
+            ax.text(x, max(high, simulated) * 1.02, f"{median / simulated:.2f}", ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(list(xs), names, fontsize=8, rotation=20)
+        ax.set_ylabel("ms, one batch" if result["batches"] == 1 else f"ms, sum over {result['batches']} batches")
+        error = result["summary"]["mean_abs_time_error"]
+        ax.set_title(f"{model}, PP {result['pp']}: mean |measured/simulated - 1| = {error:.1%}", fontsize=9)
+        ax.margins(y=0.12)
+    axes[0][0].legend(fontsize=8, loc="lower left")
+    fig.suptitle("dip.torch on CPU ranks: measured iteration time against dip's simulation (labels: ratio)",
+                 fontsize=10)
+    fig.tight_layout()
+    save(fig, images, "measured_vs_simulated.png")
+
+
+STAGE_COLOURS = {"F": "#9cc3e6", "B": "#2f5d8a", "I": "#d9822b", "W": "#7b5ea7"}
+
+
+def _trace_spans(path):
+    """{rank: [(tid, name, start ms, duration ms)]} of a Chrome trace's complete events."""
+    with open(path) as f:
+        events = json.load(f)["traceEvents"]
+    spans = {}
+    for e in events:
+        if e.get("ph") == "X":
+            spans.setdefault(e["pid"], []).append((e.get("tid", 0), e["name"], e["ts"] / 1e3, e["dur"] / 1e3))
+    return spans
+
+
+def measured_gantt(results, images):
+    """One measured iteration (the first batch) of dip and of 1F1B: per rank the compute spans
+    coloured by stage kind (F, B, I, W), the waits for messages hatched grey and the sends as
+    thin red bars; the dashed
+    line is the simulated makespan of the same plan."""
+    index = _measured_index(results)
+    gantt = index["gantt"]
+    folder = os.path.join(results, gantt["traces"])
+    schedules = [s for s in gantt["schedules"] if os.path.exists(os.path.join(folder, f"{s}-measured.json"))]
+    if not schedules:
+        return
+    measured = {s: _trace_spans(os.path.join(folder, f"{s}-measured.json")) for s in schedules}
+    simulated = {}
+    for s in schedules:
+        path = os.path.join(folder, f"{s}-simulated.json")
+        if os.path.exists(path):
+            spans = [x for rank in _trace_spans(path).values() for x in rank]
+            simulated[s] = max((start + dur for _, _, start, dur in spans), default=None)
+    ranks = sorted({r for spans in measured.values() for r in spans})
+    end = max([start + dur for spans in measured.values() for rank in spans.values() for _, _, start, dur in rank] +
+              [v for v in simulated.values() if v])
+    fig, axes = plt.subplots(len(schedules), 1, figsize=(11, 1.0 + 0.55 * len(ranks) * len(schedules)), sharex=True,
+                             squeeze=False)
+    for ax, schedule in zip(axes[:, 0], schedules):
+        spans = measured[schedule]
+        for rank, rank_spans in spans.items():
+            for tid, name, start, dur in rank_spans:
+                if tid == 2:  # waiting for a message
+                    ax.barh(rank, dur, left=start, height=0.35, color="#d0d0d0", hatch="////", edgecolor="#8c8c8c",
+                            linewidth=0)
+                elif tid == 1:  # sending one
+                    ax.barh(rank, dur, left=start, height=0.2, color="#e07b7b", linewidth=0)
+                elif tid == 0:
+                    ax.barh(rank, dur, left=start, height=0.8, color=STAGE_COLOURS.get(name[:1], "#9e9e9e"),
+                            edgecolor="white", linewidth=0.3)
+        took = max((start + dur for rank in spans.values() for _, _, start, dur in rank), default=0)
+        title = f"{schedule}: measured {took:.0f} ms"
+        if simulated.get(schedule):
+            ax.axvline(simulated[schedule], color="black", linestyle="--", linewidth=0.8)
+            title += f", simulated {simulated[schedule]:.0f} ms (dashed)"
+        ax.set_title(title, fontsize=9, loc="left")
+        ax.set_yticks(ranks, [f"rank {r}" for r in ranks], fontsize=8)
+        ax.set_ylim(len(ranks) - 0.5, -0.5)
+        ax.set_xlim(0, end * 1.02)
+    axes[-1, 0].set_xlabel("time since the step began (ms, measured)")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in STAGE_COLOURS.values()]
+    handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="#d0d0d0", hatch="////", edgecolor="#8c8c8c"))
+    handles.append(plt.Rectangle((0, 0), 1, 1, color="#e07b7b"))
+    fig.legend(handles, ["forward", "backward", "input gradient (I)", "weight gradient (W)", "waiting for a message",
+                         "sending one"], ncol=6, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 0.0))
+    fig.suptitle(f"One measured iteration of {gantt['model']} on torch ranks: " + " vs ".join(schedules), fontsize=10)
+    fig.tight_layout()
+    save(fig, images, "measured_gantt.png")
+
+
+def measured(results, images):
+    measured_vs_simulated(results, images)
+    measured_gantt(results, images)
+
+
 PLOTS = {"main.csv": main_comparison, "ablation.csv": ablation, "dynamic.csv": dynamic,
-         "search_curve.csv": search_curve, "scale.csv": scale, "timeline_trace.json": timeline}
+         "search_curve.csv": search_curve, "scale.csv": scale, "timeline_trace.json": timeline, "measured.json": measured}
 
 
 def main():
