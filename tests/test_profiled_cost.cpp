@@ -486,6 +486,7 @@ TEST_CASE("covers: a profile in front of another model prices the layers it fitt
   CHECK(model.covers(llm, 1));
   CHECK_FALSE(model.covers(llm, 0));  // only layer 1 was profiled
   CHECK_FALSE(model.covers(other, 0));
+  CHECK(model.profiled_modules() == std::vector<std::string>{"llm", "vit"});
   static_assert(dip::covering_cost_model_like<dip::profiled_cost_model>);
 
   // The rest falls through to the model behind it.

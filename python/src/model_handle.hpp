@@ -1,9 +1,10 @@
 // A model as the Python bindings hold it: the module graph, the measured layer costs of a model
 // file (empty for a preset), and the cluster defaults (pp, tp, GPU) that dip-plan would use.
 //
-// Presets and files share one shape so that planning has one cost-model type: a preset's cost
-// model is the same overlay as a file's, with an empty table in front of the analytic model
-// (the overlay then answers every layer from the analytic model, exactly as dip-plan does).
+// Presets and files share one shape so that planning has one cost-model type: a file's measured
+// table first, then a profile (dip.ProfiledCosts), then the analytic model. A preset's table and
+// an absent profile are empty (the overlay then answers every layer from the analytic model,
+// exactly as dip-plan does).
 #pragma once
 
 #include <filesystem>
@@ -13,6 +14,7 @@
 
 #include <dip/cost/analytic.hpp>
 #include <dip/cost/fixed_table.hpp>
+#include <dip/cost/profiled.hpp>
 #include <dip/io/model_json.hpp>
 #include <dip/model/hardware.hpp>
 #include <dip/model/model.hpp>
@@ -20,7 +22,7 @@
 
 namespace dip::python {
 
-using cost_model = overlay_cost_model<fixed_cost_table, analytic_cost_model>;
+using cost_model = overlay_cost_model<fixed_cost_table, overlay_cost_model<profiled_cost_model, analytic_cost_model>>;
 
 struct model_handle {
   multimodal_model model;
@@ -31,8 +33,9 @@ struct model_handle {
   int tp = 1;
   std::string gpu = "H800";
 
-  cost_model costs(const gpu_spec& device, int tensor_parallel) const {
-    return {measured, analytic_cost_model(device, tensor_parallel)};
+  // The measured table, then `profile`'s fits, then the analytic model of `device` at `tensor_parallel`.
+  cost_model costs(const gpu_spec& device, int tensor_parallel, const profiled_cost_model& profile = {}) const {
+    return {measured, {profile, analytic_cost_model(device, tensor_parallel)}};
   }
 };
 

@@ -24,6 +24,7 @@
 #include "model_handle.hpp"
 #include "plan_view.hpp"
 #include "planner_handle.hpp"
+#include "profiled_costs.hpp"
 #include "sample_batch.hpp"
 
 namespace py = pybind11;
@@ -302,8 +303,8 @@ Make one with Model.preset(name) or Model.from_json(path_or_text).)")
           "executable", [](const plan_view& v) { return py::module_::import("json").attr("loads")(plan_text(v)); },
           R"(The plan as an executable action-list document (docs/plan-format.md, version 2), a dict:
 json.loads of to_json(). Per rank its actions; the model's modules and layers; under "batch", per
-microbatch the images, clips and captions it holds and, per module, its sub-microbatches' items and
-rows; on every edge and message the exact tensors it carries ("state", "context" or "output"
+microbatch the images, clips and captions it holds and, per module, its sub-microbatches' items,
+rows and work units; on every edge and message the exact tensors it carries ("state", "context" or "output"
 rows x features of a module, for which items).)")
       .def(
           "to_json",
@@ -340,10 +341,85 @@ rows x features of a module, for which items).)")
         return std::string(text);
       });
 
+  py::class_<dip::profiled_cost_model>(m, "ProfiledCosts",
+                                       R"(Layer costs fitted to measured runs (dip::profiled_cost_model).
+
+Time a layer's forward, backward-input and backward-weight passes and measure its kept activation
+and output at a few sizes; each of the five is fitted by least squares on [1, tokens, token_pairs]
+(a + b n + c n^2 for one sequence of n tokens; basis "linear": [1, tokens]). Give samples for all
+layers of a module (add_samples) or for one layer (add_layer_samples, which wins over the
+module's). Pass it to dip.Planner(model, costs=...) or dip.plan(..., costs=...): the layers it
+fitted are priced from it, the others by the analytic model.
+
+    costs = dip.ProfiledCosts()
+    costs.add_samples("vit", [{"work": {"sequences": 1, "tokens": n, "token_pairs": n * n},
+                               "forward_ms": ..., "backward_input_ms": ..., "backward_weight_ms": ...,
+                               "activation_bytes": ..., "output_bytes": ...} for n in (256, 1024, 4096)])
+    plan = dip.plan(model, batch, "dip", costs=costs))")
+      .def(py::init<>())
+      .def(
+          "add_samples",
+          [](dip::profiled_cost_model& self, const std::string& module, py::object samples, const std::string& basis) {
+            const dip::profile_basis b = basis_of(basis);
+            return report_dict(self.add_samples(module, samples_from_python(samples), b));
+          },
+          py::arg("module"), py::arg("samples"), py::arg("basis") = "quadratic",
+          R"(Adds measured samples for every layer of `module` without a fit of its own and refits the
+module's profile on all its samples so far; returns the fit's report.
+
+A sample: {"work": {"sequences", "tokens", "token_pairs", "context_tokens", "context_pairs"}
+(missing keys are 0; token_pairs is the sum of squared sequence lengths), "forward_ms",
+"backward_input_ms", "backward_weight_ms", "activation_bytes", "output_bytes"} (all five
+required, >= 0). basis: "quadratic" or "linear" (applies to all the module's samples).
+The report: {"basis", "features", "samples", "forward", "backward_input", "backward_weight",
+"activation", "output"}, each fit {"coefficients" (one per feature), "rms_residual",
+"max_abs_residual", "max_relative_residual", "r_squared", "samples"}; coefficients and residuals
+are in SI units: seconds (not ms) or bytes per 1, per token, per token pair.
+Raises dip.Error naming the sample and key (a missing or negative value, a sample without
+tokens), the basis, or what samples the fit lacks (too few distinct sizes); the profile is then
+unchanged.)")
+      .def(
+          "add_layer_samples",
+          [](dip::profiled_cost_model& self, const std::string& module, std::size_t layer, py::object samples,
+             const std::string& basis) {
+            const dip::profile_basis b = basis_of(basis);
+            return report_dict(self.add_layer_samples(module, layer, samples_from_python(samples), b));
+          },
+          py::arg("module"), py::arg("layer"), py::arg("samples"), py::arg("basis") = "quadratic",
+          "As add_samples, for layer `layer` of `module` only: its fit wins over the module's.")
+      .def(
+          "report",
+          [](const dip::profiled_cost_model& self, const std::string& module, std::optional<std::size_t> layer) {
+            return report_dict(layer ? self.report(module, *layer) : self.report(module));
+          },
+          py::arg("module"), py::arg("layer") = py::none(),
+          "The report of `module`'s fit (layer None), or of the fit that prices layer `layer` (its own, else "
+          "the module's). Raises dip.Error when there is none.")
+      .def(
+          "cost",
+          [](const dip::profiled_cost_model& self, const model_handle& model, const std::string& module,
+             std::size_t layer, py::object work) {
+            const dip::module_spec& spec = model.model.module(model.model.at(module));
+            return cost_dict(self.cost(spec, layer, work_from_python(work, "work")));
+          },
+          py::arg("model"), py::arg("module"), py::arg("layer"), py::arg("work"),
+          R"(The fitted cost of layer `layer` of module `module` of `model` (a dip.Model) on `work` (a
+work dict, missing keys 0): {"forward_ms", "backward_input_ms", "backward_weight_ms",
+"activation_bytes", "output_bytes"}, each clamped at 0. Raises dip.Error for an unknown module,
+a layer beyond it, or a layer with no fit.)")
+      .def_property_readonly("modules", &dip::profiled_cost_model::profiled_modules,
+                             "Names of the modules with samples (for all layers or one), sorted.")
+      .def("__repr__", [](const dip::profiled_cost_model& self) {
+        std::string names;
+        for (const std::string& name : self.profiled_modules()) names += (names.empty() ? "" : ", ") + name;
+        return "<dip.ProfiledCosts" + (names.empty() ? std::string(" (empty)") : " of " + names) + ">";
+      });
+
   py::class_<planner_handle, std::shared_ptr<planner_handle>>(
       m, "Planner", R"(Plans batches for one training run: dip::planner from Python.
 
-Built once from a model and the cluster (pp, tp, gpu, memory_cap_gib, p2p_latency_us) and the
+Built once from a model and the cluster (pp, tp, gpu, memory_cap_gib, p2p_latency_us, link_gbps),
+its costs (the analytic model, or a dip.ProfiledCosts in front of it) and the
 planner's options; each plan(batch, schedule) then places, splits, orders, fits and simulates one
 batch. What is fixed for the run is made once, on first use: the placements, and K per chain of
 the modality-aware one, tuned on tuning_batches (default: the first batch a dip or static-dip plan
@@ -358,7 +434,8 @@ memory (memory_cap_gib) or the planner's choice.)")
                        std::size_t search_rollouts, std::uint64_t seed, unsigned threads, int chunks,
                        double p2p_latency_us, bool memory_strategies, bool fit_memory, bool tune_segments,
                        std::optional<int> segments_per_rank, std::optional<int> sub_microbatch_size,
-                       std::optional<py::list> tuning_batches) {
+                       std::optional<py::list> tuning_batches, const dip::profiled_cost_model* costs,
+                       std::optional<double> link_gbps) {
              std::shared_ptr<const model_handle> handle = model_of(model);
              planner_request request{.pp = pp,
                                      .tp = tp,
@@ -371,12 +448,14 @@ memory (memory_cap_gib) or the planner's choice.)")
                                      .threads = threads,
                                      .chunks = chunks,
                                      .p2p_latency_us = p2p_latency_us,
+                                     .link_gbps = link_gbps,
                                      .memory_strategies = memory_strategies,
                                      .fit_memory = fit_memory,
                                      .tune_segments = tune_segments,
                                      .segments_per_rank = segments_per_rank,
                                      .sub_microbatch_size = sub_microbatch_size,
-                                     .tuning_batches = {}};
+                                     .tuning_batches = {},
+                                     .costs = costs != nullptr ? *costs : dip::profiled_cost_model{}};
              check_request(request);  // before packing the tuning batches
              if (tuning_batches) {
                for (py::handle b : *tuning_batches) request.tuning_batches.push_back(pack_python_batch(b, *handle));
@@ -389,7 +468,13 @@ memory (memory_cap_gib) or the planner's choice.)")
            py::arg("chunks") = 2, py::arg("p2p_latency_us") = 0.0, py::arg("memory_strategies") = true,
            py::arg("fit_memory") = true, py::arg("tune_segments") = true, py::arg("segments_per_rank") = py::none(),
            py::arg("sub_microbatch_size") = py::none(), py::arg("tuning_batches") = py::none(),
+           py::arg("costs") = py::none(), py::arg("link_gbps") = py::none(),
            R"(partition: placement of the classic schedules, 'balanced' (default), 'megatron' or 'dip'.
+costs: a dip.ProfiledCosts, copied now (later samples do not reach this planner): the layers it
+fitted are priced from the profile; a model file's measured layer costs still come first and the
+analytic model prices the rest. None: the analytic model (and the file's table).
+link_gbps: bandwidth of a pipeline message in GB/s (1e9 bytes/s), > 0; None: NVLink when
+tp x pp fits one node, else the network (the GPU preset's figures). p2p_latency_us adds to it.
 tuning_batches: batches (lists of microbatches of sample dicts) to tune the segments per rank on
 (dip, static-dip); default: the first batch planned with one of them.
 search_ms, search_rollouts, seed, threads: dip's search per batch (batch `index` is searched with
@@ -482,7 +567,8 @@ dip.Error for an index never submitted.)")
       R"(plan(model, batch, schedule="dip", *, pp=None, tp=None, gpu=None, partition=None,
 memory_cap_gib=None, search_ms=200.0, search_rollouts=0, seed=0, threads=1, chunks=2,
 p2p_latency_us=0.0, memory_strategies=True, fit_memory=True, tune_segments=True,
-segments_per_rank=None, sub_microbatch_size=None, tuning_batches=None)
+segments_per_rank=None, sub_microbatch_size=None, tuning_batches=None, costs=None,
+link_gbps=None)
 
 Plans one batch with one schedule, validates the plan and simulates it; returns a dip.Plan.
 The same as Planner(model, **options).plan(batch, schedule).
@@ -496,6 +582,8 @@ The keyword arguments are dip.Planner's, dip-plan's flags of the same names (doc
 None means the model's value (pp, tp, gpu), the GPU's memory (memory_cap_gib) or the planner's choice.
 partition: placement of the classic schedules, 'balanced' (default), 'megatron' or 'dip'.
 tuning_batches: batches to tune the segments per rank on (dip, static-dip); default: this batch.
+costs: a dip.ProfiledCosts pricing the layers it fitted (None: the analytic model).
+link_gbps: bandwidth of a pipeline message in GB/s, > 0 (None: NVLink inside a node, else the network).
 Raises dip.Error (a ValueError) naming what is wrong, TypeError for a batch of the wrong shape.)");
 
   py::class_<python_batch_source>(m, "BatchSource", R"(A stream of batches from a built-in source or a .jsonl trace.
@@ -512,7 +600,7 @@ by the model's rules, and a microbatch left open carries over to the next batch,
            "The next batch: `microbatches` lists of sample dicts.");
 
   // Classes print as dip.Model, not dip._dip.Model: users meet them through the package.
-  for (const char* name : {"Model", "Planner", "Action", "Plan", "BatchSource"})
+  for (const char* name : {"Model", "Planner", "Action", "Plan", "BatchSource", "ProfiledCosts"})
     m.attr(name).attr("__module__") = "dip";
 
   m.def(

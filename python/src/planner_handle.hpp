@@ -8,6 +8,7 @@
 #pragma once
 
 #include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -43,12 +44,14 @@ struct planner_request {
   unsigned threads = 1;
   int chunks = 2;  // chunks per rank of "interleaved"
   double p2p_latency_us = 0;
+  std::optional<double> link_gbps;  // nullopt: NVLink when tp * pp fits one node, else the network
   bool memory_strategies = true;
   bool fit_memory = true;
   bool tune_segments = true;
   std::optional<int> segments_per_rank;                        // nullopt: the partitioner's (or tuned) K
   std::optional<int> sub_microbatch_size;                      // nullopt: the partitioner's B
   std::vector<std::vector<packed_microbatch>> tuning_batches;  // empty: the first batch planned
+  profiled_cost_model costs;                                   // dip.ProfiledCosts; empty: analytic
 };
 
 // Checks what the facade would report under its own names (cluster.pp, interleaved_chunks), or
@@ -63,6 +66,8 @@ inline void check_request(const planner_request& r) {
   require(r.threads >= 1, errc::invalid_argument, "threads", "must be >= 1");
   require(r.chunks >= 1, errc::invalid_argument, "chunks", "must be >= 1");
   require(r.p2p_latency_us >= 0, errc::invalid_argument, "p2p_latency_us", "must be >= 0");
+  require(!r.link_gbps || (std::isfinite(*r.link_gbps) && *r.link_gbps > 0), errc::invalid_argument, "link_gbps",
+          "must be a finite number > 0 (GB/s), or None for NVLink inside a node and the network across nodes");
   require(r.segments_per_rank.value_or(0) >= 0, errc::invalid_argument, "segments_per_rank", "must be >= 0");
   require(r.sub_microbatch_size.value_or(0) >= 0, errc::invalid_argument, "sub_microbatch_size", "must be >= 0");
 }
@@ -76,6 +81,7 @@ inline cluster_spec cluster_of(const model_handle& model, const planner_request&
                        .p2p_latency = microseconds(r.p2p_latency_us),
                        .link = std::nullopt};
   if (r.memory_cap_gib) cluster.memory_cap = gib(*r.memory_cap_gib);
+  if (r.link_gbps) cluster.link = gigabytes_per_second(*r.link_gbps);
   return cluster;
 }
 
@@ -161,8 +167,8 @@ class planner_handle {
   static planner<cost_model> make(const model_handle& model, planner_request request) {
     check_request(request);
     const cluster_spec cluster = cluster_of(model, request);
-    return planner<cost_model>(model.model, model.costs(cluster.gpu, cluster.tp), cluster,
-                               options_of(std::move(request)));
+    cost_model costs = model.costs(cluster.gpu, cluster.tp, request.costs);
+    return planner<cost_model>(model.model, std::move(costs), cluster, options_of(std::move(request)));
   }
 
   std::shared_ptr<const model_handle> model_;

@@ -131,6 +131,13 @@ class profiled_cost_model {
     throw not_profiled(module, layer);
   }
 
+  // The names of the modules with samples (module-wide or for a layer), in name order.
+  std::vector<std::string> profiled_modules() const {
+    std::vector<std::string> names;
+    for (const auto& [name, profiles] : modules_) names.push_back(name);
+    return names;
+  }
+
   // Whether cost() can price layer `layer` of `module`.
   bool has_profile(std::string_view module, std::size_t layer) const noexcept {
     return lookup(module, layer) != nullptr;
