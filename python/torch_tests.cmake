@@ -30,4 +30,6 @@ endforeach()
 dip_add_torch_pytest(torch_runtime 900 "${dip_torch_tests_dir}/test_verify.py"
                      -k "not test_every_schedule_matches_sequential and not fault")
 dip_add_torch_pytest(torch_faults 300 "${dip_torch_tests_dir}/test_verify.py" -k "fault")
+# Calibration and `python -m dip.torch bench` (its quick form on the tiny model and fixtures).
+dip_add_torch_pytest(torch_bench 600 "${dip_torch_tests_dir}/test_bench.py")
 include("${PROJECT_SOURCE_DIR}/bench/torch_bench.cmake")  # dip.torch against torch.distributed.pipelining

@@ -10,12 +10,15 @@
     optimizer.step()
 
 `python -m dip.torch verify ...` checks plans against the sequential model (verify.py);
+`python -m dip.torch bench ...` calibrates dip's cost model on this machine (calibrate.py) and
+measures plans against their simulation (bench.py);
 docs/pytorch.md is the guide. Modules: plan.py (the executable plan), model.py (what a module
 computes: PipelineModel, ReferenceModel), layers.py (reference layers of dip's layer kinds),
 runtime.py (a rank's walk over its actions), sequential.py (the reference run), launch.py
 (processes on this machine).
 """
 
+from .calibrate import Calibration
 from .launch import LaunchError, init_from_environment, launch
 from .layers import DipLayer, RowMeta
 from .model import MicrobatchData, ModuleLayersModel, PipelineModel, ReferenceModel
@@ -25,6 +28,7 @@ from .sequential import SequentialModel
 
 __all__ = [
     "ActivationMeter",
+    "Calibration",
     "DipLayer",
     "ExecutablePlan",
     "LaunchError",
