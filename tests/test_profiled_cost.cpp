@@ -502,3 +502,62 @@ TEST_CASE("covers: a profile in front of another model prices the layers it fitt
   CHECK(overlay.cost(llm, 0, work).forward.base() == 1.0);
   CHECK(overlay.cost(other, 0, work).output.base() == 5.0);
 }
+
+TEST_CASE("the per_sequence basis recovers a cost per sequence from packed batches") {
+  // The truth: quadratic plus 0.4 ms per sequence (attention launched once per sequence).
+  const auto seconds = [](const work_unit& w) {
+    return 1e-3 + 2e-7 * w.tokens + 1.5e-11 * w.token_pairs + 4e-4 * w.sequences;
+  };
+  std::vector<profile_sample> samples;
+  std::mt19937 random(7);
+  std::uniform_int_distribution<int> length(20, 400);
+  std::uniform_int_distribution<int> count(1, 40);
+  for (int i = 0; i < 12; ++i) {
+    work_unit w;
+    for (int s = count(random); s > 0; --s) w += work_unit::sequence(length(random));
+    samples.push_back({w, duration(seconds(w)), duration(2 * seconds(w)), duration(seconds(w)), bytes(64 * w.tokens),
+                       bytes(8 * w.tokens)});
+  }
+  dip::profiled_cost_model model;
+  const dip::profile_report report = model.add_samples("llm", samples, profile_basis::per_sequence);
+  CHECK(report.basis == profile_basis::per_sequence);
+  REQUIRE(report.forward.coefficients.size() == 4);
+  CHECK(report.forward.coefficients[3] == doctest::Approx(4e-4).epsilon(1e-6));
+  CHECK(report.backward_input.coefficients[3] == doctest::Approx(8e-4).epsilon(1e-6));
+  CHECK(dip::feature_names(profile_basis::per_sequence).back() == "sequences");
+
+  // A batch it never saw: 30 sequences of 50 tokens against 1 of 1500 (the same tokens).
+  const dip::module_spec module = module_with_layers("llm", 2);
+  for (const work_unit& w : {work_unit::sequences_of(30, 50), work_unit::sequence(1500)}) {
+    CHECK(model.cost(module, 1, w).forward.base() == doctest::Approx(seconds(w)).epsilon(1e-9));
+  }
+  // The quadratic basis cannot tell them apart by sequences: it misprices one of them.
+  dip::profiled_cost_model quadratic;
+  quadratic.add_samples("llm", samples, profile_basis::quadratic);
+  const double many = quadratic.cost(module, 1, work_unit::sequences_of(30, 50)).forward.base();
+  CHECK(std::fabs(many / seconds(work_unit::sequences_of(30, 50)) - 1) > 0.05);
+}
+
+TEST_CASE("a stage overhead is paid once per chunk, and an overlay keeps it where the profile prices the chunk") {
+  dip::profiled_cost_model model;
+  model.add_samples("vit", single_sequence_samples(vit_block, {64, 256, 512, 1024}));
+  const dip::module_spec vit = module_with_layers("vit", 4);
+  const work_unit w = work_unit::sequence(300);
+  const dip::layer_cost bare = dip::chunk_cost(model, vit, 0, 4, w);
+  model.set_stage_overhead(dip::milliseconds(2), dip::milliseconds(3), dip::milliseconds(1));
+  const dip::layer_cost paid = dip::chunk_cost(model, vit, 0, 4, w);
+  CHECK(paid.forward.base() == doctest::Approx(bare.forward.base() + 2e-3));
+  CHECK(paid.backward_input.base() == doctest::Approx(bare.backward_input.base() + 3e-3));
+  CHECK(paid.backward_weight.base() == doctest::Approx(bare.backward_weight.base() + 1e-3));
+  CHECK(paid.activation == bare.activation);
+  CHECK(dip::chunk_cost(model, vit, 1, 2, work_unit{}) == dip::layer_cost{});  // empty work: nothing to run
+
+  // In front of a table: all layers profiled -> the overhead stays; none -> the table's sum.
+  dip::fixed_cost_table table;
+  table.set_uniform("llm", 2, {{dip::milliseconds(5), {}, {}, {}, {}}, 0});
+  const dip::overlay_cost_model<dip::profiled_cost_model, dip::fixed_cost_table> overlay(model, table);
+  static_assert(dip::chunk_cost_model_like<decltype(overlay)>);
+  CHECK(dip::chunk_cost(overlay, vit, 0, 4, w) == paid);
+  CHECK(dip::chunk_cost(overlay, module_with_layers("llm", 2), 0, 2, w).forward.base() == doctest::Approx(10e-3));
+  CHECK_THROWS_AS(model.set_stage_overhead(dip::milliseconds(-1), {}, {}), dip::error);
+}

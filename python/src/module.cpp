@@ -346,7 +346,8 @@ rows x features of a module, for which items).)")
 
 Time a layer's forward, backward-input and backward-weight passes and measure its kept activation
 and output at a few sizes; each of the five is fitted by least squares on [1, tokens, token_pairs]
-(a + b n + c n^2 for one sequence of n tokens; basis "linear": [1, tokens]). Give samples for all
+(a + b n + c n^2 for one sequence of n tokens; basis "linear": [1, tokens]; "per_sequence":
+[1, tokens, token_pairs, sequences], a cost per sequence too). Give samples for all
 layers of a module (add_samples) or for one layer (add_layer_samples, which wins over the
 module's). Pass it to dip.Planner(model, costs=...) or dip.plan(..., costs=...): the layers it
 fitted are priced from it, the others by the analytic model.
@@ -370,7 +371,7 @@ module's profile on all its samples so far; returns the fit's report.
 A sample: {"work": {"sequences", "tokens", "token_pairs", "context_tokens", "context_pairs"}
 (missing keys are 0; token_pairs is the sum of squared sequence lengths), "forward_ms",
 "backward_input_ms", "backward_weight_ms", "activation_bytes", "output_bytes"} (all five
-required, >= 0). basis: "quadratic" or "linear" (applies to all the module's samples).
+required, >= 0). basis: "quadratic", "linear" or "per_sequence" (applies to all the module's samples).
 The report: {"basis", "features", "samples", "forward", "backward_input", "backward_weight",
 "activation", "output"}, each fit {"coefficients" (one per feature), "rms_residual",
 "max_abs_residual", "max_relative_residual", "r_squared", "samples"}; coefficients and residuals
@@ -407,6 +408,27 @@ unchanged.)")
 work dict, missing keys 0): {"forward_ms", "backward_input_ms", "backward_weight_ms",
 "activation_bytes", "output_bytes"}, each clamped at 0. Raises dip.Error for an unknown module,
 a layer beyond it, or a layer with no fit.)")
+      .def(
+          "set_stage_overhead",
+          [](dip::profiled_cost_model& self, double forward_ms, double backward_input_ms, double backward_weight_ms) {
+            self.set_stage_overhead(dip::milliseconds(forward_ms), dip::milliseconds(backward_input_ms),
+                                    dip::milliseconds(backward_weight_ms));
+          },
+          py::arg("forward_ms"), py::arg("backward_input_ms"), py::arg("backward_weight_ms"),
+          R"(What running a stage costs beyond its layers (the runtime's own work per action), per kind:
+added once to every stage's F, I and W (a B pays I's and W's) for each module it runs. Raises
+dip.Error for a negative or non-finite time.)")
+      .def_property_readonly(
+          "stage_overhead",
+          [](const dip::profiled_cost_model& self) {
+            const dip::layer_cost& o = self.stage_overhead();
+            py::dict d;
+            d["forward_ms"] = o.forward.base() * 1e3;
+            d["backward_input_ms"] = o.backward_input.base() * 1e3;
+            d["backward_weight_ms"] = o.backward_weight.base() * 1e3;
+            return d;
+          },
+          "The stage overhead set_stage_overhead gave (ms), zeros by default.")
       .def_property_readonly("modules", &dip::profiled_cost_model::profiled_modules,
                              "Names of the modules with samples (for all layers or one), sorted.")
       .def("__repr__", [](const dip::profiled_cost_model& self) {
@@ -435,12 +457,13 @@ memory (memory_cap_gib) or the planner's choice.)")
                        double p2p_latency_us, bool memory_strategies, bool fit_memory, bool tune_segments,
                        std::optional<int> segments_per_rank, std::optional<int> sub_microbatch_size,
                        std::optional<py::list> tuning_batches, const dip::profiled_cost_model* costs,
-                       std::optional<double> link_gbps) {
+                       std::optional<double> link_gbps, std::string balance) {
              std::shared_ptr<const model_handle> handle = model_of(model);
              planner_request request{.pp = pp,
                                      .tp = tp,
                                      .gpu = std::move(gpu),
                                      .partition = std::move(partition),
+                                     .balance = std::move(balance),
                                      .memory_cap_gib = memory_cap_gib,
                                      .search_ms = search_ms,
                                      .search_rollouts = search_rollouts,
@@ -468,8 +491,11 @@ memory (memory_cap_gib) or the planner's choice.)")
            py::arg("chunks") = 2, py::arg("p2p_latency_us") = 0.0, py::arg("memory_strategies") = true,
            py::arg("fit_memory") = true, py::arg("tune_segments") = true, py::arg("segments_per_rank") = py::none(),
            py::arg("sub_microbatch_size") = py::none(), py::arg("tuning_batches") = py::none(),
-           py::arg("costs") = py::none(), py::arg("link_gbps") = py::none(),
+           py::arg("costs") = py::none(), py::arg("link_gbps") = py::none(), py::arg("balance") = "uniform",
            R"(partition: placement of the classic schedules, 'balanced' (default), 'megatron' or 'dip'.
+balance: what 'balanced' balances time for: 'uniform' (default), DESIGN.md's uniform microbatch;
+'batch', the mean microbatch of tuning_batches, else of the first batch planned (for data whose
+microbatches are far from the uniform one, e.g. small models measured on CPUs).
 costs: a dip.ProfiledCosts, copied now (later samples do not reach this planner): the layers it
 fitted are priced from the profile; a model file's measured layer costs still come first and the
 analytic model prices the rest. None: the analytic model (and the file's table).
@@ -568,7 +594,7 @@ dip.Error for an index never submitted.)")
 memory_cap_gib=None, search_ms=200.0, search_rollouts=0, seed=0, threads=1, chunks=2,
 p2p_latency_us=0.0, memory_strategies=True, fit_memory=True, tune_segments=True,
 segments_per_rank=None, sub_microbatch_size=None, tuning_batches=None, costs=None,
-link_gbps=None)
+link_gbps=None, balance="uniform")
 
 Plans one batch with one schedule, validates the plan and simulates it; returns a dip.Plan.
 The same as Planner(model, **options).plan(batch, schedule).
@@ -581,6 +607,7 @@ schedule: one of dip.schedules(): dip, static-dip, optimus, gpipe, 1f1b, interle
 The keyword arguments are dip.Planner's, dip-plan's flags of the same names (docs/dip-plan.md);
 None means the model's value (pp, tp, gpu), the GPU's memory (memory_cap_gib) or the planner's choice.
 partition: placement of the classic schedules, 'balanced' (default), 'megatron' or 'dip'.
+balance: what 'balanced' balances for, 'uniform' (default) or 'batch' (the batches planned).
 tuning_batches: batches to tune the segments per rank on (dip, static-dip); default: this batch.
 costs: a dip.ProfiledCosts pricing the layers it fitted (None: the analytic model).
 link_gbps: bandwidth of a pipeline message in GB/s, > 0 (None: NVLink inside a node, else the network).

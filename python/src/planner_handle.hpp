@@ -37,6 +37,7 @@ struct planner_request {
   std::optional<int> tp;
   std::optional<std::string> gpu;
   std::optional<std::string> partition;  // nullopt: "balanced"
+  std::string balance = "uniform";       // what "balanced" balances for: uniform or batch
   std::optional<double> memory_cap_gib;
   double search_ms = 200;
   std::size_t search_rollouts = 0;
@@ -90,6 +91,7 @@ inline cluster_spec cluster_of(const model_handle& model, const planner_request&
 inline planner_options options_of(planner_request r) {
   planner_options o;
   o.partition = r.partition.value_or("balanced");
+  o.balance = r.balance;
   o.interleaved_chunks = std::size_t(r.chunks);
   o.segments_per_rank = std::size_t(r.segments_per_rank.value_or(0));
   o.sub_microbatch_size = std::size_t(r.sub_microbatch_size.value_or(0));

@@ -25,11 +25,12 @@ namespace dip::python {
 
 namespace py = pybind11;
 
-// "quadratic" or "linear"; anything else is a dip::error naming it.
+// "quadratic", "linear" or "per_sequence"; anything else is a dip::error naming it.
 inline profile_basis basis_of(const std::string& name) {
   if (name == "quadratic") return profile_basis::quadratic;
   if (name == "linear") return profile_basis::linear;
-  throw error(errc::invalid_argument, "basis", "expected 'quadratic' or 'linear', got '" + name + "'");
+  if (name == "per_sequence") return profile_basis::per_sequence;
+  throw error(errc::invalid_argument, "basis", "expected 'quadratic', 'linear' or 'per_sequence', got '" + name + "'");
 }
 
 // Runs `read` on an object_reader over `value`, turning its parse errors into invalid arguments
@@ -112,8 +113,7 @@ inline py::dict fit_dict(const fit_report& f) {
 inline py::dict report_dict(const profile_report& r) {
   py::dict d;
   d["basis"] = std::string(to_string(r.basis));
-  d["features"] = r.basis == profile_basis::quadratic ? std::vector<std::string>{"1", "tokens", "token_pairs"}
-                                                      : std::vector<std::string>{"1", "tokens"};
+  d["features"] = feature_names(r.basis);
   d["samples"] = r.samples;
   d["forward"] = fit_dict(r.forward);
   d["backward_input"] = fit_dict(r.backward_input);

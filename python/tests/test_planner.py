@@ -189,3 +189,18 @@ def test_numbers_are_dip_plans(vlm_s):
         assert plan.makespan_ms == pytest.approx(expected[schedule]["makespan_ms"], rel=1e-12), schedule
         assert plan.peak_memory_bytes == pytest.approx(expected[schedule]["peak_memory_bytes"], rel=1e-12), schedule
         assert plan.lower_bound_ms == pytest.approx(expected[schedule]["lower_bound_ms"], rel=1e-12), schedule
+
+
+def test_balance_batch_balances_the_classic_placement_for_the_batches_planned():
+    # tiny-vlm's trace microbatches are far from the uniform 8192-token one: balanced for them,
+    # 1f1b's slowest rank does less work than balanced for the uniform microbatch.
+    model = dip.Model.preset("tiny-vlm")
+    batch = dip.BatchSource("obelics", model, 1).next_batch(4)
+    busy = {}
+    for balance in ("uniform", "batch"):
+        plan = dip.Planner(model, pp=4, balance=balance, search_ms=0).plan(batch, "1f1b")
+        busy[balance] = max(plan.busy_ms)
+    assert busy["batch"] <= busy["uniform"]
+    with pytest.raises(dip.Error) as caught:
+        dip.Planner(model, pp=4, balance="exact")
+    assert caught.value.where == "balance" and "uniform, batch" in caught.value.what

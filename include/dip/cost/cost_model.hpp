@@ -56,8 +56,25 @@ concept chunk_cost_model_like = cost_model_like<M> &&
   { model.chunk_cost(module, first, last, work) } -> std::convertible_to<layer_cost>;
 };
 
-// The cost of layers [first, last) of `module`: times and kept activations add up, the output is
-// the last layer's. Throws dip::error for an empty or out-of-range layer range.
+// The sum of layers [first, last)'s costs: times and kept activations add up, the output is the
+// last layer's. The range is not checked (chunk_cost checks it).
+template <cost_model_like M>
+layer_cost sum_of_layer_costs(const M& model, const module_spec& module, std::size_t first, std::size_t last,
+                              const work_unit& work) {
+  layer_cost total;
+  for (std::size_t layer = first; layer < last; ++layer) {
+    const layer_cost one = model.cost(module, layer, work);
+    total.forward += one.forward;
+    total.backward_input += one.backward_input;
+    total.backward_weight += one.backward_weight;
+    total.activation += one.activation;
+    total.output = one.output;
+  }
+  return total;
+}
+
+// The cost of layers [first, last) of `module`: the model's chunk_cost when it has one, else the
+// sum of the layers' costs. Throws dip::error for an empty or out-of-range layer range.
 template <cost_model_like M>
 layer_cost chunk_cost(const M& model, const module_spec& module, std::size_t first, std::size_t last,
                       const work_unit& work) {
@@ -69,16 +86,7 @@ layer_cost chunk_cost(const M& model, const module_spec& module, std::size_t fir
   if constexpr (chunk_cost_model_like<M>) {
     return model.chunk_cost(module, first, last, work);
   } else {
-    layer_cost total;
-    for (std::size_t layer = first; layer < last; ++layer) {
-      const layer_cost one = model.cost(module, layer, work);
-      total.forward += one.forward;
-      total.backward_input += one.backward_input;
-      total.backward_weight += one.backward_weight;
-      total.activation += one.activation;
-      total.output = one.output;
-    }
-    return total;
+    return sum_of_layer_costs(model, module, first, last, work);
   }
 }
 

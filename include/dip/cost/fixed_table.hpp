@@ -90,6 +90,17 @@ class overlay_cost_model {
                                           : layer_cost(fallback_.cost(module, layer, work));
   }
 
+  // Layers [first, last) of `module`: the primary's chunk cost where it covers them all, the
+  // fallback's where it covers none (so a model's own chunk_cost, a per-stage overhead say, is
+  // kept), else the sum of the layers' costs.
+  layer_cost chunk_cost(const module_spec& module, std::size_t first, std::size_t last, const work_unit& work) const {
+    std::size_t covered = 0;
+    for (std::size_t layer = first; layer < last; ++layer) covered += primary_.covers(module, layer) ? 1 : 0;
+    if (covered == last - first) return dip::chunk_cost(primary_, module, first, last, work);
+    if (covered == 0) return dip::chunk_cost(fallback_, module, first, last, work);
+    return sum_of_layer_costs(*this, module, first, last, work);
+  }
+
   const Primary& primary() const noexcept { return primary_; }
   const Fallback& fallback() const noexcept { return fallback_; }
 

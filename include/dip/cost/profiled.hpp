@@ -4,8 +4,10 @@
 // activation and the output size) of a layer at a few sizes; this model fits each of those five
 // outputs with least squares on the features [1, tokens, token_pairs], i.e. a + b n + c n^2 for a
 // single sequence of n tokens. Because token_pairs is the sum of squared sequence lengths, the
-// same fit prices packed sequences of mixed lengths. Samples are given per module ("all layers of
-// module X") and optionally per layer; a layer's own fit wins over its module's.
+// same fit prices packed sequences of mixed lengths. Where attention runs a kernel per sequence
+// (CPU attention, or any runtime that loops over a packed batch's sequences), the per_sequence
+// basis adds a cost per sequence. Samples are given per module ("all layers of module X") and
+// optionally per layer; a layer's own fit wins over its module's.
 //
 // @code
 //   dip::profiled_cost_model model;
@@ -43,14 +45,27 @@ namespace dip {
 //   linear:    [1, tokens]               (for layers without attention, or for samples that all
 //                                         have one sequence length, where token_pairs is a fixed
 //                                         multiple of tokens and cannot be told apart from it)
-enum class profile_basis { quadratic, linear };
+//   per_sequence: [1, tokens, token_pairs, sequences]  (quadratic, plus a fixed cost per sequence:
+//                                         a runtime that launches attention once per sequence)
+enum class profile_basis { quadratic, linear, per_sequence };
 
 constexpr std::string_view to_string(profile_basis basis) noexcept {
   switch (basis) {
     case profile_basis::quadratic: return "quadratic";
     case profile_basis::linear: return "linear";
+    case profile_basis::per_sequence: return "per_sequence";
   }
   return "quadratic";
+}
+
+// The names of a basis' features, in the order of its coefficients.
+inline std::vector<std::string> feature_names(profile_basis basis) {
+  switch (basis) {
+    case profile_basis::linear: return {"1", "tokens"};
+    case profile_basis::per_sequence: return {"1", "tokens", "token_pairs", "sequences"};
+    case profile_basis::quadratic: break;
+  }
+  return {"1", "tokens", "token_pairs"};
 }
 
 // One measured run of a layer on `work`.
@@ -166,9 +181,9 @@ class profiled_cost_model {
     // Checked without building the location string: cost() sits on the planners' hot path.
     if (!valid(work)) validate(work, "module '" + module.name + "' layer " + std::to_string(layer));
     if (work.empty()) return {};
-    const std::array<double, 3> features{1.0, work.tokens, work.token_pairs};
-    const auto evaluate = [&](const std::array<double, 3>& c) {
-      const double value = c[0] * features[0] + c[1] * features[1] + c[2] * features[2];
+    const std::array<double, 4> features{1.0, work.tokens, work.token_pairs, work.sequences};
+    const auto evaluate = [&](const std::array<double, 4>& c) {
+      const double value = c[0] * features[0] + c[1] * features[1] + c[2] * features[2] + c[3] * features[3];
       return value > 0.0 ? value : 0.0;
     };
     return {.forward = duration(evaluate(fit->coefficients[0])),
@@ -178,12 +193,36 @@ class profiled_cost_model {
             .output = bytes(evaluate(fit->coefficients[4]))};
   }
 
+  // What running a stage costs beyond its layers: the runtime's own work per action (launching
+  // it, packing and posting its messages, bookkeeping), measured as a constant per action kind.
+  // Layers alone cannot carry it: their intercepts are paid per layer, this once per stage.
+  // chunk_cost adds it to every non-empty run of a module's layers (a stage spanning two modules
+  // pays it twice). Throws dip::error(errc::invalid_argument) for a negative or non-finite time.
+  void set_stage_overhead(duration forward, duration backward_input, duration backward_weight) {
+    const layer_cost overhead{forward, backward_input, backward_weight, {}, {}};
+    validate(overhead, "stage overhead");
+    stage_overhead_ = overhead;
+  }
+
+  const layer_cost& stage_overhead() const noexcept { return stage_overhead_; }
+
+  // Layers [first, last) of `module` on `work`, plus the stage overhead (unless the work is empty).
+  layer_cost chunk_cost(const module_spec& module, std::size_t first, std::size_t last, const work_unit& work) const {
+    layer_cost total = sum_of_layer_costs(*this, module, first, last, work);
+    if (!work.empty()) {
+      total.forward += stage_overhead_.forward;
+      total.backward_input += stage_overhead_.backward_input;
+      total.backward_weight += stage_overhead_.backward_weight;
+    }
+    return total;
+  }
+
  private:
   // One fitted sample set: its samples (kept so a later add refits on all of them), the five
-  // fits' coefficients as [1, tokens, token_pairs] (0 for token_pairs in the linear basis).
+  // fits' coefficients as [1, tokens, token_pairs, sequences] (0 for what the basis lacks).
   struct fitted_profile {
     std::vector<profile_sample> samples;
-    std::array<std::array<double, 3>, 5> coefficients{};
+    std::array<std::array<double, 4>, 5> coefficients{};
     profile_report report;
   };
 
@@ -241,8 +280,11 @@ class profiled_cost_model {
     if (basis == profile_basis::linear) {
       return "the linear basis [1, tokens] needs samples at >= 2 distinct token counts";
     }
-    std::string hint = "the quadratic basis [1, tokens, token_pairs] needs samples at >= 3 distinct sizes whose "
-                       "token_pairs are not a fixed multiple of tokens";
+    std::string hint = basis == profile_basis::per_sequence
+                           ? "the per_sequence basis [1, tokens, token_pairs, sequences] needs samples at >= 4 "
+                             "distinct sizes whose token_pairs and sequences are not fixed multiples of tokens"
+                           : "the quadratic basis [1, tokens, token_pairs] needs samples at >= 3 distinct sizes whose "
+                             "token_pairs are not a fixed multiple of tokens";
     // Every sample with token_pairs = L * tokens means every sequence has length L: the n^2 term
     // is then indistinguishable from the n term.
     const double ratio = samples.front().work.token_pairs / samples.front().work.tokens;
@@ -272,14 +314,15 @@ class profiled_cost_model {
     fit.samples.insert(fit.samples.end(), added.begin(), added.end());
 
     const Eigen::Index n = static_cast<Eigen::Index>(fit.samples.size());
-    const Eigen::Index k = basis == profile_basis::quadratic ? 3 : 2;
+    const Eigen::Index k = static_cast<Eigen::Index>(feature_names(basis).size());
     Eigen::MatrixXd design(n, k);
     Eigen::MatrixXd values(n, 5);
     for (Eigen::Index i = 0; i < n; ++i) {
       const profile_sample& s = fit.samples[static_cast<std::size_t>(i)];
       design(i, 0) = 1.0;
       design(i, 1) = s.work.tokens;
-      if (k == 3) design(i, 2) = s.work.token_pairs;
+      if (k >= 3) design(i, 2) = s.work.token_pairs;
+      if (k >= 4) design(i, 3) = s.work.sequences;
       values.row(i) << s.forward.base(), s.backward_input.base(), s.backward_weight.base(), s.activation.base(),
           s.output.base();
     }
@@ -299,8 +342,9 @@ class profiled_cost_model {
   }
 
   std::map<std::string, module_profiles, std::less<>> modules_;
+  layer_cost stage_overhead_{};
 };
 
-static_assert(cost_model_like<profiled_cost_model>);
+static_assert(chunk_cost_model_like<profiled_cost_model>);
 
 }  // namespace dip

@@ -184,7 +184,7 @@ inline multimodal_model small_text_to_video() {
 }  // namespace presets
 
 inline std::vector<std::string> preset_names() {
-  return {"vlm-s",     "vlm-m",    "vlm-l",     "t2v-s",     "t2v-l",    "llama3-8b",
+  return {"vlm-s",     "vlm-m",     "vlm-l",    "t2v-s",    "t2v-l",     "llama3-8b",
           "qwen2-32b", "qwen2-72b", "tiny-vlm", "tiny-t2v", "small-vlm", "small-t2v"};
 }
 

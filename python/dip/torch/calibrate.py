@@ -165,7 +165,7 @@ def time_layer(layer: torch.nn.Module, recorded: _Recorded, repeats: int = 5) ->
             noted.setdefault(module, []).append(output)
 
     handles = [m.register_forward_hook(note) for m in owners]
-    forward, backward_input, backward_weight = [], [], []
+    forward, backward_input, backward_weight, backward = [], [], [], []
     activation = output_bytes = 0
     try:
         for repeat in range(repeats + 1):
@@ -208,17 +208,38 @@ def time_layer(layer: torch.nn.Module, recorded: _Recorded, repeats: int = 5) ->
                                             allow_unused=True)
             weight_s = time.perf_counter() - began
             del held, out, outputs, output_grads
+            # The whole backward in one pass, as B runs it (schedules that do not split it).
+            noted.clear()
+            x = _detached(recorded.x)
+            meta = dataclasses.replace(recorded.meta, inject=_detached(recorded.meta.inject),
+                                       context=_detached(recorded.meta.context))
+            inputs = [t for t in (x, meta.inject, meta.context) if t is not None and t.requires_grad]
+            out = layer(x, meta)
+            if recorded.loss is not None:
+                out = recorded.loss(out)
+            began = time.perf_counter()
+            torch.autograd.grad([out], inputs + list(layer.parameters()), [torch.ones_like(out) / out.numel()],
+                                allow_unused=True)
+            whole_s = time.perf_counter() - began
+            del out
             if repeat > 0:  # the first run warms caches and allocators
                 forward.append(forward_s)
                 backward_input.append(input_s)
                 backward_weight.append(weight_s)
+                backward.append(whole_s)
     finally:
         for h in handles:
             h.remove()
+    # dip prices B as I + W. Run apart, I and W cost a few percent more than B (two passes over
+    # the graph, the weight-owning modules' output gradients kept between them): both are scaled
+    # so that they add up to B, which most schedules run; a split schedule's I and W then come
+    # out that much cheaper than measured.
+    split_ms = 1e3 * (statistics.median(backward_input) + statistics.median(backward_weight))
+    to_whole = 1e3 * statistics.median(backward) / split_ms if split_ms > 0 else 1.0
     return {"work": {k: float(recorded.work[k]) for k in WORK_FIELDS},
             "forward_ms": 1e3 * statistics.median(forward),
-            "backward_input_ms": 1e3 * statistics.median(backward_input),
-            "backward_weight_ms": 1e3 * statistics.median(backward_weight),
+            "backward_input_ms": 1e3 * statistics.median(backward_input) * to_whole,
+            "backward_weight_ms": 1e3 * statistics.median(backward_weight) * to_whole,
             "activation_bytes": float(activation), "output_bytes": float(output_bytes)}
 
 
@@ -234,7 +255,7 @@ def _spread(records: list[_Recorded], count: int) -> list[_Recorded]:
     return [ordered[round(i * step)] for i in range(count)]
 
 
-def profile_layers(plans: list[ExecutablePlan], *, samples_per_layer: int = 10, repeats: int = 5, seed: int = 0,
+def profile_layers(plans: list[ExecutablePlan], *, samples_per_layer: int = 16, repeats: int = 5, seed: int = 0,
                    dtype: torch.dtype = torch.float32,
                    progress: Callable[[str], None] | None = None) -> list[dict]:
     """Profile samples of every layer group of the plans' model (see the module docs): a list of
@@ -257,30 +278,49 @@ def profile_layers(plans: list[ExecutablePlan], *, samples_per_layer: int = 10, 
 
 # --- in the run ---------------------------------------------------------------------------------
 
-def run_plans(rank: int, plans: list[ExecutablePlan], *, warmup: int = 1, seed: int = 0,
+def run_plans(rank: int, plans: list[ExecutablePlan], *, warmup: int = 1, repeats: int = 1, seed: int = 0,
               timeout_s: float = 120.0) -> list[list[tuple[int, float]]]:
-    """Runs each plan (every rank of it at once: call on every rank) `warmup` + 1 times, each step
-    from a barrier; returns per plan this rank's compute actions of the last step as (stage,
-    seconds). Layers timed alone run faster or slower than inside a pipeline (the other ranks
+    """Runs each plan (every rank of it at once: call on every rank) `warmup` + `repeats` times,
+    each step from a barrier; returns per plan this rank's compute actions as (stage, seconds
+    busy: the compute and the rank's own work since the previous compute, the median over the
+    repeats). Layers timed alone run faster or slower than inside a pipeline (the other ranks
     share the memory bandwidth and caches); `fit_run_scales` corrects for it with these."""
     model = ReferenceModel(plans[0].document["model"], seed=seed)
     out = []
     for plan in plans:
         runner = PipelineRank(rank, model, plan, timeout_s=timeout_s)
-        for _ in range(warmup + 1):
+        stage_of = {a.label: a.stage for a in plan.actions[rank] if a.op == "compute"}
+        steps = []
+        for step in range(warmup + repeats):
             dist.barrier()
             report = runner.step(plan, 0)
-        stage_of = {a.label: a.stage for a in plan.actions[rank] if a.op == "compute"}
-        out.append([(stage_of[label], end - start) for category, label, start, end in report.spans
-                     if category == "compute"])
+            if step < warmup:
+                continue
+            # Each compute action is charged the rank's time since the previous one ended, but
+            # for the waits for messages: the runtime's own work between actions (sends, posting
+            # receives, bookkeeping) is part of what an action costs.
+            busy, since, waited = [], 0.0, 0.0
+            for category, label, start, end in report.spans:
+                if category == "recv":
+                    waited += end - start
+                elif category == "compute":
+                    busy.append((stage_of[label], end - since - waited))
+                    since, waited = end, 0.0
+            steps.append(busy)
+        out.append([(stage, statistics.median(s[i][1] for s in steps)) for i, (stage, _) in enumerate(steps[0])])
     return out
 
 
 PARTS = ("forward", "backward_input", "backward_weight")
 
 
+OVERHEAD = "(stage)"  # the module name under which _stage_parts counts a stage's per-span overhead
+
+
 def _stage_parts(plan: ExecutablePlan, stage_id: int, price: Callable[[str, int, dict], dict]) -> dict:
-    """What the cost model says a compute stage costs, per (module name, part) in ms."""
+    """What the cost model says a compute stage costs, per (module name, part) in ms; under
+    (OVERHEAD, part), how many times the stage pays that part's overhead (once per module it
+    runs, as dip's profiled cost model charges it)."""
     stage = plan.stages[stage_id]
     forward = plan.forward_of(stage_id) if stage.kind != "F" else stage_id
     # A split backward of a chunk without inputs to differentiate (a chain's first) does all of
@@ -295,6 +335,9 @@ def _stage_parts(plan: ExecutablePlan, stage_id: int, price: Callable[[str, int,
         if work["tokens"] <= 0:
             continue
         name = plan.modules[span.module]["name"]
+        for part in {"F": ("forward",), "B": ("backward_input", "backward_weight"), "I": ("backward_input",),
+                     "W": ("backward_weight",)}[stage.kind]:
+            parts[(OVERHEAD, part)] = parts.get((OVERHEAD, part), 0.0) + 1.0
         for layer in range(span.first, span.stop):
             cost = price(name, layer, work)
             for part in wanted:
@@ -305,9 +348,11 @@ def _stage_parts(plan: ExecutablePlan, stage_id: int, price: Callable[[str, int,
 def fit_run_scales(plans: list[ExecutablePlan], measured: list[list[list[tuple[int, float]]]],
                    price: Callable[[str, int, dict], dict], ridge: float = 0.05) -> dict[tuple[str, str], float]:
     """Per (module, part) the factor that makes the layer-by-layer prices match the compute
-    actions measured in the run: least squares on relative errors over every measured action
-    (measured[rank][plan] = [(stage, seconds)]), pulled towards 1 by `ridge` (a part that few
-    actions see keeps about its price alone). Factors are clamped to [0.5, 2]."""
+    actions measured in the run, and per (OVERHEAD, part) the runtime's time per stage in ms:
+    least squares on relative errors over every measured action (measured[rank][plan] =
+    [(stage, seconds)]), factors pulled towards 1 and overheads towards 0 by `ridge` (a part
+    that few actions see keeps about its price alone). Factors are clamped to [0.5, 2],
+    overheads to >= 0."""
     import numpy as np
 
     rows, targets, keys = [], [], []
@@ -331,11 +376,16 @@ def fit_run_scales(plans: list[ExecutablePlan], measured: list[list[list[tuple[i
             a[i, keys.index(key)] = ms / target
         b[i] = 1.0
     weight = (ridge * len(rows)) ** 0.5
-    for j in range(len(keys)):
-        a[len(rows) + j, j] = weight
-        b[len(rows) + j] = weight
+    typical_ms = float(np.median(targets))
+    for j, key in enumerate(keys):
+        if key[0] == OVERHEAD:  # towards 0 ms, in units of a typical action
+            a[len(rows) + j, j] = weight / typical_ms
+        else:
+            a[len(rows) + j, j] = weight
+            b[len(rows) + j] = weight
     solution = np.linalg.lstsq(a, b, rcond=None)[0]
-    return {key: float(min(2.0, max(0.5, value))) for key, value in zip(keys, solution)}
+    return {key: float(max(0.0, value)) if key[0] == OVERHEAD else float(min(2.0, max(0.5, value)))
+            for key, value in zip(keys, solution)}
 
 
 # --- the link -----------------------------------------------------------------------------------
@@ -393,7 +443,8 @@ class Calibration:
     groups: list[dict]
     link: dict | None = None
     machine: dict = dataclasses.field(default_factory=dict)
-    scales: dict[str, float] = dataclasses.field(default_factory=dict)  # "module/part" -> in-run factor
+    # In-run corrections (fit_run_scales): "module/part" -> factor, "(stage)/part" -> ms per stage.
+    scales: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @staticmethod
     def merge(model: str, per_rank: list[list[dict]], link: dict | None, machine: dict) -> "Calibration":
@@ -412,9 +463,13 @@ class Calibration:
             groups.append(merged)
         return Calibration(model, groups, link, machine)
 
-    def costs(self, basis: str = "quadratic", scaled: bool = True):
+    def costs(self, scaled: bool = True):
         """dip.ProfiledCosts fitted on the samples (times multiplied by `scales`, the in-run
-        correction, unless `scaled` is False); `reports` says how well each fit holds."""
+        correction, unless `scaled` is False); `reports` says how well each fit holds. Each
+        layer group gets the richest basis its samples determine: per_sequence (this runtime
+        runs attention once per run of equal-length sequences, so a packed batch of many short
+        sequences costs more than one long one of the same tokens), else quadratic, else linear
+        (layers whose samples all have one sequence length)."""
         import dip
 
         costs = dip.ProfiledCosts()
@@ -424,14 +479,19 @@ class Calibration:
                 continue
             if scaled and self.scales:
                 g = dict(g, samples=[self._scaled(g["module"], sample) for sample in g["samples"]])
-            chosen = basis if _distinct_sizes(g["samples"]) >= 3 else "linear"
+            basis = _choose_basis(g)
+            fit = dip.ProfiledCosts()
+            report = (fit.add_samples(g["module"], g["samples"], basis) if g["module_wide"]
+                      else fit.add_layer_samples(g["module"], g["layers"][0], g["samples"], basis))
             if g["module_wide"]:
-                report = costs.add_samples(g["module"], g["samples"], chosen)
-                self.reports.append({"module": g["module"], "layers": "all", "report": report})
+                costs.add_samples(g["module"], g["samples"], basis)
             else:
                 for layer in g["layers"]:
-                    report = costs.add_layer_samples(g["module"], layer, g["samples"], chosen)
-                self.reports.append({"module": g["module"], "layers": g["layers"], "report": report})
+                    costs.add_layer_samples(g["module"], layer, g["samples"], basis)
+            self.reports.append({"module": g["module"], "layers": "all" if g["module_wide"] else g["layers"],
+                                 "report": report})
+        if scaled:
+            costs.set_stage_overhead(*(self.scales.get(f"{OVERHEAD}/{part}", 0.0) for part in PARTS))
         return costs
 
     def _scaled(self, module: str, sample: dict) -> dict:
@@ -463,6 +523,46 @@ class Calibration:
         return Calibration.from_json(json.loads(pathlib.Path(path).read_text()))
 
 
-def _distinct_sizes(samples: list[dict]) -> int:
-    """How many samples differ in (tokens, token_pairs / tokens): the quadratic fit needs 3."""
-    return len({(s["work"]["tokens"], round(s["work"]["token_pairs"] / s["work"]["tokens"], 9)) for s in samples})
+BASES = ("per_sequence", "quadratic", "linear")
+
+
+FEATURES = {"per_sequence": ("1", "tokens", "token_pairs", "sequences"), "quadratic": ("1", "tokens", "token_pairs"),
+            "linear": ("1", "tokens")}
+
+
+def _fit_or_none(samples: list[dict], basis: str):
+    import dip
+
+    try:
+        return dip.ProfiledCosts().add_samples("layer", samples, basis)
+    except dip.Error:
+        return None  # the samples do not determine this basis' coefficients
+
+
+def _predict_ms(report: dict, part: str, work: dict) -> float:
+    value = sum(c * (1.0 if f == "1" else work[f]) for c, f in zip(report[part]["coefficients"], report["features"]))
+    return 1e3 * max(value, 0.0)
+
+
+def _choose_basis(group: dict) -> str:
+    """The basis with the smallest leave-one-out error of the three times: a richer basis always
+    fits its own samples better, but on nearly collinear features (sequences almost a multiple
+    of tokens) it may price a size it did not see wildly; held-out samples tell."""
+    samples = group["samples"]
+    best, best_error = "linear", float("inf")
+    for basis in BASES:
+        if _fit_or_none(samples, basis) is None:
+            continue
+        errors = []
+        for i, held_out in enumerate(samples):
+            report = _fit_or_none(samples[:i] + samples[i + 1:], basis)
+            if report is None:
+                errors = None
+                break
+            for part in PARTS:
+                measured = held_out[part + "_ms"]
+                if measured > 0:
+                    errors.append(abs(_predict_ms(report, part, held_out["work"]) / measured - 1))
+        if errors is not None and errors and statistics.mean(errors) < best_error:
+            best, best_error = basis, statistics.mean(errors)
+    return best
