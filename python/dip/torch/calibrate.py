@@ -539,13 +539,15 @@ def _fit_or_none(samples: list[dict], basis: str):
         return None  # the samples do not determine this basis' coefficients
 
 
-def _predict_ms(report: dict, part: str, work: dict) -> float:
-    value = sum(c * (1.0 if f == "1" else work[f]) for c, f in zip(report[part]["coefficients"], report["features"]))
-    return 1e3 * max(value, 0.0)
+def _predict(report: dict, output: str, work: dict) -> float:
+    """A fit's value (SI units: seconds, bytes) for `work`, clamped at 0 as dip prices it."""
+    value = sum(c * (1.0 if f == "1" else work[f]) for c, f in zip(report[output]["coefficients"], report["features"]))
+    return max(value, 0.0)
 
 
 def _choose_basis(group: dict) -> str:
-    """The basis with the smallest leave-one-out error of the three times: a richer basis always
+    """The basis with the smallest leave-one-out error of the three times and the activation
+    bytes: a richer basis always
     fits its own samples better, but on nearly collinear features (sequences almost a multiple
     of tokens) it may price a size it did not see wildly; held-out samples tell."""
     samples = group["samples"]
@@ -562,7 +564,10 @@ def _choose_basis(group: dict) -> str:
             for part in PARTS:
                 measured = held_out[part + "_ms"]
                 if measured > 0:
-                    errors.append(abs(_predict_ms(report, part, held_out["work"]) / measured - 1))
+                    errors.append(abs(1e3 * _predict(report, part, held_out["work"]) / measured - 1))
+            kept = held_out["activation_bytes"]  # exact data: the basis that fits it wins ties
+            if kept > 0:
+                errors.append(abs(_predict(report, "activation", held_out["work"]) / kept - 1))
         if errors is not None and errors and statistics.mean(errors) < best_error:
             best, best_error = basis, statistics.mean(errors)
     return best
