@@ -76,18 +76,17 @@ def _load_plans(files: list[str]) -> list[ExecutablePlan]:
     return [ExecutablePlan(json.loads(pathlib.Path(f).read_text())) for f in files]
 
 
-def _calibrate_worker(rank: int, world_size: int, layer_files: list[str], run_files: list[str], options: dict) -> dict:
+def _layers_worker(rank: int, world_size: int, layer_files: list[str], options: dict) -> dict:
     say = _say if rank == 0 else None
-    # The plans first, in processes as fresh as the benchmark's: the allocator's state (how much
-    # freed memory it holds) changes how long a step takes by several percent.
-    if say:
-        say(f"timing the actions of {len(run_files)} plans in the run")
-    actions = run_plans(rank, _load_plans(run_files), seed=options["seed"], timeout_s=options["timeout"],
-                        repeats=options["run_repeats"])
-    link = measure_link(rank) if world_size > 1 else None
     groups = profile_layers(_load_plans(layer_files), samples_per_layer=options["samples"],
                             repeats=options["repeats"], seed=options["seed"], progress=say)
-    return {"groups": groups, "link": link, "actions": actions}
+    link = measure_link(rank) if world_size > 1 else None
+    return {"groups": groups, "link": link}
+
+
+def _in_run_worker(rank: int, world_size: int, run_files: list[str], options: dict) -> list:
+    return run_plans(rank, _load_plans(run_files), seed=options["seed"], timeout_s=options["timeout"],
+                     repeats=options["run_repeats"])
 
 
 def _write(documents: list[dict], out: pathlib.Path, prefix: str) -> list[str]:
@@ -100,24 +99,32 @@ def _write(documents: list[dict], out: pathlib.Path, prefix: str) -> list[str]:
 
 
 def calibrate(args, model, batches: list, out: pathlib.Path) -> Calibration:
-    """Layers alone (every rank at once), the link, then the in-run factors (see calibrate.py)."""
+    """Layers alone (every rank at once) and the link; then the plans that the layers' prices
+    make, timed action by action on fresh rank processes (as fresh as the benchmark's: what a
+    process's allocator holds changes a step's time by several percent), for the in-run factors
+    and the stage overhead (see calibrate.py)."""
     dip = _dip()
     layer_files = _write(calibration_plans(model, batches, tuple(args.calibration_sizes), args.search_ms), out,
                          "calibration-layers")
-    planner = dip.Planner(model, pp=args.pp, threads=1, search_ms=args.search_ms, balance="batch")
-    run_documents = [planner.plan(b, s, index=i).executable() for s in IN_RUN_SCHEDULES for i, b in enumerate(batches)]
-    run_files = _write(run_documents, out, "calibration-run")
     options = {"samples": args.samples_per_layer, "repeats": args.repeats, "seed": args.seed, "timeout": args.timeout,
                "run_repeats": 2}
-    ranks = launch(_calibrate_worker, args.pp, (layer_files, run_files, options), timeout_s=args.timeout,
-                   threads=args.threads)
+    ranks = launch(_layers_worker, args.pp, (layer_files, options), timeout_s=args.timeout, threads=args.threads)
     calibration = Calibration.merge(args.model, [r["groups"] for r in ranks], ranks[0]["link"], machine())
     unscaled = calibration.costs(scaled=False)
+
+    # Plans like the benchmark's (the same planner options, the layers' prices): the in-run
+    # factors are fitted on the shapes of actions they will correct.
+    planner = dip.Planner(model, pp=args.pp, threads=1, search_ms=args.search_ms, chunks=args.chunks,
+                          balance="batch", tuning_batches=batches, costs=unscaled, **calibration.link_options())
+    run_files = _write([planner.plan(b, s, index=i).executable() for s in IN_RUN_SCHEDULES
+                        for i, b in enumerate(batches)], out, "calibration-run")
+    _say(f"timing the actions of {len(run_files)} plans in the run")
+    actions = launch(_in_run_worker, args.pp, (run_files, options), timeout_s=args.timeout, threads=args.threads)
 
     def price(module: str, layer: int, work: dict) -> dict:
         return unscaled.cost(model, module, layer, work)
 
-    factors = fit_run_scales(_load_plans(run_files), [r["actions"] for r in ranks], price)
+    factors = fit_run_scales(_load_plans(run_files), actions, price)
     calibration.scales = {f"{module}/{part}": factor for (module, part), factor in sorted(factors.items())}
     _say("in-run factors: " + ", ".join(f"{k} {v:.3f}" for k, v in calibration.scales.items()))
     return calibration
@@ -297,7 +304,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--schedules", default=",".join(DEFAULT_SCHEDULES), help="comma-separated, or 'all'")
     p.add_argument("--microbatches", type=int, default=4)
     p.add_argument("--batches", type=int, default=2, help="batches to plan and run")
-    p.add_argument("--iterations", type=int, default=3, help="measured iterations over the batches")
+    p.add_argument("--iterations", type=int, default=5, help="measured iterations over the batches")
     p.add_argument("--warmup", type=int, default=1, help="unmeasured iterations first")
     p.add_argument("--threads", type=int, default=1, help="torch threads per rank")
     p.add_argument("--seed", type=int, default=1)

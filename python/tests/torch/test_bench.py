@@ -48,8 +48,8 @@ def test_a_linear_layer_keeps_its_input_and_sends_its_output():
 
 
 def test_calibration_fits_every_layer_and_plans_with_it():
-    _, calibration_plan = _plans("tiny-vlm", 1, "dip", microbatches=3, sub_microbatch_size=2)
-    _, whole = _plans("tiny-vlm", 1, "gpipe", microbatches=3)
+    _, calibration_plan = _plans("tiny-vlm", 1, "dip", microbatches=6, sub_microbatch_size=2)
+    _, whole = _plans("tiny-vlm", 1, "gpipe", microbatches=6)
     groups = profile_layers([calibration_plan, whole], samples_per_layer=5, repeats=1)
     assert all(len(g["samples"]) >= 3 for g in groups), [(g["module"], len(g["samples"])) for g in groups]
     calibration = Calibration.merge("tiny-vlm", [groups, groups], {"latency_us": 50.0, "gbps": 2.0, "samples": []},
@@ -57,12 +57,13 @@ def test_calibration_fits_every_layer_and_plans_with_it():
     costs = calibration.costs()
     assert sorted(costs.modules) == ["llm", "projector", "vit"]
     model = dip.Model.preset("tiny-vlm")
-    # Activation bytes are not timings: the quadratic fit reproduces them (attention keeps
-    # segment-length-squared probabilities, the rest is linear in tokens).
+    # Activation bytes are not timings: the fit reproduces them within 1% (attention keeps
+    # segment-length-squared probabilities, the rest is linear in tokens; the basis is chosen on
+    # the times and the bytes together, so it need not be the one that fits the bytes exactly).
     for g in groups:
         for sample in g["samples"]:
             fitted = costs.cost(model, g["module"], g["layers"][0], sample["work"])
-            assert fitted["activation_bytes"] == pytest.approx(sample["activation_bytes"], rel=1e-3, abs=64)
+            assert fitted["activation_bytes"] == pytest.approx(sample["activation_bytes"], rel=1e-2, abs=64)
             assert fitted["output_bytes"] == pytest.approx(sample["output_bytes"], rel=1e-6, abs=1)
     batch = dip.BatchSource(str(TRACES["tiny-vlm"]), model, 2).next_batch(2)
     plan = dip.Planner(model, pp=2, threads=1, search_ms=0, costs=costs, **calibration.link_options()).plan(batch,
