@@ -315,6 +315,11 @@ PARTS = ("forward", "backward_input", "backward_weight")
 
 
 OVERHEAD = "(stage)"  # the module name under which _stage_parts counts a stage's per-span overhead
+# A layer run inside a pipeline starts cold: its weights were evicted from the caches by the
+# actions in between, where the layer timed alone runs with them warm. That costs about the same
+# per layer whatever the sub-microbatch's size, so it is corrected by adding ms per layer (the
+# "part + PER_LAYER" corrections), not by scaling: small sub-microbatches suffer it the most.
+PER_LAYER = " per layer"
 
 
 def _stage_parts(plan: ExecutablePlan, stage_id: int, price: Callable[[str, int, dict], dict]) -> dict:
@@ -342,17 +347,23 @@ def _stage_parts(plan: ExecutablePlan, stage_id: int, price: Callable[[str, int,
             cost = price(name, layer, work)
             for part in wanted:
                 parts[(name, part)] = parts.get((name, part), 0.0) + cost[part + "_ms"]
+                parts[(name, part + PER_LAYER)] = parts.get((name, part + PER_LAYER), 0.0) + 1.0
     return parts
+
+
+def _additive(key: tuple[str, str]) -> bool:
+    """Whether a correction adds milliseconds (stage overhead, per layer) rather than scales."""
+    return key[0] == OVERHEAD or key[1].endswith(PER_LAYER)
 
 
 def fit_run_scales(plans: list[ExecutablePlan], measured: list[list[list[tuple[int, float]]]],
                    price: Callable[[str, int, dict], dict], ridge: float = 0.05) -> dict[tuple[str, str], float]:
-    """Per (module, part) the factor that makes the layer-by-layer prices match the compute
-    actions measured in the run, and per (OVERHEAD, part) the runtime's time per stage in ms:
-    least squares on relative errors over every measured action (measured[rank][plan] =
-    [(stage, seconds)]), factors pulled towards 1 and overheads towards 0 by `ridge` (a part
-    that few actions see keeps about its price alone). Factors are clamped to [0.5, 2],
-    overheads to >= 0."""
+    """The corrections that make the layer-by-layer prices match the compute actions measured
+    in the run: per (module, part) a factor, per (module, part + PER_LAYER) the ms each of its
+    layers adds per action, per (OVERHEAD, part) the runtime's ms per stage. Least squares on
+    relative errors over every measured action (measured[rank][plan] = [(stage, seconds)]),
+    factors pulled towards 1 and the added ms towards 0 by `ridge` (a part that few actions see
+    keeps about its price alone). Factors are clamped to [0.5, 2], added ms to >= 0."""
     import numpy as np
 
     rows, targets, keys = [], [], []
@@ -378,13 +389,13 @@ def fit_run_scales(plans: list[ExecutablePlan], measured: list[list[list[tuple[i
     weight = (ridge * len(rows)) ** 0.5
     typical_ms = float(np.median(targets))
     for j, key in enumerate(keys):
-        if key[0] == OVERHEAD:  # towards 0 ms, in units of a typical action
+        if _additive(key):  # towards 0 ms, in units of a typical action
             a[len(rows) + j, j] = weight / typical_ms
         else:
             a[len(rows) + j, j] = weight
             b[len(rows) + j] = weight
     solution = np.linalg.lstsq(a, b, rcond=None)[0]
-    return {key: float(max(0.0, value)) if key[0] == OVERHEAD else float(min(2.0, max(0.5, value)))
+    return {key: float(max(0.0, value)) if _additive(key) else float(min(2.0, max(0.5, value)))
             for key, value in zip(keys, solution)}
 
 
@@ -443,7 +454,8 @@ class Calibration:
     groups: list[dict]
     link: dict | None = None
     machine: dict = dataclasses.field(default_factory=dict)
-    # In-run corrections (fit_run_scales): "module/part" -> factor, "(stage)/part" -> ms per stage.
+    # In-run corrections (fit_run_scales): "module/part" -> factor, "module/part per layer" -> ms
+    # each layer adds per action, "(stage)/part" -> ms per stage.
     scales: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @staticmethod
@@ -497,7 +509,8 @@ class Calibration:
     def _scaled(self, module: str, sample: dict) -> dict:
         out = dict(sample)
         for part in PARTS:
-            out[part + "_ms"] = sample[part + "_ms"] * self.scales.get(f"{module}/{part}", 1.0)
+            out[part + "_ms"] = (sample[part + "_ms"] * self.scales.get(f"{module}/{part}", 1.0)
+                                 + self.scales.get(f"{module}/{part}{PER_LAYER}", 0.0))
         return out
 
     def link_options(self) -> dict:

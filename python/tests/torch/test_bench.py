@@ -139,3 +139,40 @@ def test_bench_rejects_bad_arguments(args, message):
     run = _bench(*args, timeout=120)
     assert run.returncode == 2
     assert message in run.stderr
+
+
+def test_in_run_corrections_recover_known_factors_and_added_milliseconds():
+    # Actions priced by a known rule, then "measured" as 1.2x the forward price, 0.9x the
+    # backward's, plus 0.4 ms per vit layer per action and 1.5 ms per forward stage: the fit must
+    # give those back (ridge almost off).
+    from dip.torch.calibrate import OVERHEAD, PER_LAYER, _stage_parts, fit_run_scales
+
+    plans = [_plans("tiny-vlm", 2, s, microbatches=4)[1] for s in ("1f1b", "zb1p", "dip")]
+
+    def price(module, layer, work):
+        t = work["tokens"]
+        return {"forward_ms": 0.01 * t + 0.5, "backward_input_ms": 0.02 * t + 0.3, "backward_weight_ms": 0.01 * t}
+
+    truth = {"forward": 1.2, "backward_input": 0.9, "backward_weight": 0.9}
+    added = {("vit", "forward" + PER_LAYER): 0.4, (OVERHEAD, "forward"): 1.5}
+
+    def seconds(plan, stage):
+        parts = _stage_parts(plan, stage, price)
+        ms = sum(v * (added.get(k, 0.0) if (k[0] == OVERHEAD or k[1].endswith(PER_LAYER)) else truth[k[1]])
+                 for k, v in parts.items())
+        return ms / 1e3
+
+    measured = [[[(s.id, seconds(p, s.id)) for s in p.stages if s.rank == rank] for p in plans] for rank in (0, 1)]
+    fitted = fit_run_scales(plans, measured, price, ridge=1e-9)
+    # Where the actions determine a correction it comes back exactly (I and W of a chain's first
+    # chunk only ever run together, so there only their sum is determined); and the corrected
+    # prices reproduce every action.
+    assert fitted[(OVERHEAD, "forward")] == pytest.approx(1.5, abs=1e-3)
+    assert fitted[("vit", "forward" + PER_LAYER)] == pytest.approx(0.4, abs=1e-3)
+    assert fitted[("llm", "forward")] == pytest.approx(1.2, rel=1e-3)
+    for plan, per_rank in zip(plans, zip(*measured)):
+        for actions in per_rank:
+            for stage, measured_s in actions:
+                parts = _stage_parts(plan, stage, price)
+                ms = sum(v * fitted[k] for k, v in parts.items())
+                assert ms == pytest.approx(1e3 * measured_s, rel=1e-3, abs=1e-3), plan.describe(stage)
