@@ -325,7 +325,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _batches(args, model) -> tuple[list, list]:
     dip = _dip()
-    data = args.data or ("video" if model.kind == "text_to_video" else "obelics")
+    data = args.data or ("video" if model.kind == "text-to-video" else "obelics")
     if os.path.exists(data):
         data = str(pathlib.Path(data).resolve())
     source = dip.BatchSource(data, model, args.seed)

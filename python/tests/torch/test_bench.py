@@ -176,3 +176,14 @@ def test_in_run_corrections_recover_known_factors_and_added_milliseconds():
                 parts = _stage_parts(plan, stage, price)
                 ms = sum(v * fitted[k] for k, v in parts.items())
                 assert ms == pytest.approx(1e3 * measured_s, rel=1e-3, abs=1e-3), plan.describe(stage)
+
+
+@pytest.mark.parametrize("preset,source,kind", [("tiny-vlm", "obelics", "images"), ("tiny-t2v", "video", "clips")])
+def test_bench_defaults_to_the_model_familys_source(preset, source, kind):
+    from dip.torch import bench
+
+    args = bench.parser().parse_args(["--model", preset, "--batches", "1", "--microbatches", "2",
+                                      "--calibration-batches", "1"])
+    runs, calibration = bench._batches(args, dip.Model.preset(preset))
+    assert args.data == source
+    assert all(kind in sample for batch in runs + calibration for mb in batch for sample in mb)
