@@ -39,7 +39,7 @@ import torch.distributed as dist
 from .layers import RowMeta
 from .model import ReferenceModel
 from .plan import ExecutablePlan
-from .runtime import ActivationMeter, PipelineRank, _saved_tensor_hooks
+from .runtime import ActivationMeter, PipelineRank, _saved_tensor_hooks, weight_owning_modules
 
 WORK_FIELDS = ("sequences", "tokens", "token_pairs", "context_tokens", "context_pairs")
 
@@ -150,14 +150,19 @@ def record_layer_inputs(plans: list[ExecutablePlan], keys: list[tuple[int, int]]
 
 # --- timing one layer ---------------------------------------------------------------------------
 
-def _weight_modules(layer: torch.nn.Module) -> list[torch.nn.Module]:
-    return [m for m in layer.modules() if any(p is not None and p.requires_grad for p in m._parameters.values())]
+def _fresh_inputs(recorded: _Recorded) -> tuple[torch.Tensor | None, RowMeta, list[torch.Tensor]]:
+    """New leaves of a recorded input (so that each run builds its own graph), and those of them
+    that the backward differentiates."""
+    x = _detached(recorded.x)
+    meta = dataclasses.replace(recorded.meta, inject=_detached(recorded.meta.inject),
+                               context=_detached(recorded.meta.context))
+    return x, meta, [t for t in (x, meta.inject, meta.context) if t is not None and t.requires_grad]
 
 
 def time_layer(layer: torch.nn.Module, recorded: _Recorded, repeats: int = 5) -> dict:
     """F, I and W of `layer` on a recorded input (medians over `repeats` after one warm-up, in
     ms), the activation bytes its forward keeps and its output bytes: one profile sample."""
-    owners = _weight_modules(layer)
+    owners = weight_owning_modules(layer)
     noted: dict[torch.nn.Module, list[torch.Tensor]] = {}
 
     def note(module, inputs, output):
@@ -170,10 +175,7 @@ def time_layer(layer: torch.nn.Module, recorded: _Recorded, repeats: int = 5) ->
     try:
         for repeat in range(repeats + 1):
             noted.clear()
-            x = _detached(recorded.x)
-            meta = dataclasses.replace(recorded.meta, inject=_detached(recorded.meta.inject),
-                                       context=_detached(recorded.meta.context))
-            inputs = [t for t in (x, meta.inject, meta.context) if t is not None and t.requires_grad]
+            x, meta, inputs = _fresh_inputs(recorded)
             meter = ActivationMeter()
             for p in layer.parameters():
                 meter.weight_storages.add(p.untyped_storage().data_ptr())
@@ -210,10 +212,7 @@ def time_layer(layer: torch.nn.Module, recorded: _Recorded, repeats: int = 5) ->
             del held, out, outputs, output_grads
             # The whole backward in one pass, as B runs it (schedules that do not split it).
             noted.clear()
-            x = _detached(recorded.x)
-            meta = dataclasses.replace(recorded.meta, inject=_detached(recorded.meta.inject),
-                                       context=_detached(recorded.meta.context))
-            inputs = [t for t in (x, meta.inject, meta.context) if t is not None and t.requires_grad]
+            x, meta, inputs = _fresh_inputs(recorded)
             out = layer(x, meta)
             if recorded.loss is not None:
                 out = recorded.loss(out)
@@ -312,6 +311,8 @@ def run_plans(rank: int, plans: list[ExecutablePlan], *, warmup: int = 1, repeat
 
 
 PARTS = ("forward", "backward_input", "backward_weight")
+KIND_PARTS = {"F": ("forward",), "B": ("backward_input", "backward_weight"), "I": ("backward_input",),
+              "W": ("backward_weight",)}  # what each stage kind runs, as dip prices it
 
 
 OVERHEAD = "(stage)"  # the module name under which _stage_parts counts a stage's per-span overhead
@@ -331,17 +332,16 @@ def _stage_parts(plan: ExecutablePlan, stage_id: int, price: Callable[[str, int,
     # A split backward of a chunk without inputs to differentiate (a chain's first) does all of
     # its work in W (the runtime's I has nothing to compute there).
     has_inputs = any(plan.edges[e].tensors for e in plan.in_edges[forward])
-    wanted = {"F": ("forward",), "B": ("backward_input", "backward_weight"),
-              "I": ("backward_input",) if has_inputs else (),
-              "W": ("backward_weight",) if has_inputs else ("backward_input", "backward_weight")}[stage.kind]
+    wanted = KIND_PARTS[stage.kind]
+    if not has_inputs and stage.kind in ("I", "W"):
+        wanted = () if stage.kind == "I" else KIND_PARTS["B"]
     parts: dict[tuple[str, str], float] = {}
     for span in plan.chunks[stage.chunk].spans:
         work = plan.work(stage.microbatch, span.module, stage.sub)
         if work["tokens"] <= 0:
             continue
         name = plan.modules[span.module]["name"]
-        for part in {"F": ("forward",), "B": ("backward_input", "backward_weight"), "I": ("backward_input",),
-                     "W": ("backward_weight",)}[stage.kind]:
+        for part in KIND_PARTS[stage.kind]:
             parts[(OVERHEAD, part)] = parts.get((OVERHEAD, part), 0.0) + 1.0
         for layer in range(span.first, span.stop):
             cost = price(name, layer, work)

@@ -45,6 +45,11 @@ from .model import MicrobatchData, PipelineModel
 from .plan import ExecutablePlan, PlanError, TensorSpec
 
 
+def weight_owning_modules(layer: torch.nn.Module) -> list[torch.nn.Module]:
+    """The modules of `layer` that own trainable weights themselves: where W's backward starts."""
+    return [m for m in layer.modules() if any(p is not None and p.requires_grad for p in m._parameters.values())]
+
+
 class RankFailure(RuntimeError):
     """An action of a rank failed; the message names the rank and the action."""
 
@@ -230,9 +235,8 @@ class PipelineRank:
         # Split backward: the outputs of every module that owns weights, per forward (see W).
         self._capture: dict | None = None
         for layer in self.layers.values():
-            for module in layer.modules():
-                if any(p is not None and p.requires_grad for p in module._parameters.values()):
-                    module.register_forward_hook(self._note_output)
+            for module in weight_owning_modules(layer):
+                module.register_forward_hook(self._note_output)
 
     def _note_output(self, module, inputs, output) -> None:
         if self._capture is not None and isinstance(output, torch.Tensor) and output.requires_grad:
