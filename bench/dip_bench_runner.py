@@ -140,9 +140,19 @@ def schedule_metrics(doc, schedule):
         "mfu": flops / (seconds * peak_rate) if peak_rate > 0 else None,
         "bubble_ratio": sum(p["bubble_ratio"] for p in per) / len(per),
         "lower_bound_gap": sum(p["makespan_ms"] / p["lower_bound_ms"] - 1.0 for p in per) / len(per),
+        # The tighter bounds (dip/sim/lower_bounds.hpp): with each rank's window, and under the cap.
+        "tight_bound_gap": gap_to(per, "memory_free_bound_ms"),
+        "cap_bound_gap": gap_to(per, "cap_bound_ms"),
         "peak_memory_gib": max(p["peak_memory_bytes"] for p in per) / 2**30,
         "plan_ms": sum(p["plan_ms"] for p in per) / len(per),
     }
+
+
+def gap_to(per, bound):
+    """Mean makespan / bound - 1 over the iterations; None where dip-plan did not report `bound`."""
+    if not all(p.get(bound) for p in per):
+        return None
+    return sum(p["makespan_ms"] / p[bound] - 1.0 for p in per) / len(per)
 
 
 def iteration_ms(doc, schedule):

@@ -16,7 +16,7 @@ PAPER_ABLATION_S = [26.13, 22.27, 18.81, 17.61, 16.05]
 ABLATION_STEPS = ["mixed 1F1B", "+ modality-aware partition", "+ interleaving", "+ reordering",
                   "+ memory strategies"]
 METRIC_COLUMNS = ["mean_iteration_ms", "samples_per_s", "tokens_per_s", "mfu", "bubble_ratio",
-                  "lower_bound_gap", "peak_memory_gib", "plan_ms"]
+                  "lower_bound_gap", "tight_bound_gap", "cap_bound_gap", "peak_memory_gib", "plan_ms"]
 
 
 def is_t2v(model):
@@ -131,10 +131,11 @@ class MainComparison:
             rows.append([model, d] + [fmt(ms(get(s, "megatron"))) for s in CLASSIC] +
                         [fmt(best_balanced), fmt(ms(get("static-dip", "modality"))), fmt(ms(get("optimus", "modality"))),
                          fmt(ms(dip)), fmt(dip.get("mfu"), "{:.1%}"), fmt(dip.get("lower_bound_gap"), "{:+.1%}"),
+                         fmt(dip.get("tight_bound_gap"), "{:+.1%}"), fmt(dip.get("cap_bound_gap"), "{:+.1%}"),
                          fmt(inter / ms(dip) if inter and ms(dip) else None, "{:.2f}x", "-"),
                          fmt(min(base) / ms(dip) if base and ms(dip) else None, "{:.2f}x", "-")])
         text.append(markdown_table(["model", "data", "gpipe", "1f1b", "interleaved", "zb1p", "best balanced",
-                                    "static-dip", "optimus", "dip", "dip MFU", "dip vs bound",
+                                    "static-dip", "optimus", "dip", "dip MFU", "dip vs bound", "vs tight", "vs cap",
                                     "dip vs interleaved", "dip vs best baseline"], rows))
         text.append("\n`fail`: the schedule does not fit the GPU's memory even with activation recompute/offload "
                     "(or, for interleaved, the microbatch count is not a multiple of PP).\n")
@@ -167,14 +168,16 @@ class MainComparison:
                 if not r:
                     continue
                 if r.get("error"):
-                    drows.append([model, d, f"{s} ({p})", "fail"] + ["-"] * 7)
+                    drows.append([model, d, f"{s} ({p})", "fail"] + ["-"] * 9)
                     continue
                 drows.append([model, d, f"{s} ({p})", fmt(r["mean_iteration_ms"]), fmt(r["samples_per_s"], "{:.2f}"),
                               fmt(r["tokens_per_s"], "{:.0f}"), fmt(r["mfu"], "{:.1%}"), fmt(r["bubble_ratio"], "{:.3f}"),
-                              fmt(r["lower_bound_gap"], "{:+.1%}"), fmt(r["peak_memory_gib"], "{:.1f}"),
+                              fmt(r["lower_bound_gap"], "{:+.1%}"), fmt(r.get("tight_bound_gap"), "{:+.1%}"),
+                              fmt(r.get("cap_bound_gap"), "{:+.1%}"), fmt(r["peak_memory_gib"], "{:.1f}"),
                               fmt(r.get("dip_speedup"), "{:.2f}x", "-")])
         text.append(markdown_table(["model", "data", "schedule (partition)", "iteration ms", "samples/s", "tokens/s",
-                                    "MFU", "bubble", "vs own bound", "peak GiB", "dip speedup"], drows))
+                                    "MFU", "bubble", "vs own bound", "vs tight", "vs cap", "peak GiB", "dip speedup"],
+                                   drows))
         return "\n".join(text)
 
 

@@ -31,7 +31,7 @@ int main() {
     const dip::planned_batch fixed = planner.plan(batch, "static-dip", i);
     std::printf("\n  -> %zu stages, dip %s (bubble %.1f%%, lower bound %s), static-dip %s: %.2fx\n",
                 next.plan.graph->size(), dip::to_string(next.simulation.makespan).c_str(),
-                100 * next.simulation.bubble_ratio, dip::to_string(next.simulation.bounds.best()).c_str(),
+                100 * next.simulation.bubble_ratio, dip::to_string(next.simulation.bounds.classic()).c_str(),
                 dip::to_string(fixed.simulation.makespan).c_str(),
                 fixed.simulation.makespan / next.simulation.makespan);
   }

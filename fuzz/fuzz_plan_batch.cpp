@@ -154,7 +154,7 @@ void plan_and_check(const planning_case& c) {
 
   const dip::simulation_result& result = planned.simulation;
   const double makespan = dip::to_milliseconds(result.makespan);
-  const double bound = dip::to_milliseconds(result.bounds.best());
+  const double bound = dip::to_milliseconds(result.bounds.classic());
   if (makespan < bound * (1 - 1e-9))
     std::fprintf(stderr, "dip fuzz: makespan %.9g ms < bound %.9g ms\n", makespan, bound);
   check(makespan >= bound * (1 - 1e-9), "no plan beats the lower bound");

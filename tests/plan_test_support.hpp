@@ -1,6 +1,6 @@
-// Test support shared by the simulator, validator and export tests: models of opaque layers,
-// random multimodal cases (module graphs, placements, batches) and random valid compute orders
-// for a stage graph.
+// Test support shared by the simulator, validator, memory-strategy, lower-bound and export tests:
+// models of opaque layers, random multimodal cases (module graphs, placements, batches), random
+// small stage graphs and random valid compute orders for a stage graph.
 #pragma once
 
 #include <algorithm>
@@ -169,5 +169,68 @@ inline dip::batch_work random_batch(const dip::multimodal_model& model, std::mt1
   }
   return batch;
 }
+
+// --- random small stage graphs (several chains, sub-microbatches, split or not) --------------
+// An LM chain, fed half the time by an encoder chain, one layer per chunk on 1-3 random ranks,
+// 1-3 microbatches of 1-2 sub-microbatches per module, the backward split half the time.
+class graph_generator {
+ public:
+  explicit graph_generator(std::uint64_t seed) : rng_(seed) {}
+  double uniform(double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng_); }
+  int integer(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng_); }
+  bool coin(double p = 0.5) { return uniform(0, 1) < p; }
+  std::mt19937_64& rng() { return rng_; }
+
+  std::shared_ptr<const dip::stage_graph> make_graph() {
+    const bool encoder = coin();
+    dip::model_builder builder("random");
+    dip::fixed_cost_table costs;
+    std::vector<std::string> names = encoder ? std::vector<std::string>{"vit", "lm"} : std::vector<std::string>{"lm"};
+    for (const std::string& n : names) {
+      const std::size_t layers = std::size_t(integer(1, 4));
+      builder.add(opaque_module(n, layers));
+      std::vector<dip::fixed_layer_cost> per_layer;
+      for (std::size_t i = 0; i < layers; ++i) {
+        dip::fixed_layer_cost c;
+        c.cost = {dip::milliseconds(uniform(0.1, 5)), dip::milliseconds(uniform(0.1, 5)),
+                  dip::milliseconds(uniform(0.1, 5)), coin(0.1) ? dip::bytes{} : dip::mib(uniform(10, 2000)),
+                  coin(0.2) ? dip::bytes{} : dip::mib(uniform(1, 300))};
+        per_layer.push_back(c);
+      }
+      costs.set(n, per_layer);
+    }
+    if (encoder) builder.connect("vit", "lm");
+    const dip::multimodal_model model = builder.build();
+    dip::placement placement;
+    placement.ranks = integer(1, 3);
+    for (const dip::module_spec& m : model.modules()) {
+      const std::size_t chain = placement.chains.size();
+      placement.chains.emplace_back();
+      placement.chain_inputs.emplace_back();
+      for (dip::module_id input : model.inputs_of(m.id)) placement.chain_inputs.back().push_back(input.index());
+      for (std::size_t k = 0; k < m.layers.size(); ++k) {
+        placement.chunks.push_back(
+            {{{m.id, k, k + 1}}, dip::rank_id::from_index(std::size_t(integer(0, placement.ranks - 1))), chain, k});
+        placement.chains[chain].push_back(dip::chunk_id::from_index(placement.chunks.size() - 1));
+      }
+    }
+    dip::batch_work batch;
+    const int microbatches = integer(1, 3);
+    for (int j = 0; j < microbatches; ++j) {
+      dip::microbatch_work mb;
+      for (std::size_t m = 0; m < model.module_count(); ++m) {
+        mb.modules.emplace_back();
+        const int subs = integer(1, 2);
+        for (int s = 0; s < subs; ++s) mb.modules.back().push_back(dip::work_unit::sequence(1));
+      }
+      batch.microbatches.push_back(std::move(mb));
+    }
+    return std::make_shared<const dip::stage_graph>(
+        dip::build_stage_graph(model, placement, batch, costs, {.split_backward = coin()}));
+  }
+
+ private:
+  std::mt19937_64 rng_;
+};
 
 }  // namespace dip_test

@@ -159,7 +159,7 @@ dip::simulation_result simulate_baseline(std::string_view name, const graph_ptr&
 // Never shorter than what no schedule can beat (up to rounding: the simulator and the bounds
 // sum the same stage times in different orders).
 bool above_lower_bound(const dip::simulation_result& result) {
-  return result.makespan.base() >= result.bounds.best().base() * (1 - 1e-12);
+  return result.makespan.base() >= result.bounds.classic().base() * (1 - 1e-12);
 }
 
 double peak_memory(const dip::simulation_result& result) {

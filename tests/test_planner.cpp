@@ -87,7 +87,12 @@ TEST_CASE("planner: every built-in schedule plans a plan valid at the cap, never
       for (const auto& rank : planned.simulation.ranks) CHECK(rank.peak_memory <= cap);
       CHECK(planned.simulation.makespan > dip::duration{});
       CHECK(dip::to_milliseconds(planned.simulation.makespan) >=
-            dip::to_milliseconds(planned.simulation.bounds.best()) * (1 - 1e-9));
+            dip::to_milliseconds(planned.simulation.bounds.classic()) * (1 - 1e-9));
+      // The planner adds the rank window and, under its cap, the memory-aware bound.
+      CHECK(planned.simulation.bounds.rank_window > dip::duration{});
+      CHECK(planned.simulation.bounds.memory > dip::duration{});
+      CHECK(dip::to_milliseconds(planned.simulation.makespan) >=
+            dip::to_milliseconds(planned.simulation.bounds.under_cap()) * (1 - 1e-9));
       // The simulation is of the plan handed out, with the cluster's link.
       const dip::simulation_result again =
           dip::simulate(planned.plan, {.comm = planner.cluster().comm(), .weight_memory = planned.weight_memory});

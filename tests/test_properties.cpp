@@ -94,7 +94,7 @@ dip::duration check_plan(const dip::plan& plan, const random_problem& problem) {
   CHECK_NOTHROW(dip::validate(plan, checks));
   dip::simulation_result result;
   REQUIRE_NOTHROW(result = dip::simulate(plan, dip::simulation_options_of(problem.options)));
-  CHECK(result.makespan >= result.bounds.best() * (1 - 1e-9));
+  CHECK(result.makespan >= result.bounds.classic() * (1 - 1e-9));
   for (const dip::rank_stats& r : result.ranks) CHECK(r.peak_memory <= *problem.options.memory_cap * (1 + 1e-9));
   return result.makespan;
 }

@@ -277,7 +277,14 @@ Make one with Model.preset(name) or Model.from_json(path_or_text).)")
       .def_readonly("makespan_ms", &plan_view::makespan_ms, "Simulated iteration time.")
       .def_readonly("bubble_ratio", &plan_view::bubble_ratio, "1 - busy time / (ranks x makespan).")
       .def_readonly("lower_bound_ms", &plan_view::lower_bound_ms,
-                    "What no schedule of this batch on this placement can beat (communication not counted).")
+                    "The classic bound: the largest of the busiest rank's work, the critical path and the "
+                    "average work (communication not counted).")
+      .def_readonly("memory_free_bound_ms", &plan_view::memory_free_bound_ms,
+                    "A tighter bound with memory free: lower_bound_ms or the rank window (per rank, its "
+                    "earliest start, its work and its shortest tail), whichever is larger.")
+      .def_readonly("cap_bound_ms", &plan_view::cap_bound_ms,
+                    "What no schedule of this batch on this placement can beat within memory_cap_bytes, "
+                    "recompute and offload allowed (memory_free_bound_ms when the plan was not capped).")
       .def_property_readonly(
           "lower_bounds",
           [](const plan_view& v) {
@@ -285,9 +292,11 @@ Make one with Model.preset(name) or Model.from_json(path_or_text).)")
             d["busiest_rank_ms"] = v.busiest_rank_ms;
             d["critical_path_ms"] = v.critical_path_ms;
             d["average_work_ms"] = v.average_work_ms;
+            d["rank_window_ms"] = v.rank_window_ms;
+            d["cap_ms"] = v.cap_bound_ms;
             return d;
           },
-          "The three bounds lower_bound_ms is the largest of.")
+          "The terms of the three bounds (docs/simulator.md, 'Lower bounds').")
       .def_property_readonly("peak_memory_bytes", &plan_view::peak_memory, "Largest peak over the ranks.")
       .def_readonly("peak_memory_bytes_per_rank", &plan_view::peak_memory_per_rank,
                     "Per rank: weights, gradients, optimiser state and the most activations held at once.")

@@ -74,6 +74,9 @@ struct plan_view {
   double busiest_rank_ms = 0;
   double critical_path_ms = 0;
   double average_work_ms = 0;
+  double rank_window_ms = 0;        // dip/sim/lower_bounds.hpp
+  double memory_free_bound_ms = 0;  // lower_bound_ms with the rank window
+  double cap_bound_ms = 0;          // under the memory cap
   std::vector<std::int64_t> peak_memory_per_rank;
   std::vector<std::int64_t> weight_memory_per_rank;
   std::vector<double> busy_ms;
@@ -117,10 +120,13 @@ inline plan_view view_of(planned_batch planned, const cluster_spec& cluster, con
   v.memory_cap_bytes = std::int64_t(cluster.cap().base());
   v.makespan_ms = to_milliseconds(sim.makespan);
   v.bubble_ratio = sim.bubble_ratio;
-  v.lower_bound_ms = to_milliseconds(sim.bounds.best());
+  v.lower_bound_ms = to_milliseconds(sim.bounds.classic());
   v.busiest_rank_ms = to_milliseconds(sim.bounds.busiest_rank);
   v.critical_path_ms = to_milliseconds(sim.bounds.critical_path);
   v.average_work_ms = to_milliseconds(sim.bounds.average_work);
+  v.rank_window_ms = to_milliseconds(sim.bounds.rank_window);
+  v.memory_free_bound_ms = to_milliseconds(sim.bounds.memory_free());
+  v.cap_bound_ms = to_milliseconds(sim.bounds.under_cap());
   for (const rank_stats& r : sim.ranks) {
     v.peak_memory_per_rank.push_back(std::int64_t(r.peak_memory.base()));
     v.busy_ms.push_back(to_milliseconds(r.busy));

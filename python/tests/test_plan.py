@@ -86,4 +86,11 @@ def test_plan_repr_and_lower_bounds(toy):
     plan = dip.plan(toy, toy_batch(), "1f1b", pp=4)
     assert "1f1b" in repr(plan) and "66.000 ms" in repr(plan)
     bounds = plan.lower_bounds
-    assert plan.lower_bound_ms == pytest.approx(max(bounds.values()))
+    classic = ("busiest_rank_ms", "critical_path_ms", "average_work_ms")
+    assert plan.lower_bound_ms == pytest.approx(max(bounds[k] for k in classic))
+    # Uniform 1F1B: the rank window is (m + p - 1)(F + B), the makespan itself; the classic
+    # bound says m (F + B).
+    assert plan.lower_bound_ms == pytest.approx(48.0)
+    assert plan.memory_free_bound_ms == pytest.approx(max(plan.lower_bound_ms, bounds["rank_window_ms"]))
+    assert plan.memory_free_bound_ms == pytest.approx(plan.makespan_ms)
+    assert plan.lower_bound_ms <= plan.memory_free_bound_ms <= plan.cap_bound_ms <= plan.makespan_ms * (1 + 1e-9)

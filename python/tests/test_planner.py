@@ -41,7 +41,11 @@ def test_every_schedule_of_the_planner_is_valid(vlm_s):
         plan = planner.plan(batch, schedule)
         assert plan.schedule == schedule
         assert plan.makespan_ms >= plan.lower_bound_ms * (1 - 1e-9), schedule
-        assert plan.lower_bound_ms == pytest.approx(max(plan.lower_bounds.values()))
+        bounds = plan.lower_bounds
+        assert plan.lower_bound_ms == pytest.approx(
+            max(bounds["busiest_rank_ms"], bounds["critical_path_ms"], bounds["average_work_ms"]))
+        assert plan.lower_bound_ms <= plan.memory_free_bound_ms <= plan.cap_bound_ms, schedule
+        assert plan.makespan_ms >= plan.cap_bound_ms * (1 - 1e-9), schedule
         assert plan.peak_memory_bytes <= plan.memory_cap_bytes == planner.memory_cap_bytes, schedule
         assert len(plan.ranks) == planner.pp == 4
         assert len(plan.microbatches) == len(batch)

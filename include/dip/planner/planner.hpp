@@ -64,6 +64,7 @@
 #include "dip/schedule/plan.hpp"
 #include "dip/schedule/stage_graph.hpp"
 #include "dip/schedule/validate.hpp"
+#include "dip/sim/lower_bounds.hpp"
 #include "dip/sim/simulator.hpp"
 
 namespace dip {
@@ -308,6 +309,7 @@ class planner {
       const auto simulated = std::chrono::steady_clock::now();
       out.simulation = simulate(made, {.comm = comm, .weight_memory = weights, .record_timeline = record_timeline});
       out.times.simulate_ms = detail::milliseconds_since(simulated);
+      add_tight_bounds(out.simulation.bounds, *made.graph, capped ? std::optional(cap) : std::nullopt, weights);
       out.schedule = p.schedule;
       out.placement = p.placement_name;
       out.plan = std::move(made);
@@ -316,6 +318,22 @@ class planner {
       out.work = p.work;
       out.index = p.index;
       return out;
+    }
+
+    // The rank window, and under a cap the memory-aware bound, of the plan's own stage graph
+    // (dip/sim/lower_bounds.hpp), beside the simulator's classic bounds.
+    static void add_tight_bounds(lower_bounds& bounds, const stage_graph& graph, std::optional<bytes> cap,
+                                 const std::vector<bytes>& weights) {
+      lower_bounds tight;
+      if (cap) {
+        std::vector<bytes> budget(static_cast<std::size_t>(graph.ranks()), *cap);
+        for (std::size_t r = 0; r < budget.size() && r < weights.size(); ++r) budget[r] -= weights[r];
+        tight = capped_lower_bounds(graph, budget);
+      } else {
+        tight = memory_free_lower_bounds(graph);
+      }
+      bounds.rank_window = tight.rank_window;
+      bounds.memory = tight.memory;
     }
 
     static void fit_memory_to(dip::plan& p, bytes cap, const std::vector<bytes>& weights) {

@@ -36,6 +36,7 @@
 #include "dip/schedule/plan.hpp"
 #include "dip/schedule/stage_graph.hpp"
 #include "dip/schedule/strategy_cost.hpp"
+#include "dip/sim/lower_bounds.hpp"
 
 namespace dip {
 
@@ -56,14 +57,6 @@ struct timed_action {
   duration end{};
 };
 
-// What no schedule of the stage graph can beat (communication not counted).
-struct lower_bounds {
-  duration busiest_rank{};   // the largest per-rank sum of stage times (stage_graph::work_per_rank)
-  duration critical_path{};  // the longest dependent chain (equals stage_graph::critical_path)
-  duration average_work{};   // all stage time divided evenly over the ranks
-  duration best() const { return std::max({busiest_rank, critical_path, average_work}); }
-};
-
 struct rank_stats {
   duration busy{};           // time spent computing
   duration idle{};           // makespan - busy
@@ -77,7 +70,7 @@ struct simulation_result {
   duration makespan{};      // the latest rank's final clock
   double bubble_ratio = 0;  // 1 - sum(busy) / (ranks * makespan); 0 for an empty makespan
   std::vector<rank_stats> ranks;
-  lower_bounds bounds;
+  lower_bounds bounds;  // the classic ones (rank_window and memory: see dip/sim/lower_bounds.hpp)
   // record_timeline only: one entry per action, ordered by rank and then by action index.
   std::vector<timed_action> timeline;
   std::size_t simulated_actions = 0;
