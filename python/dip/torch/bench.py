@@ -107,7 +107,7 @@ def calibrate(args, model, batches: list, out: pathlib.Path) -> Calibration:
     layer_files = _write(calibration_plans(model, batches, tuple(args.calibration_sizes), args.search_ms), out,
                          "calibration-layers")
     options = {"samples": args.samples_per_layer, "repeats": args.repeats, "seed": args.seed, "timeout": args.timeout,
-               "run_repeats": 2}
+               "run_repeats": max(1, min(4, args.repeats))}  # in-run steps per plan, round-robin
     ranks = launch(_layers_worker, args.pp, (layer_files, options), timeout_s=args.timeout, threads=args.threads)
     calibration = Calibration.merge(args.model, [r["groups"] for r in ranks], ranks[0]["link"], machine())
     unscaled = calibration.costs(scaled=False)

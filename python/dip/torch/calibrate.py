@@ -280,17 +280,17 @@ def profile_layers(plans: list[ExecutablePlan], *, samples_per_layer: int = 16, 
 def run_plans(rank: int, plans: list[ExecutablePlan], *, warmup: int = 1, repeats: int = 1, seed: int = 0,
               timeout_s: float = 120.0) -> list[list[tuple[int, float]]]:
     """Runs each plan (every rank of it at once: call on every rank) `warmup` + `repeats` times,
-    each step from a barrier; returns per plan this rank's compute actions as (stage, seconds
-    busy: the compute and the rank's own work since the previous compute, the median over the
-    repeats). Layers timed alone run faster or slower than inside a pipeline (the other ranks
-    share the memory bandwidth and caches); `fit_run_scales` corrects for it with these."""
+    each step from a barrier, the plans in turn (round-robin, so that a slow spell of the
+    machine falls on all of them alike); returns per plan this rank's compute actions as (stage,
+    seconds busy: the compute and the rank's own work since the previous compute, the median
+    over the repeats). Layers timed alone run faster or slower than inside a pipeline (the other
+    ranks share the memory bandwidth and caches); `fit_run_scales` corrects for it with these."""
     model = ReferenceModel(plans[0].document["model"], seed=seed)
-    out = []
-    for plan in plans:
-        runner = PipelineRank(rank, model, plan, timeout_s=timeout_s)
-        stage_of = {a.label: a.stage for a in plan.actions[rank] if a.op == "compute"}
-        steps = []
-        for step in range(warmup + repeats):
+    runners = [PipelineRank(rank, model, plan, timeout_s=timeout_s) for plan in plans]
+    stage_of = [{a.label: a.stage for a in plan.actions[rank] if a.op == "compute"} for plan in plans]
+    steps: list[list] = [[] for _ in plans]
+    for step in range(warmup + repeats):
+        for i, (plan, runner) in enumerate(zip(plans, runners)):
             dist.barrier()
             report = runner.step(plan, 0)
             if step < warmup:
@@ -303,11 +303,11 @@ def run_plans(rank: int, plans: list[ExecutablePlan], *, warmup: int = 1, repeat
                 if category == "recv":
                     waited += end - start
                 elif category == "compute":
-                    busy.append((stage_of[label], end - since - waited))
+                    busy.append((stage_of[i][label], end - since - waited))
                     since, waited = end, 0.0
-            steps.append(busy)
-        out.append([(stage, statistics.median(s[i][1] for s in steps)) for i, (stage, _) in enumerate(steps[0])])
-    return out
+            steps[i].append(busy)
+    return [[(stage, statistics.median(s[j][1] for s in per_plan)) for j, (stage, _) in enumerate(per_plan[0])]
+            for per_plan in steps]
 
 
 PARTS = ("forward", "backward_input", "backward_weight")
