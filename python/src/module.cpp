@@ -296,7 +296,7 @@ Make one with Model.preset(name) or Model.from_json(path_or_text).)")
             d["cap_ms"] = v.cap_bound_ms;
             return d;
           },
-          "The terms of the three bounds (docs/simulator.md, 'Lower bounds').")
+          "The terms of the three bounds (docs/dip-plan.md, step 4; dip/sim/lower_bounds.hpp).")
       .def_property_readonly("peak_memory_bytes", &plan_view::peak_memory, "Largest peak over the ranks.")
       .def_readonly("peak_memory_bytes_per_rank", &plan_view::peak_memory_per_rank,
                     "Per rank: weights, gradients, optimiser state and the most activations held at once.")
