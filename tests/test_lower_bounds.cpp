@@ -177,8 +177,8 @@ TEST_CASE("memory LP: keep-only memory-time over the budget, then the cheapest s
 TEST_CASE("memory binds: one activation per rank serialises rank 0's round trip") {
   // Two ranks, F = B = 1 ms, 1 MiB kept per pair, a budget of 1 MiB each, m = 4: rank 0 holds
   // each pair for F1 + B1 + B0 = 3 ms, so T >= 4 x 3 ms; memory free the bound is (m + 1) 2 ms.
-  const auto g = chain_graph({0, 1}, 2, 4, {dip::milliseconds(1), dip::milliseconds(0.5), dip::milliseconds(0.5),
-                                            dip::mib(1), {}});
+  const auto g = chain_graph({0, 1}, 2, 4,
+                             {dip::milliseconds(1), dip::milliseconds(0.5), dip::milliseconds(0.5), dip::mib(1), {}});
   const std::vector<dip::bytes> budget{dip::mib(1), dip::mib(1)};
   const dip::lower_bounds keep = dip::capped_lower_bounds(*g, budget, only_keep());
   CHECK(keep.rank_window.base() == doctest::Approx(10e-3));

@@ -3,9 +3,10 @@
 // chunks on random ranks), batches (random sub-microbatches) and memory caps. For each, the DIP
 // planner (search, interleaving, memory strategies) and the static-dip and Optimus baselines
 // (fitted to the cap as dip-plan fits them) either refuse with a dip::error or give a plan that
-// the validator accepts at the cap, that simulates without deadlock, that never beats the lower
-// bound and that never exceeds the cap; the planner refuses only what static-dip cannot fit
-// either, and is never slower than static-dip's plan where that fits as it is.
+// the validator accepts at the cap, that simulates without deadlock, that never beats a lower
+// bound (the classic one, each rank's window, the one under the cap) and that never exceeds the
+// cap; the planner refuses only what static-dip cannot fit either, and is never slower than
+// static-dip's plan where that fits as it is.
 //
 // The seed is printed on failure (doctest CAPTURE). DIP_PROPERTY_SEED and DIP_PROPERTY_CASES
 // override the defaults, e.g. to run a longer campaign with fresh seeds:
@@ -19,6 +20,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <vector>
 
 #include <dip/cost/fixed_table.hpp>
 #include <dip/model/model.hpp>
@@ -27,6 +29,7 @@
 #include <dip/schedule/build_stage_graph.hpp>
 #include <dip/schedule/stage_graph.hpp>
 #include <dip/schedule/validate.hpp>
+#include <dip/sim/lower_bounds.hpp>
 #include <dip/sim/simulator.hpp>
 
 #include "plan_test_support.hpp"
@@ -95,6 +98,12 @@ dip::duration check_plan(const dip::plan& plan, const random_problem& problem) {
   dip::simulation_result result;
   REQUIRE_NOTHROW(result = dip::simulate(plan, dip::simulation_options_of(problem.options)));
   CHECK(result.makespan >= result.bounds.classic() * (1 - 1e-9));
+  // Nor the tighter bounds: each rank's window and what the cap forces (dip/sim/lower_bounds.hpp).
+  std::vector<dip::bytes> budget;
+  for (const dip::bytes weights : problem.options.weight_memory)
+    budget.push_back(*problem.options.memory_cap - weights);
+  const dip::lower_bounds tight = dip::capped_lower_bounds(*plan.graph, budget, problem.options.strategy_model);
+  CHECK(result.makespan >= tight.under_cap() * (1 - 1e-9));
   for (const dip::rank_stats& r : result.ranks) CHECK(r.peak_memory <= *problem.options.memory_cap * (1 + 1e-9));
   return result.makespan;
 }
