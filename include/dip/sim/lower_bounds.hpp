@@ -166,8 +166,9 @@ struct pair_option {
 };
 
 // The smallest window T with work + extra(x) <= T and memory_time(x) <= budget * T over
-// fractional choices x of every pair's options (see the top of this file); budget >= 0. Each pair's options are reduced
-// to their lower convex hull and its segments taken greedily, best savings per second first.
+// fractional choices x of every pair's options (see the top of this file); budget >= 0. Each
+// pair's options are reduced to their lower convex hull and its segments taken greedily, best
+// savings per second first.
 inline double memory_capped_rank_bound(const std::vector<std::vector<pair_option>>& pairs, double work, double budget) {
   double work_floor = work;
   struct upgrade {
