@@ -222,25 +222,20 @@ inline double memory_capped_rank_bound(const std::vector<std::vector<pair_option
   return std::max(work_floor + spent, memory_time / budget);
 }
 
-}  // namespace detail
-
-namespace detail {
-
 // The classic bounds and the rank window, from the graph's longest paths.
 inline lower_bounds memory_free_bounds(const stage_graph& graph, const stage_graph_paths& paths) {
   lower_bounds out;
   const std::size_t ranks = static_cast<std::size_t>(graph.ranks());
   std::vector<std::vector<windowed_job>> jobs(ranks);
-  std::vector<double> work(ranks, 0.0);
   for (std::size_t s = 0; s < graph.size(); ++s) {
     const stage& st = graph.stages()[s];
-    work[st.rank.index()] += to_seconds(st.time);
     jobs[st.rank.index()].push_back({paths.head[s], to_seconds(st.time), paths.tail[s]});
   }
+  const std::vector<duration> work = graph.work_per_rank();
   double total = 0, busiest = 0, window = 0;
   for (std::size_t r = 0; r < ranks; ++r) {
-    total += work[r];
-    busiest = std::max(busiest, work[r]);
+    total += to_seconds(work[r]);
+    busiest = std::max(busiest, to_seconds(work[r]));
     window = std::max(window, jackson_preemptive_bound(jobs[r]));
   }
   out.busiest_rank = seconds(busiest);
@@ -283,13 +278,13 @@ inline lower_bounds capped_lower_bounds(const stage_graph& graph, std::span<cons
   }
   std::vector<double> reach(graph.size(), 0.0);
 
-  // Per rank: its work, and the window its activations can be held in: none before the
-  // earliest head of its stages, none after the latest end that leaves its shortest tail.
-  std::vector<double> work(ranks, 0.0), first_head(ranks, std::numeric_limits<double>::infinity()),
+  // Per rank, the window its activations can be held in: none before the earliest head of its
+  // stages, none after the latest end that leaves its shortest tail.
+  const std::vector<duration> work = graph.work_per_rank();
+  std::vector<double> first_head(ranks, std::numeric_limits<double>::infinity()),
       last_tail(ranks, std::numeric_limits<double>::infinity());
   for (std::size_t s = 0; s < graph.size(); ++s) {
     const std::size_t r = stages[s].rank.index();
-    work[r] += to_seconds(stages[s].time);
     first_head[r] = std::min(first_head[r], paths.head[s]);
     last_tail[r] = std::min(last_tail[r], paths.tail[s]);
   }
@@ -323,7 +318,7 @@ inline lower_bounds capped_lower_bounds(const stage_graph& graph, std::span<cons
     if (pairs[r].empty()) continue;
     const double budget = activation_budget[r].base();
     const double window = budget < 0 ? std::numeric_limits<double>::infinity()
-                                     : detail::memory_capped_rank_bound(pairs[r], work[r], budget);
+                                     : detail::memory_capped_rank_bound(pairs[r], to_seconds(work[r]), budget);
     bound = std::max(bound, first_head[r] + window + last_tail[r]);
   }
   out.memory = seconds(bound);
