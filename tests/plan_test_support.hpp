@@ -170,16 +170,25 @@ inline dip::batch_work random_batch(const dip::multimodal_model& model, std::mt1
   return batch;
 }
 
-// --- random small stage graphs (several chains, sub-microbatches, split or not) --------------
-// An LM chain, fed half the time by an encoder chain, one layer per chunk on 1-3 random ranks,
-// 1-3 microbatches of 1-2 sub-microbatches per module, the backward split half the time.
-class graph_generator {
+// Draws from one seeded engine, as the random-case generators of the tests make them.
+class random_draws {
  public:
-  explicit graph_generator(std::uint64_t seed) : rng_(seed) {}
+  explicit random_draws(std::uint64_t seed) : rng_(seed) {}
   double uniform(double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng_); }
   int integer(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng_); }
   bool coin(double p = 0.5) { return uniform(0, 1) < p; }
   std::mt19937_64& rng() { return rng_; }
+
+ protected:
+  std::mt19937_64 rng_;
+};
+
+// --- random small stage graphs (several chains, sub-microbatches, split or not) --------------
+// An LM chain, fed half the time by an encoder chain, one layer per chunk on 1-3 random ranks,
+// 1-3 microbatches of 1-2 sub-microbatches per module, the backward split half the time.
+class graph_generator : public random_draws {
+ public:
+  using random_draws::random_draws;
 
   std::shared_ptr<const dip::stage_graph> make_graph() {
     const bool encoder = coin();
@@ -228,9 +237,6 @@ class graph_generator {
     return std::make_shared<const dip::stage_graph>(
         dip::build_stage_graph(model, placement, batch, costs, {.split_backward = coin()}));
   }
-
- private:
-  std::mt19937_64 rng_;
 };
 
 }  // namespace dip_test

@@ -30,14 +30,9 @@ namespace {
 using dip_test::opaque_module;
 
 // --- random small plans -------------------------------------------------------------------------
-class case_generator {
+class case_generator : public dip_test::random_draws {
  public:
-  explicit case_generator(std::uint64_t seed) : rng_(seed) {}
-
-  double uniform(double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng_); }
-  int integer(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng_); }
-  bool coin(double p = 0.5) { return uniform(0, 1) < p; }
-  std::mt19937_64& rng() { return rng_; }
+  using random_draws::random_draws;
 
   dip::plan make_plan() {
     const dip_test::random_module_graph shape = dip_test::random_module_graph_of(rng_);
@@ -80,8 +75,6 @@ class case_generator {
     c.reference_tokens = coin() ? 0.0 : uniform(100, 1000);  // some layers scale with the work
     return c;
   }
-
-  std::mt19937_64 rng_;
 };
 
 // --- the reference: fixed-point sweeps, no worklist ------------------------------------------
