@@ -90,7 +90,8 @@ planning_case decode(FuzzedDataProvider& in) {
   const bool video = in.ConsumeBool();
   c.preset = video ? &tiny_t2v() : &tiny_vlm();
   c.pp = in.ConsumeIntegralInRange(1, 4);
-  c.schedule = in.PickValueInArray({"dip", "static-dip", "optimus", "1f1b", "zb1p", "interleaved", "gpipe"});
+  c.schedule =
+      in.PickValueInArray({"dip", "static-dip", "optimus", "1f1b", "zb1p", "interleaved", "gpipe", "zbv", "dualpipev"});
   c.rollouts = in.ConsumeIntegralInRange<std::size_t>(0, 6);
   c.memory_strategies = in.ConsumeBool();
   c.segments_per_rank = in.ConsumeIntegralInRange<std::size_t>(0, 3);

@@ -3,7 +3,8 @@
 # ctest, so that ctest -j spreads them over the cores; a pytest skip fails when torch is
 # required (DIP_REQUIRE_TORCH, run_pytest.py turns skips into a failure then).
 #   torch_layers       the reference layers (layers.py); one rank in-process against the
-#                      sequential model; your own modules (ModuleLayersModel)
+#                      sequential model; your own modules (ModuleLayersModel); dip's ZB-V and
+#                      DualPipeV orders against PyTorch's own schedule classes
 #   torch_verify_<m>_pp<p>  every schedule on tiny-vlm / tiny-t2v at PP 2 and 4, against the
 #                      sequential model on the traces of ../shared/data (tests/data without it)
 #   torch_runtime      dip's sub-microbatches in float64, the memory cap (recompute/offload lower
@@ -20,7 +21,8 @@ function(dip_add_torch_pytest name timeout)
   dip_torch_test(${name})
 endfunction()
 
-dip_add_torch_pytest(torch_layers 300 "${dip_torch_tests_dir}/test_layers.py" "${dip_torch_tests_dir}/test_model.py")
+dip_add_torch_pytest(torch_layers 300 "${dip_torch_tests_dir}/test_layers.py" "${dip_torch_tests_dir}/test_model.py"
+                     "${dip_torch_tests_dir}/test_v_schedules.py")
 foreach(model vlm t2v)
   foreach(pp 2 4)
     dip_add_torch_pytest(torch_verify_${model}_pp${pp} 900 "${dip_torch_tests_dir}/test_verify.py"

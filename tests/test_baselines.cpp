@@ -1,5 +1,5 @@
-// Baseline schedules (GPipe, 1F1B, Megatron interleaved, ZB-H1): exact orders against the
-// published ones, structure (every stage once, dependencies respected, in-flight microbatches),
+// Baseline schedules (GPipe, 1F1B, Megatron interleaved, ZB-H1, ZB-V, DualPipeV): exact orders
+// against the published ones, structure (every stage once, dependencies respected, in-flight microbatches),
 // closed-form makespans and bubbles through the simulator, lower bounds, and random costs.
 #include <doctest/doctest.h>
 
@@ -338,7 +338,8 @@ TEST_CASE("bad inputs are refused at the call, with a message that says why") {
       CHECK(std::string(e.what()).find("'pipedream'") != std::string::npos);
       CHECK(std::string(e.what()).find("gpipe, 1f1b, interleaved, zb1p") != std::string::npos);
     }
-    CHECK(dip::baseline_names() == std::vector<std::string>{"gpipe", "1f1b", "interleaved", "zb1p"});
+    CHECK(dip::baseline_names() ==
+          std::vector<std::string>{"gpipe", "1f1b", "interleaved", "zb1p", "zbv", "dualpipev"});
   }
 
   SUBCASE("a DIP placement (several chains) is refused") {
@@ -581,4 +582,195 @@ TEST_CASE("random per-layer costs: every baseline is valid, deadlock-free and ab
     }
   }
   CHECK(plans > 400);
+}
+
+// --- the V: ZB-V and DualPipeV ----------------------------------------------------------------------
+
+namespace {
+
+graph_ptr build_v(const toy_model& t, int p, std::size_t m, bool split = true) {
+  const dip::placement placement =
+      dip::sequential_placement(t.model, t.costs, one_sequence, p, 2, dip::chunk_layout::v_shape);
+  const dip::batch_work batch = dip::uniform_batch(t.model, m, one_sequence);
+  return std::make_shared<const dip::stage_graph>(
+      dip::build_stage_graph(t.model, placement, batch, t.costs, dip::stage_graph_options{split}));
+}
+
+// A rank's order in PyTorch's compute_only notation, "<stage><F|I|W><microbatch>" (the chain
+// position is PyTorch's stage index).
+std::string torch_notation(const dip::stage_graph& graph, const std::vector<dip::stage_id>& order) {
+  std::string text;
+  for (dip::stage_id id : order) {
+    const dip::stage& s = graph.at(id);
+    if (!text.empty()) text += ' ';
+    text += std::to_string(graph.placement().chunk(s.chunk).position) + dip::to_char(s.kind) +
+            std::to_string(s.microbatch.value());
+  }
+  return text;
+}
+
+// Idle time inside each rank's own window, from its first compute stage's start to its last
+// one's end (what the zero-bubble papers call the bubble: the fill of the forward wave, before
+// a rank's first stage, is outside it).
+std::vector<double> idle_inside_window(const dip::plan& plan) {
+  dip::simulation_options options;
+  options.record_timeline = true;
+  const dip::simulation_result result = dip::simulate(plan, options);
+  std::vector<double> first(plan.ranks.size(), 1e300), last(plan.ranks.size(), 0);
+  for (const dip::timed_action& a : result.timeline) {
+    if (plan.ranks[a.rank.index()][a.index].kind != dip::action_kind::compute) continue;
+    first[a.rank.index()] = std::min(first[a.rank.index()], ms(a.start));
+    last[a.rank.index()] = std::max(last[a.rank.index()], ms(a.end));
+  }
+  std::vector<double> idle;
+  for (std::size_t r = 0; r < plan.ranks.size(); ++r) idle.push_back(last[r] - first[r] - ms(result.ranks[r].busy));
+  return idle;
+}
+
+}  // namespace
+
+TEST_CASE("the V placement: rank c going out, rank 2p - 1 - c coming back") {
+  const toy_model model = uniform_model(12, 1_ms, 1_ms, 1_ms);
+  const dip::placement v =
+      dip::sequential_placement(model.model, model.costs, one_sequence, 3, 2, dip::chunk_layout::v_shape);
+  std::vector<std::size_t> ranks;
+  for (dip::chunk_id c : v.chains[0]) ranks.push_back(v.chunk(c).rank.index());
+  CHECK(ranks == std::vector<std::size_t>{0, 1, 2, 2, 1, 0});
+  CHECK_THROWS_WITH_AS(
+      (void)dip::sequential_placement(model.model, model.costs, one_sequence, 3, 3, dip::chunk_layout::v_shape),
+      doctest::Contains("exactly 2 chunks per rank"), dip::error);
+}
+
+TEST_CASE("ZB-V and DualPipeV orders equal PyTorch's ScheduleZBVZeroBubble and ScheduleDualPipeV") {
+  // Printed by torch 2.15.0's _calculate_single_rank_operations (None slots dropped, DualPipeV's
+  // OVERLAP_F_B expanded to its F and full backward, a full backward written I then W);
+  // python/tests/torch/test_v_schedules.py compares many more (p, m) against the live classes.
+  const toy_model model = uniform_model(12, 1_ms, 1_ms, 1_ms);
+  const graph_ptr g24 = build_v(model, 2, 4);
+  const orders_t zbv = orders_of(&dip::zbv, g24);
+  CHECK(torch_notation(*g24, zbv[0]) ==
+        "0F0 0F1 0F2 3F0 3I0 3W0 3F1 3I1 3W1 0F3 0I0 0W0 3F2 3I2 3W2 0I1 0W1 3F3 3I3 3W3 0I2 0W2 0I3 0W3");
+  CHECK(torch_notation(*g24, zbv[1]) ==
+        "1F0 2F0 1F1 2F1 2I0 2W0 1F2 1I0 1W0 2F2 2I1 2W1 1F3 1I1 1W1 2F3 2I2 2W2 1I2 2I3 1I3 1W2 2W3 1W3");
+  const orders_t dual = orders_of(&dip::dualpipev, g24);
+  CHECK(torch_notation(*g24, dual[0]) ==
+        "0F0 0F1 0F2 3F0 3I0 3W0 3F1 0F3 3I1 3W1 3F2 0I0 0W0 3I2 3W2 3F3 0I1 0W1 3I3 3W3 0I2 0W2 0I3 0W3");
+  CHECK(torch_notation(*g24, dual[1]) ==
+        "1F0 2F0 1F1 2F1 1F2 2I0 2W0 2F2 1I0 1W0 1F3 2I1 2W1 2F3 1I1 1W1 2I2 2W2 1I2 1W2 2I3 1I3 2W3 1W3");
+  // Fewer microbatches than the V needs (m < 2p - 1): PyTorch plans 2p - 1 and drops the rest.
+  const graph_ptr g32 = build_v(uniform_model(12, 1_ms, 1_ms, 1_ms), 3, 2);
+  const orders_t short_zbv = orders_of(&dip::zbv, g32);
+  CHECK(torch_notation(*g32, short_zbv[0]) == "0F0 0F1 5F0 5I0 5W0 5F1 5I1 5W1 0I0 0W0 0I1 0W1");
+  CHECK(torch_notation(*g32, short_zbv[1]) == "1F0 1F1 4F0 4F1 4I0 4W0 4I1 4W1 1I0 1W0 1I1 1W1");
+  CHECK(torch_notation(*g32, short_zbv[2]) == "2F0 3F0 2F1 3F1 3I0 3W0 2I0 2W0 3I1 3W1 2I1 2W1");
+}
+
+// F = I = W = t per chunk (96 identical layers cut into 2p chunks: t = 12 / (2p) ms).
+//
+// ZB-V. Rank p - 1 holds the turn of the V and cannot start before the first microbatch's
+// p - 1 forwards reach it, and every rank has 6 m t of work, so no schedule beats
+// (6m + p - 1) t. ZB-V reaches it for m >= 2p - 1 with no idle inside any rank's window (each
+// rank's first stage to its last): the "zero bubble" of Qi et al., whose bubble formulas
+// count the idle inside that window; the trapezoid's ramps (rank r starts r t late and ends
+// (p - 1 - r) t early) are what is left, half of ZB1P's (p - 1) 2t on the same model. Peak
+// activations: 2p chunks' on rank 0 (PyTorch's and the paper's "same as 1F1B").
+//
+// DualPipeV. Same makespan for m >= 2p, but its ranks end together: rank r idles
+// (p - 1 - r) t inside its window (the V's fill is not deferred W as in ZB-V). DeepSeek's table
+// gives (p - 1)(F&B + B - 3W) = 2 (p - 1) t with F&B = F + B: there each overlapped F&B pair is
+// one atomic step that waits for both inputs, while dip starts the F of a pair as soon as its
+// own input is there. Peak activations 2p + 1 chunks' (DeepSeek's "PP + 1" for PP = 2p stages).
+TEST_CASE("ZB-V and DualPipeV with F = I = W: the published bubbles and activation memory") {
+  const toy_model model = uniform_model(96, 0.125_ms, 0.125_ms, 0.125_ms, dip::bytes(1));
+  for (int p : {1, 2, 3, 4, 6}) {
+    const double t = 12.0 / (2 * p), chunk_bytes = 96.0 / (2 * p);
+    const std::size_t pp = std::size_t(p);
+    for (std::size_t m = 2 * pp - 1; m <= 16; ++m) {
+      CAPTURE(p);
+      CAPTURE(m);
+      const graph_ptr g = build_v(model, p, m);
+      const dip::plan zbv = dip::plan_baseline("zbv", g);
+      dip::validate(zbv);
+      const dip::simulation_result zr = dip::simulate(zbv);
+      CHECK(ms(zr.makespan) == exactly(double(6 * m + pp - 1) * t));
+      for (double idle : idle_inside_window(zbv)) CHECK(idle == doctest::Approx(0).epsilon(1e-9));
+      CHECK(peak_memory(zr) == exactly(2 * pp * chunk_bytes));
+      CHECK(zr.ranks[0].peak_memory.base() == exactly(2 * pp * chunk_bytes));
+      // ZB1P on the same model, p chunks of 2 t: (3m + p - 1) 2t, twice ZB-V's ramp.
+      const dip::simulation_result zb1p = simulate_baseline("zb1p", build(model, p, 1, m, true));
+      CHECK(ms(zb1p.makespan) - ms(zr.makespan) == exactly(double(pp - 1) * t));
+      CHECK(peak_memory(zb1p) == exactly(peak_memory(zr)));
+      if (m < 2 * pp) continue;
+      const dip::plan dual = dip::plan_baseline("dualpipev", g);
+      dip::validate(dual);
+      const dip::simulation_result dr = dip::simulate(dual);
+      CHECK(ms(dr.makespan) == exactly(double(6 * m + pp - 1) * t));
+      const std::vector<double> idle = idle_inside_window(dual);
+      for (std::size_t r = 0; r < pp; ++r) CHECK(idle[r] == exactly(double(pp - 1 - r) * t));
+      CHECK(peak_memory(dr) == exactly(double(2 * pp + 1) * chunk_bytes));
+    }
+  }
+}
+
+TEST_CASE("ZB-V and DualPipeV refuse what they cannot schedule") {
+  const toy_model model = uniform_model(12, 1_ms, 1_ms, 1_ms);
+  const dip::rank_id r0 = dip::rank_id::from_index(0);
+  // Round robin with two chunks per rank is Megatron's interleaving, not the V.
+  CHECK_THROWS_WITH_AS((void)dip::zbv(build(model, 3, 2, 6, true), r0),
+                       doctest::Contains("needs the V-shaped placement"), dip::error);
+  CHECK_THROWS_WITH_AS((void)dip::dualpipev(build(model, 3, 1, 6, true), r0), doctest::Contains("2 chunks per rank"),
+                       dip::error);
+  CHECK_THROWS_WITH_AS((void)dip::zbv(build_v(model, 3, 6, false), r0), doctest::Contains("split_backward = true"),
+                       dip::error);
+  CHECK_THROWS_WITH_AS((void)dip::dualpipev(build_v(model, 3, 5), r0),
+                       doctest::Contains("at least as many microbatches as stages (2 x 3 ranks = 6), got 5"),
+                       dip::error);
+  // And the classic four refuse the V.
+  CHECK_THROWS_WITH_AS((void)dip::plan_baseline("interleaved", build_v(model, 3, 6)),
+                       doctest::Contains("needs chunk position c on rank c mod p"), dip::error);
+}
+
+TEST_CASE("random per-layer costs on the V: ZB-V and DualPipeV are valid, deadlock-free, above the bound") {
+  std::mt19937 rng(20261206);
+  const auto uniform = [&](double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng); };
+  const auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  std::size_t plans = 0;
+  for (int c = 0; c < 150; ++c) {
+    const int p = pick(1, 6);
+    const std::size_t m = std::size_t(pick(1, 16));
+    std::vector<dip::fixed_layer_cost> per_layer;
+    for (std::size_t i = 0; i < std::size_t(2 * p + pick(0, 10)); ++i) {
+      per_layer.push_back(
+          {{dip::milliseconds(uniform(0.05, 3.0)), dip::milliseconds(uniform(0.05, 3.0)),
+            dip::milliseconds(uniform(0.05, 3.0)), dip::bytes(uniform(1, 100)), dip::bytes(uniform(1e6, 1e8))},
+           0});
+    }
+    const graph_ptr g = build_v(make_model(per_layer), p, m);
+    dip::simulation_options options;
+    if (c % 2 == 1) options.comm = {dip::microseconds(uniform(0, 200)), dip::gigabytes_per_second(uniform(10, 400))};
+    CAPTURE(c);
+    CAPTURE(p);
+    CAPTURE(m);
+    for (const char* name : {"zbv", "dualpipev"}) {
+      CAPTURE(name);
+      if (std::string_view(name) == "dualpipev" && m < std::size_t(2 * p)) {
+        CHECK_THROWS_AS((void)dip::plan_baseline(name, g), dip::error);
+        continue;
+      }
+      const dip::plan plan = dip::plan_baseline(name, g);
+      CHECK_NOTHROW(dip::validate(plan));
+      orders_t orders(plan.ranks.size());
+      for (std::size_t r = 0; r < plan.ranks.size(); ++r) {
+        for (const dip::action& a : plan.ranks[r]) {
+          if (a.kind == dip::action_kind::compute) orders[r].push_back(a.stage);
+        }
+      }
+      check_structure(*g, orders);
+      dip::simulation_result result;
+      REQUIRE_NOTHROW(result = dip::simulate(plan, options));
+      CHECK(above_lower_bound(result));
+      ++plans;
+    }
+  }
+  CHECK(plans > 200);
 }

@@ -192,9 +192,10 @@ TEST_CASE("the cpu transport matches per peer in order and names both ranks on a
 TEST_CASE("classic plans give gradients bit-identical to the sequential run") {
   for (const std::string name : {"tiny-vlm", "tiny-t2v"}) {
     INFO(name);
-    for (const std::string schedule : {"1f1b", "gpipe", "interleaved", "zb1p"}) {
+    for (const std::string schedule : {"1f1b", "gpipe", "interleaved", "zb1p", "zbv", "dualpipev"}) {
       INFO(schedule);
-      const planned_run run = plan_run(name, schedule, 1, 8);  // interleaved: a multiple of the ranks
+      // 8: a multiple of the ranks (interleaved), at least as many as stages (dualpipev)
+      const planned_run run = plan_run(name, schedule, 1, 8);
       const auto want = dip::exec::run_sequential(run.preset.model, run.batch);
       CHECK(want.loss > 0);
       check_bitwise_equal(dip::exec::execute(run.planned.plan, run.preset.model, run.batch), want);

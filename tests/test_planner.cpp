@@ -69,9 +69,17 @@ TEST_CASE("planner: every built-in schedule plans a plan valid at the cap, never
     const dip::planner planner = planner_with_cap(preset, cap);
     const std::vector<dip::packed_microbatch> batch = batch_of(preset, 3);
     const std::vector<std::string> names = planner.schedules().names();
-    CHECK(names == std::vector<std::string>{"dip", "static-dip", "optimus", "gpipe", "1f1b", "interleaved", "zb1p"});
+    CHECK(names == std::vector<std::string>{"dip", "static-dip", "optimus", "gpipe", "1f1b", "interleaved", "zb1p",
+                                            "zbv", "dualpipev"});
     for (const std::string& schedule : names) {
       CAPTURE(schedule);
+      if (schedule == "dualpipev" && batch.size() < 2 * std::size_t(planner.cluster().pp)) {
+        // PyTorch's ScheduleDualPipeV needs as many microbatches as stages; so does dip's.
+        CHECK_THROWS_WITH_AS((void)planner.plan(batch, schedule, 2), doctest::Contains("at least as many microbatches"),
+                             dip::error);
+        CHECK_NOTHROW((void)planner.plan(batch_of(preset, 3, 2 * std::size_t(planner.cluster().pp)), schedule, 2));
+        continue;
+      }
       const dip::planned_batch planned = planner.plan(batch, schedule, 2);
       CHECK(planned.schedule == schedule);
       CHECK(planned.index == 2);
@@ -230,7 +238,7 @@ TEST_CASE("planner: a schedule added to the registry plans like the built-in it 
                         .make = [](const dip::schedule_request& q) { return dip::plan_static_dip(q.graph, q.options); },
                         .description = "static-dip under another name"});
   const std::vector<std::string> names = planner.schedules().names();
-  CHECK(names.size() == 10);
+  CHECK(names.size() == 12);
   CHECK(names.back() == "my-static-dip");
   CHECK(planner.schedules().known().find("my-1f1b") != std::string::npos);
 

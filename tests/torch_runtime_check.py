@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Optional check: dip-plan's --export-torch CSVs run in PyTorch's pipelining runtime.
 
-For each classic schedule, dip-plan exports the compute_only CSV of the 8-layer toy model on 4
+For each classic schedule (the V-shaped ZB-V and DualPipeV included), dip-plan exports the compute_only CSV of the 8-layer toy model on 4
 ranks with 8 microbatches; four CPU processes (gloo) load it into
 torch.distributed.pipelining's _PipelineScheduleRuntime, which validates it and inserts the
 sends and receives, run one step on a pipeline of small linear stages, and compare the loss and
@@ -18,7 +18,8 @@ import tempfile
 SKIP = 77
 PINNED = "2.15.0"  # dip::torch_pipelining_version
 RANKS, MICROBATCHES, HIDDEN, ROWS_PER_MICROBATCH = 4, 8, 16, 4
-SCHEDULES = {"gpipe": [], "1f1b": [], "zb1p": [], "interleaved": ["--chunks", "2"]}
+# zbv and dualpipev: two stages per rank on the V (rank 0 holds the first and the last stage).
+SCHEDULES = {"gpipe": [], "1f1b": [], "zb1p": [], "interleaved": ["--chunks", "2"], "zbv": [], "dualpipev": []}
 
 
 def read_rows(path):

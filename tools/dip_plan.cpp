@@ -615,7 +615,7 @@ int main(int argc, char** argv) {
   app.add_flag("--show-batch", opt.show_batch,
                "print each microbatch's samples, tokens, images, frames and sub-microbatches");
   app.add_option("--schedules", opt.schedules,
-                 "comma-separated: dip, static-dip, optimus, gpipe, 1f1b, interleaved, zb1p, or none")
+                 "comma-separated: dip, static-dip, optimus, gpipe, 1f1b, interleaved, zb1p, zbv, dualpipev, or none")
       ->capture_default_str();
   app.add_option("--chunks", opt.chunks, "model chunks per rank for 'interleaved'")
       ->check(CLI::Range(1, 1024))

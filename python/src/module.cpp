@@ -612,7 +612,8 @@ model: a dip.Model, a preset name or a model file's path.
 batch: a list of microbatches, each a list of sample dicts as in a trace file
   ({"text_tokens": N, "images": K}, {"text_tokens": N, "images": [{"width": W, "height": H}]},
   {"text_tokens": N, "clips": [{"seconds": S}]}); each microbatch must fit one packed microbatch.
-schedule: one of dip.schedules(): dip, static-dip, optimus, gpipe, 1f1b, interleaved, zb1p.
+schedule: one of dip.schedules(): dip, static-dip, optimus, gpipe, 1f1b, interleaved, zb1p, zbv,
+dualpipev.
 The keyword arguments are dip.Planner's, dip-plan's flags of the same names (docs/dip-plan.md);
 None means the model's value (pp, tp, gpu), the GPU's memory (memory_cap_gib) or the planner's choice.
 partition: placement of the classic schedules, 'balanced' (default), 'megatron' or 'dip'.

@@ -17,7 +17,7 @@ import pytest
 import dip
 from conftest import DATA
 
-SCHEDULES = ["dip", "static-dip", "1f1b", "zb1p", "interleaved", "gpipe", "optimus"]
+SCHEDULES = ["dip", "static-dip", "1f1b", "zb1p", "interleaved", "gpipe", "optimus", "zbv"]
 TRACES = {"tiny-vlm": DATA / "vlm_trace.jsonl", "tiny-t2v": DATA / "video_trace.jsonl"}
 
 

@@ -31,13 +31,14 @@ def test_toy_gpipe_matches_1f1b(toy):
 
 @pytest.mark.parametrize("schedule", dip.schedules())
 def test_every_schedule_plans_a_small_vlm_batch(vlm_s, schedule):
-    batch = [[{"text_tokens": 600, "images": 3}, {"text_tokens": 200, "images": [{"width": 640, "height": 480}]}]] * 4
-    plan = dip.plan(vlm_s, batch, schedule, search_ms=10)
+    microbatches = 8 if schedule == "dualpipev" else 4  # DualPipeV: as many microbatches as stages (2 x pp)
+    batch = [[{"text_tokens": 600, "images": 3}, {"text_tokens": 200, "images": [{"width": 640, "height": 480}]}]]
+    plan = dip.plan(vlm_s, batch * microbatches, schedule, search_ms=10)
     assert plan.schedule == schedule
     assert plan.makespan_ms >= plan.lower_bound_ms * (1 - 1e-9)
     assert plan.peak_memory_bytes == max(plan.peak_memory_bytes_per_rank)
     assert plan.peak_memory_bytes <= plan.memory_cap_bytes  # fitted to the GPU by default
-    assert len(plan.microbatches) == 4 and plan.microbatches[0]["images"] == 4
+    assert len(plan.microbatches) == microbatches and plan.microbatches[0]["images"] == 4
     assert plan.partition == ("optimus" if schedule == "optimus" else
                               "dip" if schedule in ("dip", "static-dip") else "balanced")
 

@@ -230,8 +230,8 @@ inline torch_schedule to_torch_schedule(const plan& p) {
   require(place.chains.size() == 1, errc::invalid_argument, where,
           "the plan's placement has " + std::to_string(place.chains.size()) +
               " chains (one per module group, as DIP places a multimodal model); torch.distributed.pipelining "
-              "runs one sequence of stages, so only single-chain placements (gpipe, 1f1b, interleaved, zb1p, or "
-              "dip on a one-module model) can be exported");
+              "runs one sequence of stages, so only single-chain placements (gpipe, 1f1b, interleaved, zb1p, "
+              "zbv, dualpipev, or dip on a one-module model) can be exported");
   const std::uint32_t subs = graph.sub_count(0, 0);
   for (std::size_t j = 0; j < graph.microbatch_count(); ++j) {
     require(graph.sub_count(j, 0) == subs, errc::invalid_argument, where,

@@ -145,7 +145,7 @@ struct planner_cache {
   std::optional<modality_partition> modality;
   std::vector<std::size_t> rule_segments;  // the partitioner's K per chain, when tuning chose another
   std::optional<modality_partition> one_chunk;
-  std::map<std::size_t, placement> classic;  // by chunks per rank
+  std::map<std::pair<std::size_t, chunk_layout>, placement> classic;  // by chunks per rank and layout
 };
 
 inline double milliseconds_since(std::chrono::steady_clock::time_point start) {
@@ -488,16 +488,18 @@ class planner {
       return {m.placement, &m.policy, "dip"};
     }
     const std::size_t v = entry.chunks_per_rank == 0 ? options_.interleaved_chunks : entry.chunks_per_rank;
-    auto found = cache_->classic.find(v);
+    const std::pair key{v, entry.layout};
+    auto found = cache_->classic.find(key);
     if (found == cache_->classic.end()) {
       const std::vector<work_unit> typical = typical_microbatch_work(first_batch);
       const auto work_of = [&](const module_spec& m) { return typical[m.id.index()]; };
-      found = cache_->classic
-                  .emplace(
-                      v, options_.partition == "megatron"
-                             ? megatron_partition(model_, cluster_.pp, int(v), cluster_.weight_rule())
-                             : balanced_partition(model_, costs_, work_of, cluster_.pp, int(v), cluster_.weight_rule()))
-                  .first;
+      found =
+          cache_->classic
+              .emplace(key, options_.partition == "megatron"
+                                ? megatron_partition(model_, cluster_.pp, int(v), cluster_.weight_rule(), entry.layout)
+                                : balanced_partition(model_, costs_, work_of, cluster_.pp, int(v),
+                                                     cluster_.weight_rule(), entry.layout))
+              .first;
     }
     return {found->second, &unsplit_, options_.partition == "megatron" ? "megatron" : "balanced"};
   }

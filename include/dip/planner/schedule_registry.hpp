@@ -1,12 +1,13 @@
 // dip::schedule_registry: the schedules a dip::planner can plan, by name.
 //
-// An entry says which placement the schedule runs on (a classic contiguous pipeline, DIP's
-// modality-aware one, or the modality-aware one with one chunk per rank), whether its stage graph
-// splits the backward into I and W, whether it plans under the memory cap itself or is fitted to
-// it afterwards with recompute/offload, and the function that orders the stages. The built-in
-// registry holds dip, static-dip, optimus and the classic four (gpipe, 1f1b, interleaved, zb1p);
-// a trainer adds its own with `add` (same rules: the function returns a plan of the graph it
-// gets, the planner validates and simulates it).
+// An entry says which placement the schedule runs on (a classic contiguous pipeline, round robin
+// or V-shaped, DIP's modality-aware one, or the modality-aware one with one chunk per rank),
+// whether its stage graph splits the backward into I and W, whether it plans under the memory
+// cap itself or is fitted to it afterwards with recompute/offload, and the function that orders
+// the stages. The built-in registry holds dip, static-dip, optimus and the classic six (gpipe,
+// 1f1b, interleaved, zb1p, and zbv and dualpipev on the V); a trainer adds its own with `add`
+// (same rules: the function returns a plan of the graph it gets, the planner validates and
+// simulates it).
 //
 // Verbs: every planning function is plan_<schedule> (plan_dip, plan_static_dip, plan_optimus,
 // plan_baseline); the registry maps names to them.
@@ -22,6 +23,7 @@
 #include <vector>
 
 #include "dip/core/error.hpp"
+#include "dip/partition/contiguous_placement.hpp"
 #include "dip/planner/dip_planner.hpp"
 #include "dip/planner/modality_baselines.hpp"
 #include "dip/schedule/baselines.hpp"
@@ -48,16 +50,17 @@ struct schedule_request {
 struct schedule_entry {
   schedule_placement placement = schedule_placement::classic;
   std::size_t chunks_per_rank = 1;  // classic placements: chunks per rank v; 0: planner_options::interleaved_chunks
-  bool split_backward = false;      // the stage graph splits B into I and W (zero-bubble schedules)
-  bool plans_within_cap = false;    // true: plans under the memory cap itself (dip); false: fitted afterwards
-  bool searched = false;            // true: the asynchronous planner offers its improvements (dip's search)
+  chunk_layout layout = chunk_layout::round_robin;  // classic placements: round robin, or the V (2 chunks per rank)
+  bool split_backward = false;                      // the stage graph splits B into I and W (zero-bubble schedules)
+  bool plans_within_cap = false;  // true: plans under the memory cap itself (dip); false: fitted afterwards
+  bool searched = false;          // true: the asynchronous planner offers its improvements (dip's search)
   std::function<plan(const schedule_request&)> make;
   std::string description;
 };
 
 class schedule_registry {
  public:
-  // dip, static-dip, optimus, gpipe, 1f1b, interleaved, zb1p.
+  // dip, static-dip, optimus, gpipe, 1f1b, interleaved, zb1p, zbv, dualpipev.
   static schedule_registry builtin() {
     schedule_registry r;
     r.add("dip", {.placement = schedule_placement::modality,
@@ -72,9 +75,13 @@ class schedule_registry {
                       .make = [](const schedule_request& q) { return plan_optimus(q.graph, q.options); },
                       .description = "a plain 1F1B backbone with the encoders in its bubbles"});
     for (const std::string& name : baseline_names()) {
+      const chunk_layout layout = baseline_layout(name);
       r.add(name, {.placement = schedule_placement::classic,
-                   .chunks_per_rank = name == "interleaved" ? 0u : 1u,
-                   .split_backward = name == "zb1p",
+                   .chunks_per_rank = name == "interleaved"             ? 0u
+                                      : layout == chunk_layout::v_shape ? 2u
+                                                                        : 1u,
+                   .layout = layout,
+                   .split_backward = name == "zb1p" || layout == chunk_layout::v_shape,
                    .make = [name](const schedule_request& q) { return plan_baseline(name, q.graph); },
                    .description = "classic pipeline schedule " + name});
     }
