@@ -590,7 +590,7 @@ namespace {
 
 graph_ptr build_v(const toy_model& t, int p, std::size_t m, bool split = true) {
   const dip::placement placement =
-      dip::sequential_placement(t.model, t.costs, one_sequence, p, 2, dip::chunk_layout::v_shape);
+      dip::sequential_placement(t.model, t.costs, one_sequence, p, 2, dip::chunk_order::v_shape);
   const dip::batch_work batch = dip::uniform_batch(t.model, m, one_sequence);
   return std::make_shared<const dip::stage_graph>(
       dip::build_stage_graph(t.model, placement, batch, t.costs, dip::stage_graph_options{split}));
@@ -632,13 +632,21 @@ std::vector<double> idle_inside_window(const dip::plan& plan) {
 TEST_CASE("the V placement: rank c going out, rank 2p - 1 - c coming back") {
   const toy_model model = uniform_model(12, 1_ms, 1_ms, 1_ms);
   const dip::placement v =
-      dip::sequential_placement(model.model, model.costs, one_sequence, 3, 2, dip::chunk_layout::v_shape);
+      dip::sequential_placement(model.model, model.costs, one_sequence, 3, 2, dip::chunk_order::v_shape);
   std::vector<std::size_t> ranks;
   for (dip::chunk_id c : v.chains[0]) ranks.push_back(v.chunk(c).rank.index());
   CHECK(ranks == std::vector<std::size_t>{0, 1, 2, 2, 1, 0});
+  // More chunks per rank zig-zag (the modality-aware placement's V); ZB-V and DualPipeV take two.
+  const dip::placement zigzag =
+      dip::sequential_placement(model.model, model.costs, one_sequence, 3, 3, dip::chunk_order::v_shape);
+  ranks.clear();
+  for (dip::chunk_id c : zigzag.chains[0]) ranks.push_back(zigzag.chunk(c).rank.index());
+  CHECK(ranks == std::vector<std::size_t>{0, 1, 2, 2, 1, 0, 0, 1, 2});
   CHECK_THROWS_WITH_AS(
-      (void)dip::sequential_placement(model.model, model.costs, one_sequence, 3, 3, dip::chunk_layout::v_shape),
-      doctest::Contains("exactly 2 chunks per rank"), dip::error);
+      (void)dip::plan_baseline("zbv", std::make_shared<const dip::stage_graph>(dip::build_stage_graph(
+                                          model.model, zigzag, dip::uniform_batch(model.model, 6, one_sequence),
+                                          model.costs, dip::stage_graph_options{true}))),
+      doctest::Contains("needs a V-shaped placement of 2 chunks per rank; the chain has 9 chunks"), dip::error);
 }
 
 TEST_CASE("ZB-V and DualPipeV orders equal PyTorch's ScheduleZBVZeroBubble and ScheduleDualPipeV") {

@@ -7,7 +7,7 @@
 // - balanced_partition: chunks balanced by forward + backward time under the cost model, the
 //   exact min-max cut: the DIP paper's "best exhaustive partition", the best any contiguous
 //   static split can do.
-// With chunk_layout::v_shape (two chunks per rank) chunk c is on rank c going out and on rank
+// With chunk_order::v_shape (two chunks per rank) chunk c is on rank c going out and on rank
 // 2 ranks - 1 - c coming back, the placement of ZB-V and DualPipeV. Both check the weight memory per rank like the
 // modality-aware partitioner does.
 #pragma once
@@ -24,12 +24,12 @@ namespace dip {
 
 inline placement megatron_partition(const multimodal_model& model, int ranks, int chunks_per_rank = 1,
                                     const weight_memory_rule& memory = {},
-                                    chunk_layout layout = chunk_layout::round_robin) {
+                                    chunk_order order = chunk_order::round_robin) {
   const std::vector<layer_ref> layers = layers_in_order(model);
   std::vector<double> weights;
   weights.reserve(layers.size());
   for (const layer_ref& l : layers) weights.push_back(double(parameter_count(model.module(l.module).layers[l.layer])));
-  placement p = contiguous_placement(model, layers, weights, ranks, chunks_per_rank, layout);
+  placement p = contiguous_placement(model, layers, weights, ranks, chunks_per_rank, order);
   check_weight_memory(model, p, memory, "megatron partition of model '" + model.name() + "'");
   return p;
 }
@@ -37,8 +37,8 @@ inline placement megatron_partition(const multimodal_model& model, int ranks, in
 template <cost_model_like Costs, class WorkOf>
 placement balanced_partition(const multimodal_model& model, const Costs& costs, WorkOf&& work_of, int ranks,
                              int chunks_per_rank = 1, const weight_memory_rule& memory = {},
-                             chunk_layout layout = chunk_layout::round_robin) {
-  placement p = sequential_placement(model, costs, work_of, ranks, chunks_per_rank, layout);
+                             chunk_order order = chunk_order::round_robin) {
+  placement p = sequential_placement(model, costs, work_of, ranks, chunks_per_rank, order);
   check_weight_memory(model, p, memory, "balanced partition of model '" + model.name() + "'");
   return p;
 }

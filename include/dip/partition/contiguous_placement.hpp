@@ -3,8 +3,8 @@
 // (parameters for Megatron's split, forward + backward time for the balanced one). Chunk c goes
 // on rank c mod ranks (round robin: GPipe, 1F1B, Megatron's interleaving) or, with two chunks
 // per rank, on the V: rank c going out and rank 2 ranks - 1 - c coming back (ZB-V, DualPipeV),
-// so that rank 0 holds the first and the last chunk. dip/partition/baseline_partitions.hpp adds
-// the weight-memory check.
+// so that rank 0 holds the first and the last chunk (chunk_order.hpp).
+// dip/partition/baseline_partitions.hpp adds the weight-memory check.
 #pragma once
 
 #include <cstddef>
@@ -16,6 +16,7 @@
 #include "dip/core/ids.hpp"
 #include "dip/cost/cost_model.hpp"
 #include "dip/model/model.hpp"
+#include "dip/partition/chunk_order.hpp"
 #include "dip/partition/min_max.hpp"
 #include "dip/partition/placement.hpp"
 
@@ -36,35 +37,17 @@ inline std::vector<layer_ref> layers_in_order(const multimodal_model& model) {
   return layers;
 }
 
-// Which rank holds chunk position c of a classic pipeline's chain.
-enum class chunk_layout {
-  round_robin,  // rank c mod p: GPipe, 1F1B, Megatron's interleaved 1F1B, ZB1P
-  v_shape,      // two chunks per rank, rank c for c < p and 2p - 1 - c after: ZB-V, DualPipeV
-};
-
-constexpr const char* to_string(chunk_layout layout) noexcept {
-  return layout == chunk_layout::v_shape ? "v-shape" : "round-robin";
-}
-
-// The rank of chunk position `position` of a chain of ranks * chunks_per_rank chunks.
-constexpr std::size_t rank_of_position(chunk_layout layout, std::size_t position, std::size_t ranks) noexcept {
-  if (layout == chunk_layout::v_shape && position >= ranks) return 2 * ranks - 1 - position;
-  return position % ranks;
-}
-
 // One chain over `layers` (in order), cut into ranks * chunks_per_rank chunks of consecutive
 // layers by the exact min-max partition of `weights` (one per layer), chunk c on the rank that
-// `layout` gives it: Megatron's interleaving, plain 1F1B/GPipe with chunks_per_rank = 1, or the
-// V of ZB-V and DualPipeV (which needs chunks_per_rank = 2). Throws if there are fewer layers
-// than chunks.
+// `order` gives it (chunk_order.hpp): round robin for Megatron's interleaving, or plain
+// 1F1B/GPipe with chunks_per_rank = 1; the V of ZB-V and DualPipeV with chunks_per_rank = 2.
+// Throws if there are fewer layers than chunks.
 inline placement contiguous_placement(const multimodal_model& model, std::span<const layer_ref> layers,
                                       std::span<const double> weights, int ranks, int chunks_per_rank,
-                                      chunk_layout layout = chunk_layout::round_robin) {
+                                      chunk_order order = chunk_order::round_robin) {
   require(ranks >= 1, errc::invalid_argument, "pp", "must be >= 1, got " + std::to_string(ranks));
   require(chunks_per_rank >= 1, errc::invalid_argument, "chunks",
           "must be >= 1, got " + std::to_string(chunks_per_rank));
-  require(layout != chunk_layout::v_shape || chunks_per_rank == 2, errc::invalid_argument, "chunks",
-          "a V-shaped placement has exactly 2 chunks per rank, got " + std::to_string(chunks_per_rank));
   require(layers.size() == weights.size(), errc::invalid_argument, "contiguous_placement",
           "needs one weight per layer");
   const std::size_t parts = std::size_t(ranks) * std::size_t(chunks_per_rank);
@@ -79,7 +62,7 @@ inline placement contiguous_placement(const multimodal_model& model, std::span<c
   p.chain_inputs.assign(1, {});
   for (std::size_t k = 0; k < parts; ++k) {
     chunk_spec chunk;
-    chunk.rank = rank_id::from_index(rank_of_position(layout, k, std::size_t(ranks)));
+    chunk.rank = rank_id::from_index(chunk_rank_in_order(k, std::size_t(ranks), order));
     chunk.chain = 0;
     chunk.position = k;
     for (std::size_t i = cut.starts[k]; i < cut.end_of(k, layers.size()); ++i) {
@@ -101,7 +84,7 @@ inline placement contiguous_placement(const multimodal_model& model, std::span<c
 // ("exhaustive") mixed partition of the DIP paper: no contiguous cut has a lighter slowest stage.
 template <cost_model_like Costs, class WorkOf>
 placement sequential_placement(const multimodal_model& model, const Costs& costs, WorkOf&& work_of, int ranks,
-                               int chunks_per_rank, chunk_layout layout = chunk_layout::round_robin) {
+                               int chunks_per_rank, chunk_order order = chunk_order::round_robin) {
   const std::vector<layer_ref> layers = layers_in_order(model);
   std::vector<double> weights;
   weights.reserve(layers.size());
@@ -112,7 +95,7 @@ placement sequential_placement(const multimodal_model& model, const Costs& costs
     const layer_cost c = costs.cost(spec, layers[i].layer, work);
     weights.push_back(to_seconds(c.forward + c.backward()));
   }
-  return contiguous_placement(model, layers, weights, ranks, chunks_per_rank, layout);
+  return contiguous_placement(model, layers, weights, ranks, chunks_per_rank, order);
 }
 
 }  // namespace dip

@@ -43,6 +43,7 @@
 #include "dip/cost/cost_model.hpp"
 #include "dip/model/model.hpp"
 #include "dip/partition/chain_groups.hpp"
+#include "dip/partition/chunk_order.hpp"
 #include "dip/partition/contiguous_placement.hpp"
 #include "dip/partition/min_max.hpp"
 #include "dip/partition/placement.hpp"
@@ -52,7 +53,6 @@
 
 namespace dip {
 
-enum class chunk_order { round_robin, v_shape };
 enum class segment_rule { paper, refined };
 
 struct partition_options {
@@ -91,12 +91,6 @@ struct modality_partition {
   // Largest over mean rank work: 1 is perfect balance.
   double balance() const { return max_over_mean(rank_work); }
 };
-
-// Rank of chunk `c` of a chain before its offset.
-inline std::size_t chunk_rank_in_order(std::size_t c, std::size_t ranks, chunk_order order) {
-  const std::size_t round = c / ranks, column = c % ranks;
-  return order == chunk_order::v_shape && round % 2 == 1 ? ranks - 1 - column : column;
-}
 
 namespace detail {
 

@@ -145,7 +145,7 @@ struct planner_cache {
   std::optional<modality_partition> modality;
   std::vector<std::size_t> rule_segments;  // the partitioner's K per chain, when tuning chose another
   std::optional<modality_partition> one_chunk;
-  std::map<std::pair<std::size_t, chunk_layout>, placement> classic;  // by chunks per rank and layout
+  std::map<std::pair<std::size_t, chunk_order>, placement> classic;  // by chunks per rank and chunk order
 };
 
 inline double milliseconds_since(std::chrono::steady_clock::time_point start) {
@@ -488,7 +488,7 @@ class planner {
       return {m.placement, &m.policy, "dip"};
     }
     const std::size_t v = entry.chunks_per_rank == 0 ? options_.interleaved_chunks : entry.chunks_per_rank;
-    const std::pair key{v, entry.layout};
+    const std::pair key{v, entry.order};
     auto found = cache_->classic.find(key);
     if (found == cache_->classic.end()) {
       const std::vector<work_unit> typical = typical_microbatch_work(first_batch);
@@ -496,9 +496,9 @@ class planner {
       found =
           cache_->classic
               .emplace(key, options_.partition == "megatron"
-                                ? megatron_partition(model_, cluster_.pp, int(v), cluster_.weight_rule(), entry.layout)
+                                ? megatron_partition(model_, cluster_.pp, int(v), cluster_.weight_rule(), entry.order)
                                 : balanced_partition(model_, costs_, work_of, cluster_.pp, int(v),
-                                                     cluster_.weight_rule(), entry.layout))
+                                                     cluster_.weight_rule(), entry.order))
               .first;
     }
     return {found->second, &unsplit_, options_.partition == "megatron" ? "megatron" : "balanced"};

@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "dip/core/error.hpp"
-#include "dip/partition/contiguous_placement.hpp"
+#include "dip/partition/chunk_order.hpp"
 #include "dip/planner/dip_planner.hpp"
 #include "dip/planner/modality_baselines.hpp"
 #include "dip/schedule/baselines.hpp"
@@ -50,8 +50,8 @@ struct schedule_request {
 struct schedule_entry {
   schedule_placement placement = schedule_placement::classic;
   std::size_t chunks_per_rank = 1;  // classic placements: chunks per rank v; 0: planner_options::interleaved_chunks
-  chunk_layout layout = chunk_layout::round_robin;  // classic placements: round robin, or the V (2 chunks per rank)
-  bool split_backward = false;                      // the stage graph splits B into I and W (zero-bubble schedules)
+  chunk_order order = chunk_order::round_robin;  // classic placements: round robin, or the V (2 chunks per rank)
+  bool split_backward = false;                   // the stage graph splits B into I and W (zero-bubble schedules)
   bool plans_within_cap = false;  // true: plans under the memory cap itself (dip); false: fitted afterwards
   bool searched = false;          // true: the asynchronous planner offers its improvements (dip's search)
   std::function<plan(const schedule_request&)> make;
@@ -75,13 +75,13 @@ class schedule_registry {
                       .make = [](const schedule_request& q) { return plan_optimus(q.graph, q.options); },
                       .description = "a plain 1F1B backbone with the encoders in its bubbles"});
     for (const std::string& name : baseline_names()) {
-      const chunk_layout layout = baseline_layout(name);
+      const chunk_order order = baseline_chunk_order(name);
       r.add(name, {.placement = schedule_placement::classic,
-                   .chunks_per_rank = name == "interleaved"             ? 0u
-                                      : layout == chunk_layout::v_shape ? 2u
-                                                                        : 1u,
-                   .layout = layout,
-                   .split_backward = name == "zb1p" || layout == chunk_layout::v_shape,
+                   .chunks_per_rank = name == "interleaved"           ? 0u
+                                      : order == chunk_order::v_shape ? 2u
+                                                                      : 1u,
+                   .order = order,
+                   .split_backward = name == "zb1p" || order == chunk_order::v_shape,
                    .make = [name](const schedule_request& q) { return plan_baseline(name, q.graph); },
                    .description = "classic pipeline schedule " + name});
     }

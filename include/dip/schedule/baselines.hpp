@@ -6,7 +6,7 @@
 // of a classic pipeline: a stage graph over a single chain of p * v chunks, every microbatch
 // whole (no sub-microbatches). The first four need chunk position c on rank c mod p (what
 // `sequential_placement(..., p, v)` builds); ZB-V and DualPipeV need the V (two chunks per rank,
-// position c on rank c going out and on rank 2p - 1 - c coming back: chunk_layout::v_shape).
+// position c on rank c going out and on rank 2p - 1 - c coming back: chunk_order::v_shape).
 // They decide the order only; stage times (uniform or not) never change it.
 // A graph built with `split_backward` runs each backward as I then W back to back in GPipe and
 // both 1F1B variants (the input gradient then leaves after I, so they come out a little faster
@@ -32,7 +32,7 @@
 #include "dip/core/error.hpp"
 #include "dip/core/generator.hpp"
 #include "dip/core/ids.hpp"
-#include "dip/partition/contiguous_placement.hpp"
+#include "dip/partition/chunk_order.hpp"
 #include "dip/schedule/plan.hpp"
 #include "dip/schedule/stage_graph.hpp"
 
@@ -45,12 +45,12 @@ struct pipeline_shape {
   std::size_t microbatches = 0;     // m
 };
 
-// The shape of `graph` as a classic pipeline whose chunks sit as `layout` says. Throws
+// The shape of `graph` as a classic pipeline whose chunks sit as `order` says. Throws
 // dip::error(errc::invalid_argument) naming `schedule` when the graph is not one: several
 // chains, sub-microbatches, a chain whose length is not a multiple of the rank count (not twice
-// it for the V), or a chunk on another rank than the layout's.
+// it for the V), or a chunk on another rank than the order gives it.
 inline pipeline_shape classic_pipeline_shape(const stage_graph& graph, std::string_view schedule,
-                                             chunk_layout layout = chunk_layout::round_robin) {
+                                             chunk_order order = chunk_order::round_robin) {
   const std::string where(schedule);
   const placement& chunks = graph.placement();
   require(chunks.chains.size() == 1, errc::invalid_argument, where,
@@ -62,14 +62,14 @@ inline pipeline_shape classic_pipeline_shape(const stage_graph& graph, std::stri
   require(p >= 1 && length % p == 0, errc::invalid_argument, where,
           "needs a chain of ranks x chunks-per-rank chunks; the chain has " + std::to_string(length) + " chunks for " +
               std::to_string(p) + " ranks");
-  require(layout != chunk_layout::v_shape || length == 2 * p, errc::invalid_argument, where,
+  require(order != chunk_order::v_shape || length == 2 * p, errc::invalid_argument, where,
           "needs a V-shaped placement of 2 chunks per rank; the chain has " + std::to_string(length) + " chunks for " +
               std::to_string(p) + " ranks");
   for (std::size_t c = 0; c < length; ++c) {
     const rank_id rank = chunks.chunk(chunks.chains[0][c]).rank;
-    const std::size_t expected = rank_of_position(layout, c, p);
+    const std::size_t expected = chunk_rank_in_order(c, p, order);
     require(rank.index() == expected, errc::invalid_argument, where,
-            std::string(layout == chunk_layout::v_shape
+            std::string(order == chunk_order::v_shape
                             ? "needs the V-shaped placement (position c on rank c, then on rank 2p - 1 - c)"
                             : "needs chunk position c on rank c mod p") +
                 "; position " + std::to_string(c) + " is on rank " + std::to_string(rank.value()) + ", not " +
@@ -88,10 +88,10 @@ namespace detail {
 // Checks shared by every baseline, eagerly, so that a bad input fails at the call.
 inline pipeline_shape check_baseline(const std::shared_ptr<const stage_graph>& graph, rank_id rank,
                                      std::string_view schedule, bool single_chunk_per_rank,
-                                     chunk_layout layout = chunk_layout::round_robin) {
+                                     chunk_order order = chunk_order::round_robin) {
   const std::string where(schedule);
   require(graph != nullptr, errc::invalid_argument, where, "no stage graph");
-  const pipeline_shape shape = classic_pipeline_shape(*graph, schedule, layout);
+  const pipeline_shape shape = classic_pipeline_shape(*graph, schedule, order);
   require(rank.valid() && rank.index() < shape.ranks, errc::invalid_argument, where,
           "rank " + (rank.valid() ? std::to_string(rank.value()) : std::string("invalid")) +
               " is not one of the placement's " + std::to_string(shape.ranks));
@@ -411,7 +411,7 @@ inline generator<stage_id> zb1p(std::shared_ptr<const stage_graph> graph, rank_i
 }
 
 // ZB-V (Qi et al., "Pipeline Parallelism with Controllable Memory", NeurIPS 2024), in the order
-// of PyTorch's ScheduleZBVZeroBubble: on the V (two chunks per rank, chunk_layout::v_shape),
+// of PyTorch's ScheduleZBVZeroBubble: on the V (two chunks per rank, chunk_order::v_shape),
 // rank r runs 2(p - r) - 1 forwards of its first chunk, r times F1 F0, p - r times F1 I1 W1,
 // then F0 I0 W0 F1 I1 W1 while forwards remain, then r times I0 I1, p - r times I0 W0, and its
 // deferred W. With F = I = W = t per chunk, m >= 2p - 1 and free communication no rank idles
@@ -420,7 +420,7 @@ inline generator<stage_id> zb1p(std::shared_ptr<const stage_graph> graph, rank_i
 // in-flight activations 2p chunks' on rank 0, 1F1B's peak (p whole-stage microbatches). Needs
 // a graph built with split_backward = true. The generator holds `graph` (shared).
 inline generator<stage_id> zbv(std::shared_ptr<const stage_graph> graph, rank_id rank) {
-  const pipeline_shape shape = detail::check_baseline(graph, rank, "zbv", false, chunk_layout::v_shape);
+  const pipeline_shape shape = detail::check_baseline(graph, rank, "zbv", false, chunk_order::v_shape);
   require(graph->split_backward(), errc::invalid_argument, "zbv",
           "needs a stage graph built with split_backward = true (backward split into I and W)");
   return detail::zbv_order(std::move(graph), rank.index(), shape);
@@ -430,11 +430,11 @@ inline generator<stage_id> zbv(std::shared_ptr<const stage_graph> graph, rank_id
 // pairs the forward of one chunk with the full backward of the other through its steady state
 // and splits I from W in the ramps. DualPipe overlaps each F&B pair's communication with the
 // other's compute; dip runs the pair one after the other and prices the communication as for
-// every schedule, so F&B = F + I + W here. Needs the V (chunk_layout::v_shape), a graph built
+// every schedule, so F&B = F + I + W here. Needs the V (chunk_order::v_shape), a graph built
 // with split_backward = true and at least 2p microbatches, as PyTorch does. The generator holds
 // `graph` (shared).
 inline generator<stage_id> dualpipev(std::shared_ptr<const stage_graph> graph, rank_id rank) {
-  const pipeline_shape shape = detail::check_baseline(graph, rank, "dualpipev", false, chunk_layout::v_shape);
+  const pipeline_shape shape = detail::check_baseline(graph, rank, "dualpipev", false, chunk_order::v_shape);
   require(graph->split_backward(), errc::invalid_argument, "dualpipev",
           "needs a stage graph built with split_backward = true (backward split into I and W)");
   require(shape.microbatches >= 2 * shape.ranks, errc::invalid_argument, "dualpipev",
@@ -449,9 +449,9 @@ inline std::vector<std::string> baseline_names() {
   return {"gpipe", "1f1b", "interleaved", "zb1p", "zbv", "dualpipev"};
 }
 
-// The chunk layout the named baseline runs on: the V for zbv and dualpipev, round robin else.
-inline chunk_layout baseline_layout(std::string_view schedule_name) noexcept {
-  return schedule_name == "zbv" || schedule_name == "dualpipev" ? chunk_layout::v_shape : chunk_layout::round_robin;
+// The chunk order the named baseline runs on: the V for zbv and dualpipev, round robin else.
+inline chunk_order baseline_chunk_order(std::string_view schedule_name) noexcept {
+  return schedule_name == "zbv" || schedule_name == "dualpipev" ? chunk_order::v_shape : chunk_order::round_robin;
 }
 
 // Runs the named baseline for every rank and turns the orders into a plan (dip::make_plan).
