@@ -18,6 +18,7 @@
 #include <dip/partition/placement.hpp>
 #include <dip/schedule/baselines.hpp>
 #include <dip/schedule/build_stage_graph.hpp>
+#include <dip/schedule/memory_chooser.hpp>
 #include <dip/schedule/plan.hpp>
 #include <dip/schedule/stage_graph.hpp>
 #include <dip/schedule/validate.hpp>
@@ -564,15 +565,7 @@ TEST_CASE("random per-layer costs: every baseline is valid, deadlock-free and ab
         CAPTURE(name);
         const dip::plan plan = dip::plan_baseline(name, g);
         CHECK_NOTHROW(dip::validate(plan));
-        check_structure(*g, [&] {
-          orders_t orders(plan.ranks.size());
-          for (std::size_t r = 0; r < plan.ranks.size(); ++r) {
-            for (const dip::action& a : plan.ranks[r]) {
-              if (a.kind == dip::action_kind::compute) orders[r].push_back(a.stage);
-            }
-          }
-          return orders;
-        }());
+        check_structure(*g, dip::compute_orders(plan));
         dip::simulation_result result;
         REQUIRE_NOTHROW(result = dip::simulate(plan, options));
         CHECK(above_lower_bound(result));
@@ -767,13 +760,7 @@ TEST_CASE("random per-layer costs on the V: ZB-V and DualPipeV are valid, deadlo
       }
       const dip::plan plan = dip::plan_baseline(name, g);
       CHECK_NOTHROW(dip::validate(plan));
-      orders_t orders(plan.ranks.size());
-      for (std::size_t r = 0; r < plan.ranks.size(); ++r) {
-        for (const dip::action& a : plan.ranks[r]) {
-          if (a.kind == dip::action_kind::compute) orders[r].push_back(a.stage);
-        }
-      }
-      check_structure(*g, orders);
+      check_structure(*g, dip::compute_orders(plan));
       dip::simulation_result result;
       REQUIRE_NOTHROW(result = dip::simulate(plan, options));
       CHECK(above_lower_bound(result));
