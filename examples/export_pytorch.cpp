@@ -1,7 +1,9 @@
 // Exports plans for a PyTorch trainer:
 //
-//   Llama3-8B, 4 ranks, 8 microbatches --planner.plan(batch, "1f1b" / "zb1p")--> torch.distributed.pipelining CSV
-//        (schedule._load_csv("zb1p.csv") on a _PipelineScheduleRuntime; docs/plan-format.md)
+//   Llama3-8B, 4 ranks, 8 microbatches --planner.plan(batch, "1f1b" / "zb1p" / "zbv" / "dualpipev")-->
+//        torch.distributed.pipelining CSV (schedule._load_csv("zb1p.csv") on a
+//        _PipelineScheduleRuntime; docs/plan-format.md; zbv and dualpipev put two stages per rank
+//        on the V, rank 0 holding stages 0 and 7)
 //   tiny-vlm planner.plan(batch) (a chain per module) --the CSV cannot say that, and dip says why-->
 //        dip's action-list JSON instead: per rank, computes, sends and receives with their tensors,
 //        and which images each sub-microbatch holds
@@ -25,7 +27,7 @@ int main(int argc, char** argv) {
   const dip::model_preset llm = dip::find_preset("llama3-8b");  // TP 4, PP 4
   const dip::planner llm_planner = dip::make_planner(llm);      // classic schedules: the time-balanced placement
   const std::vector<dip::packed_microbatch> uniform = dip::make_batch_source("uniform", llm.model).next_batch(8);
-  for (const char* name : {"1f1b", "zb1p"}) {
+  for (const char* name : {"1f1b", "zb1p", "zbv", "dualpipev"}) {
     // Zero bubble splits each backward into input (I) and weight (W) gradients: the registry knows.
     const dip::planned_batch planned = llm_planner.plan(uniform, name);
     const dip::torch_schedule schedule = dip::to_torch_schedule(planned.plan);
