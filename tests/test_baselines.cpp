@@ -677,10 +677,12 @@ TEST_CASE("ZB-V and DualPipeV orders equal PyTorch's ScheduleZBVZeroBubble and S
 // activations: 2p chunks' on rank 0 (PyTorch's and the paper's "same as 1F1B").
 //
 // DualPipeV. Same makespan for m >= 2p, but its ranks end together: rank r idles
-// (p - 1 - r) t inside its window (the V's fill is not deferred W as in ZB-V). DeepSeek's table
-// gives (p - 1)(F&B + B - 3W) = 2 (p - 1) t with F&B = F + B: there each overlapped F&B pair is
-// one atomic step that waits for both inputs, while dip starts the F of a pair as soon as its
-// own input is there. Peak activations 2p + 1 chunks' (DeepSeek's "PP + 1" for PP = 2p stages).
+// (p - 1 - r) t inside its window (the V's fill is not deferred W as in ZB-V), (p - 1) t per
+// rank in all. DeepSeek's table says (p - 1)(F&B + B - 3W): 2 (p - 1) t with F&B = F + B (no
+// overlap, as here), (p - 1) t with F&B = max(F, B), the perfect overlap it assumes. dip's
+// sequential pairs reach the lower figure; not reconciled: DualPipe runs a pair as one step
+// that waits for both inputs, dip starts a pair's F as soon as its own input is there.
+// Peak activations 2p + 1 chunks' (DeepSeek's "PP + 1" for PP = 2p stages).
 TEST_CASE("ZB-V and DualPipeV with F = I = W: the published bubbles and activation memory") {
   const toy_model model = uniform_model(96, 0.125_ms, 0.125_ms, 0.125_ms, dip::bytes(1));
   for (int p : {1, 2, 3, 4, 6}) {
