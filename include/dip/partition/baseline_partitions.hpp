@@ -8,8 +8,8 @@
 //   exact min-max cut: the DIP paper's "best exhaustive partition", the best any contiguous
 //   static split can do.
 // With chunk_order::v_shape (two chunks per rank) chunk c is on rank c going out and on rank
-// 2 ranks - 1 - c coming back, the placement of ZB-V and DualPipeV. Both check the weight memory per rank like the
-// modality-aware partitioner does.
+// 2 ranks - 1 - c coming back, the placement of ZB-V and DualPipeV. Both check the weight
+// memory per rank like the modality-aware partitioner does.
 #pragma once
 
 #include <string>

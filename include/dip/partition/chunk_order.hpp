@@ -12,10 +12,6 @@ namespace dip {
 
 enum class chunk_order { round_robin, v_shape };
 
-constexpr const char* to_string(chunk_order order) noexcept {
-  return order == chunk_order::v_shape ? "v-shape" : "round-robin";
-}
-
 // Rank of chunk `c` of a chain on `ranks` ranks, before any offset.
 constexpr std::size_t chunk_rank_in_order(std::size_t c, std::size_t ranks, chunk_order order) noexcept {
   const std::size_t round = c / ranks, column = c % ranks;

@@ -75,13 +75,14 @@ class schedule_registry {
                       .make = [](const schedule_request& q) { return plan_optimus(q.graph, q.options); },
                       .description = "a plain 1F1B backbone with the encoders in its bubbles"});
     for (const std::string& name : baseline_names()) {
-      const chunk_order order = baseline_chunk_order(name);
+      const baseline_needs needs = baseline_needs_of(name);
+      // The V has two chunks per rank; a virtual pipeline (interleaved) the planner's choice.
       r.add(name, {.placement = schedule_placement::classic,
-                   .chunks_per_rank = name == "interleaved"           ? 0u
-                                      : order == chunk_order::v_shape ? 2u
-                                                                      : 1u,
-                   .order = order,
-                   .split_backward = name == "zb1p" || order == chunk_order::v_shape,
+                   .chunks_per_rank = needs.order == chunk_order::v_shape ? 2u
+                                      : needs.one_chunk_per_rank          ? 1u
+                                                                          : 0u,
+                   .order = needs.order,
+                   .split_backward = needs.split_backward,
                    .make = [name](const schedule_request& q) { return plan_baseline(name, q.graph); },
                    .description = "classic pipeline schedule " + name});
     }

@@ -83,21 +83,42 @@ inline pipeline_shape classic_pipeline_shape(const stage_graph& graph, std::stri
   return {p, length / p, graph.microbatch_count()};
 }
 
+// What a classic baseline needs of its placement and stage graph. Its generator checks it, and
+// the planner's registry builds the placement and graph from it.
+struct baseline_needs {
+  bool one_chunk_per_rank = false;               // gpipe, 1f1b, zb1p
+  bool split_backward = false;                   // zb1p, zbv, dualpipev: I and W apart
+  chunk_order order = chunk_order::round_robin;  // zbv, dualpipev: the V, two chunks per rank
+};
+
+// The needs of the named baseline; an unknown name needs nothing (plan_baseline refuses it).
+inline baseline_needs baseline_needs_of(std::string_view schedule_name) noexcept {
+  if (schedule_name == "gpipe" || schedule_name == "1f1b") return {.one_chunk_per_rank = true};
+  if (schedule_name == "zb1p") return {.one_chunk_per_rank = true, .split_backward = true};
+  if (schedule_name == "zbv" || schedule_name == "dualpipev")
+    return {.split_backward = true, .order = chunk_order::v_shape};
+  return {};
+}
+
 namespace detail {
 
-// Checks shared by every baseline, eagerly, so that a bad input fails at the call.
+// Checks shared by every baseline, eagerly, so that a bad input fails at the call: the graph is
+// a classic pipeline on the placement `schedule` needs (baseline_needs_of), and `rank` is one
+// of its ranks.
 inline pipeline_shape check_baseline(const std::shared_ptr<const stage_graph>& graph, rank_id rank,
-                                     std::string_view schedule, bool single_chunk_per_rank,
-                                     chunk_order order = chunk_order::round_robin) {
+                                     std::string_view schedule) {
   const std::string where(schedule);
+  const baseline_needs needs = baseline_needs_of(schedule);
   require(graph != nullptr, errc::invalid_argument, where, "no stage graph");
-  const pipeline_shape shape = classic_pipeline_shape(*graph, schedule, order);
+  const pipeline_shape shape = classic_pipeline_shape(*graph, schedule, needs.order);
   require(rank.valid() && rank.index() < shape.ranks, errc::invalid_argument, where,
           "rank " + (rank.valid() ? std::to_string(rank.value()) : std::string("invalid")) +
               " is not one of the placement's " + std::to_string(shape.ranks));
-  require(!single_chunk_per_rank || shape.chunks_per_rank == 1, errc::invalid_argument, where,
+  require(!needs.one_chunk_per_rank || shape.chunks_per_rank == 1, errc::invalid_argument, where,
           "needs one chunk per rank; the placement has " + std::to_string(shape.chunks_per_rank) +
               " (use \"interleaved\" for a virtual pipeline)");
+  require(!needs.split_backward || graph->split_backward(), errc::invalid_argument, where,
+          "needs a stage graph built with split_backward = true (backward split into I and W)");
   return shape;
 }
 
@@ -207,7 +228,7 @@ inline generator<stage_id> zb1p_order(std::shared_ptr<const stage_graph> graph, 
 
 // A few stages that one step of a schedule runs back to back (a full backward is I then W; an
 // overlapped F&B is F, I, W): generators return one from a lambda and yield its stages, since a
-// lambda cannot co_yield for them. Microbatches past the schedule's count are left out.
+// lambda cannot co_yield for them.
 class stage_run {
  public:
   void add(stage_id id) { stages_[size_++] = id; }
@@ -367,7 +388,7 @@ inline generator<stage_id> dualpipev_order(std::shared_ptr<const stage_graph> gr
 // ScheduleGPipe). Keeps all m microbatches' activations. Needs one chunk per rank.
 // The generator holds `graph` (shared), so the graph outlives it.
 inline generator<stage_id> gpipe(std::shared_ptr<const stage_graph> graph, rank_id rank) {
-  const pipeline_shape shape = detail::check_baseline(graph, rank, "gpipe", true);
+  const pipeline_shape shape = detail::check_baseline(graph, rank, "gpipe");
   return detail::gpipe_order(std::move(graph), rank.index(), shape);
 }
 
@@ -375,7 +396,7 @@ inline generator<stage_id> gpipe(std::shared_ptr<const stage_graph> graph, rank_
 // forward and one backward, then the remaining backwards, so at most p - r microbatches are in
 // flight on rank r. Needs one chunk per rank. The generator holds `graph` (shared).
 inline generator<stage_id> one_f_one_b(std::shared_ptr<const stage_graph> graph, rank_id rank) {
-  const pipeline_shape shape = detail::check_baseline(graph, rank, "1f1b", true);
+  const pipeline_shape shape = detail::check_baseline(graph, rank, "1f1b");
   return detail::one_f_one_b_order(std::move(graph), rank.index(), shape);
 }
 
@@ -386,7 +407,7 @@ inline generator<stage_id> one_f_one_b(std::shared_ptr<const stage_graph> graph,
 // dip::error(errc::invalid_argument) unless m is a multiple of p, as Megatron does. The
 // generator holds `graph` (shared).
 inline generator<stage_id> interleaved_one_f_one_b(std::shared_ptr<const stage_graph> graph, rank_id rank) {
-  const pipeline_shape shape = detail::check_baseline(graph, rank, "interleaved", false);
+  const pipeline_shape shape = detail::check_baseline(graph, rank, "interleaved");
   require(shape.microbatches % shape.ranks == 0, errc::invalid_argument, "interleaved",
           "the number of microbatches (" + std::to_string(shape.microbatches) +
               ") must be a multiple of the number of pipeline ranks (" + std::to_string(shape.ranks) +
@@ -404,9 +425,7 @@ inline generator<stage_id> interleaved_one_f_one_b(std::shared_ptr<const stage_g
 // is 1F1B's peak over ranks. Needs one chunk per rank and a graph built with
 // split_backward = true. The generator holds `graph` (shared).
 inline generator<stage_id> zb1p(std::shared_ptr<const stage_graph> graph, rank_id rank) {
-  const pipeline_shape shape = detail::check_baseline(graph, rank, "zb1p", true);
-  require(graph->split_backward(), errc::invalid_argument, "zb1p",
-          "needs a stage graph built with split_backward = true (backward split into I and W)");
+  const pipeline_shape shape = detail::check_baseline(graph, rank, "zb1p");
   return detail::zb1p_order(std::move(graph), rank.index(), shape);
 }
 
@@ -420,9 +439,7 @@ inline generator<stage_id> zb1p(std::shared_ptr<const stage_graph> graph, rank_i
 // in-flight activations 2p chunks' on rank 0, 1F1B's peak (p whole-stage microbatches). Needs
 // a graph built with split_backward = true. The generator holds `graph` (shared).
 inline generator<stage_id> zbv(std::shared_ptr<const stage_graph> graph, rank_id rank) {
-  const pipeline_shape shape = detail::check_baseline(graph, rank, "zbv", false, chunk_order::v_shape);
-  require(graph->split_backward(), errc::invalid_argument, "zbv",
-          "needs a stage graph built with split_backward = true (backward split into I and W)");
+  const pipeline_shape shape = detail::check_baseline(graph, rank, "zbv");
   return detail::zbv_order(std::move(graph), rank.index(), shape);
 }
 
@@ -434,9 +451,7 @@ inline generator<stage_id> zbv(std::shared_ptr<const stage_graph> graph, rank_id
 // with split_backward = true and at least 2p microbatches, as PyTorch does. The generator holds
 // `graph` (shared).
 inline generator<stage_id> dualpipev(std::shared_ptr<const stage_graph> graph, rank_id rank) {
-  const pipeline_shape shape = detail::check_baseline(graph, rank, "dualpipev", false, chunk_order::v_shape);
-  require(graph->split_backward(), errc::invalid_argument, "dualpipev",
-          "needs a stage graph built with split_backward = true (backward split into I and W)");
+  const pipeline_shape shape = detail::check_baseline(graph, rank, "dualpipev");
   require(shape.microbatches >= 2 * shape.ranks, errc::invalid_argument, "dualpipev",
           "needs at least as many microbatches as stages (2 x " + std::to_string(shape.ranks) +
               " ranks = " + std::to_string(2 * shape.ranks) + "), got " + std::to_string(shape.microbatches) +
@@ -447,11 +462,6 @@ inline generator<stage_id> dualpipev(std::shared_ptr<const stage_graph> graph, r
 // The names plan_baseline accepts.
 inline std::vector<std::string> baseline_names() {
   return {"gpipe", "1f1b", "interleaved", "zb1p", "zbv", "dualpipev"};
-}
-
-// The chunk order the named baseline runs on: the V for zbv and dualpipev, round robin else.
-inline chunk_order baseline_chunk_order(std::string_view schedule_name) noexcept {
-  return schedule_name == "zbv" || schedule_name == "dualpipev" ? chunk_order::v_shape : chunk_order::round_robin;
 }
 
 // Runs the named baseline for every rank and turns the orders into a plan (dip::make_plan).
