@@ -35,10 +35,10 @@ DEFAULT_OUT = os.path.join(HERE, "results")
 
 SECTIONS = {"main": sections.MainComparison, "ablation": sections.Ablation, "dynamic": sections.DynamicWorkload,
             "sub-microbatch": sections.SubMicrobatchSweep, "pipeline": sections.PipelineSweep,
-            "search-curve": sections.SearchCurve, "scale": sections.Scale, "micro": sections.MicroBenchmarks,
-            "timeline": sections.Timeline, "measured": Measured}
+            "search-curve": sections.SearchCurve, "scale": sections.Scale, "planner-cost": sections.PlannerCost,
+            "micro": sections.MicroBenchmarks, "timeline": sections.Timeline, "measured": Measured}
 # The sections that run dip-plan; the others need only their own programs (or a torch interpreter).
-NEEDS_DIP_PLAN = ("main", "ablation", "dynamic", "sub-microbatch", "pipeline", "scale", "timeline")
+NEEDS_DIP_PLAN = ("main", "ablation", "dynamic", "sub-microbatch", "pipeline", "scale", "planner-cost", "timeline")
 
 # What a finished run must have produced: each CSV with at least one data row and these columns.
 EXPECTED_CSV = {"main": ("main.csv", ["model", "data", "schedule", "mean_iteration_ms", "mfu", "dip_speedup"]),
@@ -48,6 +48,7 @@ EXPECTED_CSV = {"main": ("main.csv", ["model", "data", "schedule", "mean_iterati
                 "pipeline": ("sweep_pipeline.csv", ["pp", "microbatches", "dip_ms"]),
                 "search-curve": ("search_curve.csv", ["threads", "budget_ms", "makespan_ms"]),
                 "scale": ("scale.csv", ["config", "pp", "microbatches", "plan_ms", "peak_rss_mib"]),
+                "planner-cost": ("planner_cost.csv", ["pp", "microbatches", "threads", "plan_ms", "iteration_ms"]),
                 "measured": ("measured.csv", ["model", "schedule", "batch", "measured_median_ms", "measured_min_ms",
                                               "measured_max_ms", "simulated_ms", "ratio", "memory_ratio_max"])}
 # Exit status of a run whose explicitly requested `measured` section finds no torch: ctest's skip

@@ -487,6 +487,72 @@ class Scale:
                           markdown_table(["config", "grows with", "at", "plan ms exponent", "peak RSS exponent"], ftable)])
 
 
+class PlannerCost:
+    """Whether dip's plan for the next batch is ready before the current batch ends, at the
+    paper's large VLM configuration (bench/models/vit22b-gpt175b.json, TP 8, obelics): planning
+    ms per batch (dip-plan's default 200 ms search, segment tuning excluded) against the batch's
+    simulated iteration ms, on 1 and 2 planner threads, with the growth exponent in the
+    microbatch count and the speedup of 2 threads over 1."""
+
+    title = "planner-cost"
+    model = "vit22b-gpt175b"
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.path = os.path.join(ctx.models_dir, self.model + ".json")
+        self.pps = [8] if ctx.quick else [8, 16]
+        self.microbatch_counts = [8, 16] if ctx.quick else [16, 32, 64, 128]
+        self.threads = [1, 2]
+        self.search_ms = "50" if ctx.quick else "200"
+
+    def job_count(self):
+        return len(self.pps) * len(self.microbatch_counts) * len(self.threads)
+
+    def run(self, jobs):
+        ctx, rows = self.ctx, []
+        for pp in self.pps:
+            for mb in self.microbatch_counts:
+                for threads in self.threads:
+                    argv = ctx.plan_argv(self.path, "obelics", ["dip"], "balanced", mb, 1, self.search_ms, ("--pp", str(pp)))
+                    argv[argv.index("--threads") + 1] = str(threads)
+                    out = jobs.run(f"planner-cost pp={pp} mb={mb} threads={threads}", argv, accept=(0, 1, 3))
+                    m = schedule_metrics(out.json(), "dip")
+                    plan_ms, iteration = m.get("plan_ms"), m.get("mean_iteration_ms")
+                    rows.append({"pp": pp, "microbatches": mb, "threads": threads, "plan_ms": plan_ms,
+                                 "iteration_ms": iteration,
+                                 "plan_share": plan_ms / iteration if plan_ms and iteration else None,
+                                 "error": m.get("error")})
+        fits, speedups = [], []
+        for pp in self.pps:
+            for threads in self.threads:
+                r = [x for x in rows if x["pp"] == pp and x["threads"] == threads]
+                fits.append({"pp": pp, "threads": threads,
+                             "plan_ms_exponent": loglog_slope([x["microbatches"] for x in r], [x["plan_ms"] for x in r])})
+            for mb in self.microbatch_counts:
+                one, two = ([x for x in rows if x["pp"] == pp and x["microbatches"] == mb and x["threads"] == t]
+                            for t in (1, 2))
+                if one and two and one[0]["plan_ms"] and two[0]["plan_ms"]:
+                    speedups.append({"pp": pp, "microbatches": mb, "one_thread_ms": one[0]["plan_ms"],
+                                     "speedup": one[0]["plan_ms"] / two[0]["plan_ms"]})
+        self.rows, self.fits = rows, fits
+        write_csv(os.path.join(ctx.out, "planner_cost.csv"), rows,
+                  ["pp", "microbatches", "threads", "plan_ms", "iteration_ms", "plan_share", "error"])
+        write_json(os.path.join(ctx.out, "planner_cost_fits.json"), {"growth": fits, "two_threads": speedups})
+        table = [[x["pp"], x["microbatches"], x["threads"], fmt(x["plan_ms"]), fmt(x["iteration_ms"]),
+                  fmt(x["plan_share"], "{:.1%}", "-")] for x in rows]
+        ftable = [[f["pp"], f["threads"], fmt(f["plan_ms_exponent"], "{:.2f}", "-")] for f in fits]
+        stable = [[x["pp"], x["microbatches"], fmt(x["one_thread_ms"]), fmt(x["speedup"], "{:.2f}x")] for x in speedups]
+        return "\n".join([f"### Planner cost: {self.model}, TP 8, obelics, balanced partition, a {self.search_ms} ms "
+                          "search per batch (dip-plan's default: 200); plan ms = dip's planning of one batch (segment tuning excluded), iteration ms "
+                          "= that batch's simulated iteration\n",
+                          markdown_table(["PP", "microbatches", "threads", "plan ms", "iteration ms",
+                                          "plan / iteration"], table),
+                          "\nGrowth in the microbatch count (plan ms ~ m^k, least squares on log-log):\n",
+                          markdown_table(["PP", "threads", "k"], ftable),
+                          "\nTwo planner threads against one:\n",
+                          markdown_table(["PP", "microbatches", "1-thread plan ms", "speedup"], stable)])
+
+
 # --- micro-benchmarks -----------------------------------------------------------------------------
 
 class MicroBenchmarks:

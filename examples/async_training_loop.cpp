@@ -31,8 +31,9 @@ const char* source_name(dip::plan_source s) {
 
 int main() {
   // Once per run. 30 ms of search per batch (with the phases after it, well inside an iteration).
-  // Two workers: the memory phase after a search does not stop at the deadline, so a search cut
-  // short may still be finishing when the next batch comes. At most two batches ahead.
+  // Two workers, so that the two batches it may run ahead (max_ahead) are searched at once; a
+  // deadline stops every phase of a search, so a worker cut short is free again within
+  // milliseconds.
   const dip::model_preset preset = dip::find_preset("vlm-s");
   dip::planner planner = dip::make_planner(preset, {.search_ms = 30, .async = {.workers = 2, .max_ahead = 2}});
   dip::batch_source loader = dip::make_batch_source("obelics", preset.model, /*seed=*/5);

@@ -1,12 +1,17 @@
 // Core: errors carry what and where; units refuse to mix; ids are distinct types.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <sstream>
+#include <stdexcept>
+#include <string>
 #include <type_traits>
 #include <unordered_set>
+#include <vector>
 
 #include <dip/core/error.hpp>
 #include <dip/core/ids.hpp>
+#include <dip/core/parallel_for.hpp>
 #include <dip/core/units.hpp>
 
 using namespace dip::literals;
@@ -71,4 +76,23 @@ TEST_CASE("ids are distinct types, default invalid, hashable") {
   std::ostringstream out;
   out << three << ' ' << none;
   CHECK(out.str() == "3 invalid");
+}
+
+TEST_CASE("parallel_for runs every index once, and rethrows the lowest index's error on any thread count") {
+  for (unsigned threads : {0u, 1u, 2u, 5u}) {
+    CAPTURE(threads);
+    for (std::size_t count : {0u, 1u, 7u, 100u}) {
+      std::vector<std::atomic<int>> runs(count);
+      dip::parallel_for(count, threads, [&](std::size_t i) { runs[i].fetch_add(1); });
+      for (const auto& r : runs) CHECK(r.load() == 1);
+    }
+    // Indices 30, 31 and 60 throw: the caller sees 30's error, as a sequential loop would.
+    std::atomic<int> ran{0};
+    const auto body = [&](std::size_t i) {
+      ran.fetch_add(1);
+      if (i == 30 || i == 31 || i == 60) throw std::runtime_error("index " + std::to_string(i));
+    };
+    CHECK_THROWS_WITH_AS(dip::parallel_for(100, threads, body), "index 30", std::runtime_error);
+    CHECK(ran.load() >= 31);  // every index up to the first that throws ran
+  }
 }

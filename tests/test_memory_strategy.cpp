@@ -9,8 +9,10 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <limits>
 #include <memory>
 #include <random>
+#include <stop_token>
 #include <string>
 #include <utility>
 #include <vector>
@@ -21,6 +23,7 @@
 #include <dip/schedule/baselines.hpp>
 #include <dip/schedule/build_stage_graph.hpp>
 #include <dip/schedule/memory_chooser.hpp>
+#include <dip/schedule/memory_solver/headroom_tree.hpp>
 #include <dip/schedule/plan.hpp>
 #include <dip/schedule/stage_graph.hpp>
 #include <dip/schedule/validate.hpp>
@@ -680,4 +683,88 @@ TEST_CASE("a strategy on a non-forward stage is an invalid plan") {
   const dip::simulation_result sim = dip::simulate(p);
   CHECK(close(to_milliseconds(sim.makespan), 4));
   CHECK(sim.ranks[0].peak_memory == dip::bytes{});
+}
+
+// The local searches ask the headroom tree what a plain array would answer: the least headroom over
+// a range, and the first segment below a threshold, under random range additions.
+TEST_CASE("the headroom tree answers like a plain array under thousands of random range additions") {
+  std::mt19937_64 rng(0x7ee);
+  for (int round = 0; round < 200; ++round) {
+    CAPTURE(round);
+    const std::size_t size = 1 + rng() % 70;
+    std::vector<double> plain(size);
+    for (double& v : plain) v = double(rng() % 200) - 50;
+    dip::detail::headroom_tree tree(plain);
+    REQUIRE(tree.size() == size);
+    for (int op = 0; op < 60; ++op) {
+      std::size_t from = rng() % (size + 1), to = rng() % (size + 1);
+      if (from > to) std::swap(from, to);
+      const double delta = double(rng() % 41) - 20;
+      tree.add(from, to, delta);
+      for (std::size_t s = from; s < to; ++s) plain[s] += delta;
+      std::size_t a = rng() % (size + 1), b = rng() % (size + 1);
+      if (a > b) std::swap(a, b);
+      double least = std::numeric_limits<double>::infinity();
+      for (std::size_t s = a; s < b; ++s) least = std::min(least, plain[s]);
+      CHECK(tree.least(a, b) == least);
+      const double threshold = double(rng() % 120) - 40;
+      std::size_t first = b;
+      for (std::size_t s = a; s < b && first == b; ++s) first = plain[s] < threshold ? s : b;
+      CHECK(tree.first_below(a, b, threshold) == first);
+      if (a < size) CHECK(tree.at(a) == plain[a]);
+    }
+  }
+}
+
+// Ranks are independent problems: solved on several threads, the choice is the one of a sequential
+// run. A stopped solver (a planner's deadline) still returns a choice within the cap and a bound
+// below it, and the bound stays below the full solver's choice.
+TEST_CASE(
+    "the chooser gives the same choice on any thread count, and a stopped solver stays feasible with a valid bound") {
+  graph_generator gen(4242);
+  int compared = 0;
+  for (int round = 0; round < 200; ++round) {
+    CAPTURE(round);
+    const auto g = gen.make_graph();
+    const auto order = dip_test::random_order(*g, gen.rng());
+    dip::memory_choice_options options;
+    double lo = 0, hi = 0;  // the busiest rank's smallest and keep-everything peaks
+    for (std::size_t r = 0; r < order.size(); ++r) {
+      std::vector<memory_strategy> smallest(g->size(), memory_strategy::keep);
+      for (dip::stage_id id : order[r]) {
+        if (g->at(id).kind != dip::stage_kind::forward) continue;
+        const dip::activation_pair pair = dip::pair_of(*g, id);
+        smallest[pair.forward.index()] = smallest[pair.use.index()] = smallest[pair.release.index()] =
+            dip::candidates_for(*g, id).front().strategy;
+      }
+      lo = std::max(lo, dip::predicted_peak(*g, order[r], dip::bytes{}, smallest).base());
+      hi = std::max(hi, dip::predicted_peak(*g, order[r], dip::bytes{}, {}).base());
+    }
+    if (!(hi > 0)) continue;
+    options.memory_cap = dip::bytes(lo * (1 + 1e-7) + gen.uniform(0, 1) * (hi - lo));
+    const dip::memory_choice one = dip::choose_memory_strategies(*g, order, options);
+    options.threads = 4;
+    const dip::memory_choice four = dip::choose_memory_strategies(*g, order, options);
+    CHECK(four.strategy == one.strategy);
+    CHECK(four.extra_time() == one.extra_time());
+    ++compared;
+  }
+  CHECK(compared > 150);
+
+  problem_generator problems{std::mt19937_64(99)};
+  std::stop_source deadline;
+  deadline.request_stop();
+  dip::memory_solver_options stopped;
+  stopped.stop = deadline.get_token();
+  for (int round = 0; round < 100; ++round) {
+    CAPTURE(round);
+    const dip::memory_problem pr =
+        problems.pipeline(std::size_t(40 + round * 7), 4 + round % 29, 0.1 + 0.8 * (round % 7) / 6.0);
+    const dip::memory_solution full = dip::solve_memory_problem(pr);
+    const dip::memory_solution cut = dip::solve_memory_problem(pr, stopped);
+    CHECK(cut.peak <= pr.cap);
+    CHECK(cut.lower_bound.base() <= cut.extra.base() * (1 + 1e-12));
+    CHECK(cut.lower_bound.base() <= full.extra.base() * (1 + 1e-9));
+    CHECK(cut.extra.base() >= full.lower_bound.base() * (1 - 1e-9));
+  }
 }

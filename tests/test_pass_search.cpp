@@ -7,6 +7,7 @@
 #include <memory>
 #include <random>
 #include <set>
+#include <stop_token>
 #include <vector>
 
 #include <dip/cost/fixed_table.hpp>
@@ -201,4 +202,60 @@ TEST_CASE("memory strategies (phase 3) never make the DIP plan slower and rescue
     }
   }
   MESSAGE(faster << " plans faster with memory strategies, " << rescued << " only feasible with them");
+}
+
+// Phase 3 solves the ranks on the planner's threads: the plan must not depend on how many. A stop
+// request (a deadline) may make it slower but never invalid. And fitting memory only ever adds
+// time to a fixed order, which is what lets plan_dip skip fitting an order that is already slower
+// than its best plan.
+TEST_CASE("the DIP planner: its threads do not change the plan, a stop request still gives a valid plan, fitting "
+          "only adds time") {
+  std::mt19937_64 rng(2027);
+  int fitted = 0;
+  for (int trial = 0; trial < 40; ++trial) {
+    CAPTURE(trial);
+    const instance t = random_instance(rng, 2 + int(rng() % 3), 4 + rng() % 6, 3);
+    const std::vector<dip::bytes> weights(std::size_t(t.graph->ranks()), dip::bytes(10));
+    dip::dip_planner_options options;
+    options.memory_cap = dip::bytes(10 + double(4 + rng() % 12));
+    options.weight_memory = weights;
+    const dip::simulation_options sim{
+        .comm = {}, .weight_memory = weights, .record_timeline = false, .memory_strategies = options.strategy_model};
+    const dip::pass_index passes(*t.graph);
+    std::vector<std::uint32_t> priority = dip::default_pass_priority(passes);
+    std::shuffle(priority.begin(), priority.end(), rng);
+
+    const dip::plan one = dip::plan_dip(t.graph, options, priority);
+    options.threads = 3;
+    const dip::plan three = dip::plan_dip(t.graph, options, priority);
+    REQUIRE(one.ranks.size() == three.ranks.size());
+    for (std::size_t r = 0; r < one.ranks.size(); ++r) {
+      REQUIRE(one.ranks[r].size() == three.ranks[r].size());
+      for (std::size_t a = 0; a < one.ranks[r].size(); ++a) {
+        CHECK(one.ranks[r][a].stage == three.ranks[r][a].stage);
+        CHECK(one.ranks[r][a].strategy == three.ranks[r][a].strategy);
+      }
+    }
+
+    std::stop_source deadline;
+    deadline.request_stop();
+    options.stop = deadline.get_token();
+    const dip::plan stopped = dip::plan_dip(t.graph, options, priority);  // validated under the cap
+    for (const dip::rank_stats& r : dip::simulate(stopped, sim).ranks) CHECK(r.peak_memory <= *options.memory_cap);
+
+    // An order phase 2 makes without a cap, fitted under the cap: never faster than unfitted.
+    dip::interleave_options loose;
+    loose.weight_memory = weights;
+    dip::plan raw = dip::make_plan(t.graph, dip::interleave_stages(*t.graph, passes, priority, loose).order);
+    dip::plan fit = raw;
+    try {
+      dip::fit_memory(fit, *options.memory_cap, weights, options.strategy_model);
+    } catch (const dip::error& e) {
+      CHECK(e.code() == dip::errc::infeasible);
+      continue;
+    }
+    CHECK(dip::simulate(fit, sim).makespan >= dip::simulate(raw, sim).makespan * (1 - 1e-12));
+    ++fitted;
+  }
+  CHECK(fitted > 10);
 }

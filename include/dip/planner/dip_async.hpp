@@ -61,7 +61,10 @@ void submit_dip_batch(async_planner<Plan>& planner, std::size_t index, const std
     };
     const pass_search_result found = search_pass_order(*graph, budget);
     if (ctx.cancelled()) return;
-    plan full = plan_dip(graph, options, found.priority);  // phase 3 on the best order
+    dip_planner_options phases = options;
+    phases.stop = ctx.stop_token();                       // a deadline ends phases 2 and 3 too, within milliseconds
+    plan full = plan_dip(graph, phases, found.priority);  // phase 3 on the best order
+    if (ctx.cancelled()) return;                          // cut short: the plans offered so far stand
     const double ms = to_milliseconds(simulate(full, sim).makespan);
     ctx.offer(deliver(std::move(full)), ms);
   };

@@ -11,10 +11,12 @@
 // keeps the fastest plan.
 #pragma once
 
+#include <algorithm>
 #include <limits>
 #include <memory>
 #include <optional>
 #include <span>
+#include <stop_token>
 #include <vector>
 
 #include "dip/core/error.hpp"
@@ -49,6 +51,10 @@ struct dip_planner_options {
     o.dd_width = 0;
     return o;
   }();
+  // Ends planning early (a deadline passed): the search returns its best order, phase 3 its
+  // feasible choice so far, and plan_dip the best plan priced by then (or the first, if none
+  // was). Every phase checks it at least every few milliseconds.
+  std::stop_token stop{};
 };
 
 // What the phases and the checks need from the planner's options, built in one place.
@@ -67,6 +73,7 @@ inline pass_search_options search_options_of(const stage_graph& graph, const dip
   search.threads = options.threads;
   search.seed = options.seed;
   search.interleave = interleave_options_of(graph, options);
+  search.stop = options.stop;
   return search;
 }
 
@@ -81,14 +88,18 @@ inline validation_options validation_options_of(const dip_planner_options& optio
   return {.memory_cap = options.memory_cap, .weight_memory = options.weight_memory};
 }
 
-// Makes `p` fit `cap` with the cheapest recompute/offload choice (phase 3's chooser) where it
-// does not fit as it is; a plan that fits is left alone. Throws what the chooser throws:
-// dip::error(errc::infeasible) when even the smallest strategies exceed the cap.
+// Makes `p` fit `cap` with the cheapest recompute/offload choice (phase 3's chooser, `threads`
+// ranks at a time) where it does not fit as it is; a plan that fits is left alone. Throws what
+// the chooser throws: dip::error(errc::infeasible) when even the smallest strategies exceed the cap.
 inline void fit_memory(plan& p, bytes cap, const std::vector<bytes>& weight_memory,
-                       const memory_strategy_model& model = {}, const memory_solver_options& solver = {}) {
+                       const memory_strategy_model& model = {}, const memory_solver_options& solver = {},
+                       unsigned threads = 1) {
   if (!first_violation(p, {.memory_cap = cap, .weight_memory = weight_memory})) return;
-  apply_memory_choice(p, choose_memory_strategies(
-                             p, {.memory_cap = cap, .weight_memory = weight_memory, .model = model, .solver = solver}));
+  apply_memory_choice(
+      p,
+      choose_memory_strategies(
+          p,
+          {.memory_cap = cap, .weight_memory = weight_memory, .model = model, .solver = solver, .threads = threads}));
 }
 
 // Plans `graph` with dual-queue interleaving under `priority` (empty: the searched order, or the
@@ -98,6 +109,8 @@ inline void fit_memory(plan& p, bytes cap, const std::vector<bytes>& weight_memo
 // is not always faster, and this makes the planner never slower than static-dip's order); and,
 // with memory strategies, the looser `relaxations`, each brought back under the real cap by
 // phase 3. Throws dip::error(errc::invalid_plan) naming the violation when nothing fits.
+// Phase 3 solves the ranks on options.threads threads. Once options.stop is requested, the
+// candidates not yet priced are skipped (the plan is valid, only possibly slower).
 inline plan plan_dip(std::shared_ptr<const stage_graph> graph, const dip_planner_options& options,
                      std::span<const std::uint32_t> priority = {}) {
   require(graph != nullptr, errc::invalid_argument, "plan_dip", "no stage graph");
@@ -116,12 +129,26 @@ inline plan plan_dip(std::shared_ptr<const stage_graph> graph, const dip_planner
 
   std::optional<plan> best;
   duration best_time = duration(std::numeric_limits<double>::infinity());
+  // Per-rank stage orders already priced: caps that interleave to the same orders (1F1B's
+  // limit and the real cap; the last relaxations, once nothing binds) are priced once.
+  std::vector<std::vector<std::vector<stage_id>>> seen;
+  memory_solver_options solver = options.memory_solver;
+  solver.stop = options.stop;
   const auto consider = [&](std::span<const std::uint32_t> order, const interleave_options& caps) {
-    plan candidate = make_plan(graph, interleave_stages(*graph, passes, order, caps).order);
+    if (best && options.stop.stop_requested()) return;  // keep the best plan priced so far
+    std::vector<std::vector<stage_id>> stage_order = interleave_stages(*graph, passes, order, caps).order;
+    if (std::find(seen.begin(), seen.end(), stage_order) != seen.end()) return;
+    seen.push_back(stage_order);
+    plan candidate = make_plan(graph, std::move(stage_order));
+    if (use_strategies && best) {
+      // Phase 3 only adds time (recompute, offload) to a fixed order: an order that is not
+      // faster than the best plan before it is fitted cannot be faster after.
+      if (!(simulate(candidate, sim).makespan < best_time)) return;
+    }
     if (use_strategies) {
       try {
-        fit_memory(candidate, *options.memory_cap, options.weight_memory, options.strategy_model,
-                   options.memory_solver);
+        fit_memory(candidate, *options.memory_cap, options.weight_memory, options.strategy_model, solver,
+                   options.threads);
       } catch (const error& e) {
         if (e.code() != errc::infeasible) throw;
         return;  // even recompute and offload cannot fit this order

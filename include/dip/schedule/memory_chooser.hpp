@@ -17,6 +17,7 @@
 
 #include "dip/core/error.hpp"
 #include "dip/core/ids.hpp"
+#include "dip/core/parallel_for.hpp"
 #include "dip/core/units.hpp"
 #include "dip/schedule/memory_solver.hpp"
 #include "dip/schedule/plan.hpp"
@@ -48,6 +49,8 @@ struct memory_choice_options {
   std::vector<bytes> weight_memory;  // per rank static memory; empty = zeros
   memory_strategy_model model;
   memory_solver_options solver;
+  // Ranks solved at once (their problems are independent); the choice does not depend on it.
+  unsigned threads = 1;
 };
 
 struct rank_memory_choice {
@@ -147,9 +150,9 @@ inline memory_problem memory_problem_for_rank(const stage_graph& graph, std::siz
   return problem;
 }
 
-// Chooses a strategy per pair for every rank running `order[rank]` (see the top of this file).
-// Throws dip::error(errc::infeasible) naming the rank, the stage after which even the smallest
-// strategies exceed the cap, and the bytes needed against the cap (or the weights alone);
+// Chooses a strategy per pair for every rank running `order[rank]` (see the top of this file),
+// options.threads ranks at a time. Throws dip::error(errc::infeasible) naming the (lowest) rank, the stage after which
+// even the smallest strategies exceed the cap, and the bytes needed against the cap (or the weights alone);
 // errc::invalid_argument for bad orders or options.
 inline memory_choice choose_memory_strategies(const stage_graph& graph, const std::vector<std::vector<stage_id>>& order,
                                               const memory_choice_options& options) {
@@ -164,7 +167,8 @@ inline memory_choice choose_memory_strategies(const stage_graph& graph, const st
   memory_choice choice;
   choice.strategy.assign(graph.size(), memory_strategy::keep);
   choice.ranks.resize(ranks);
-  for (std::size_t r = 0; r < ranks; ++r) {
+  // Each rank writes its own stages' strategies and its own entry of choice.ranks only.
+  parallel_for(ranks, options.threads, [&](std::size_t r) {
     const bytes weights = options.weight_memory.empty() ? bytes{} : options.weight_memory[r];
     const std::string where = "rank " + std::to_string(r);
     if (weights > options.memory_cap) {
@@ -210,7 +214,7 @@ inline memory_choice choose_memory_strategies(const stage_graph& graph, const st
                         " with every pair at its smallest strategy; the cap is " + to_string(options.memory_cap));
       }
     }
-  }
+  });
   return choice;
 }
 

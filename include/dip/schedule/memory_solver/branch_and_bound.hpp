@@ -2,16 +2,18 @@
 // of their first segment, candidates by reduced cost, pruned by the Lagrangian bound (constant +
 // reduced costs), by the all-fastest time of the items left and by memory. Proves the incumbent
 // optimal when it runs to the end; otherwise stops after `node_limit` nodes.
-// Cost: O(C log K) to order candidates, then O(span) per node, at most node_limit nodes (with C
-// candidates, K per item, span the segments an item covers); exponential without a limit.
+// Cost: O(C log K) to order candidates, then O(log S) per node (headroom_tree), at most
+// node_limit nodes (with C candidates, K per item, S segments); exponential without a limit.
 #pragma once
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <stop_token>
 #include <vector>
 
 #include "dip/schedule/memory_solver/component.hpp"
+#include "dip/schedule/memory_solver/headroom_tree.hpp"
 
 namespace dip::detail {
 
@@ -20,11 +22,12 @@ namespace dip::detail {
 // result.bound = result.value when the search was complete. reduced: one reduced cost per
 // candidate and `constant`, such that constant + the sum of the chosen reduced costs is a lower
 // bound on the total time of any feasible choice that completes a partial one.
+// Stops early, incomplete, once `stop` is requested (checked every 256 nodes).
 inline void branch_and_bound(const memory_component& c, const std::vector<double>& reduced, double constant,
-                             std::size_t node_limit, component_result& result) {
-  const std::size_t n = c.size(), m = c.slack.size(), total_cands = c.time.size();
+                             std::size_t node_limit, component_result& result, const std::stop_token& stop = {}) {
+  const std::size_t n = c.size(), total_cands = c.time.size();
   std::vector<std::uint32_t> x(n);
-  std::vector<double> load(m, 0.0);
+  headroom_tree headroom(c.slack);  // slack minus the load of the items placed so far
   std::vector<double> reduced_min(n), suffix(n + 1, 0.0), fastest_suffix(n + 1, 0.0);
   std::vector<std::uint32_t> order(total_cands);
   for (std::size_t i = 0; i < n; ++i) {
@@ -44,9 +47,7 @@ inline void branch_and_bound(const memory_component& c, const std::vector<double
   bool complete = true;
   const auto undo = [&](std::size_t i) {
     const double k = c.k(i, x[i]);
-    if (k != 0) {
-      for (std::size_t q = c.sa[i]; q < c.sb[i]; ++q) load[q] -= k;
-    }
+    if (k != 0) headroom.add(c.sa[i], c.sb[i], k);
   };
   next[0] = 0;
   while (true) {
@@ -72,11 +73,9 @@ inline void branch_and_bound(const memory_component& c, const std::vector<double
       }
       if (time + fastest_suffix[i + 1] >= prune_at) continue;
       const double dk = c.k(i, k);
-      bool fits = true;
       if (dk != 0) {
-        for (std::size_t q = c.sa[i]; q < c.sb[i] && fits; ++q) fits = load[q] + dk <= c.slack[q];
-        if (!fits) continue;
-        for (std::size_t q = c.sa[i]; q < c.sb[i]; ++q) load[q] += dk;
+        if (headroom.least(c.sa[i], c.sb[i]) < dk) continue;
+        headroom.add(c.sa[i], c.sb[i], -dk);
       }
       x[i] = k;
       reduced_acc[i + 1] = acc;
@@ -87,7 +86,7 @@ inline void branch_and_bound(const memory_component& c, const std::vector<double
       break;
     }
     if (descended) {
-      if (++nodes >= node_limit) {
+      if (++nodes >= node_limit || (nodes % 256 == 0 && stop.stop_requested())) {
         complete = false;
         break;
       }

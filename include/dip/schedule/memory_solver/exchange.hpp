@@ -1,8 +1,8 @@
 // dip memory solver, local search by exchange (internal): improves a feasible choice of a
 // component by moves that make one item faster and pay for its bytes with others (or the
 // reverse), kept only when the total time falls. Used on the incumbent before branch and bound.
-// Cost per pass: O(n * K * span * (A * K)) at most, with K candidates per item, A items alive at
-// a segment, span the segments an item covers; at most `max_passes` passes.
+// Cost per pass: O(n * K * (A * K) * log S) at most, with K candidates per item, A items alive at
+// a segment, S segments (headroom_tree answers the range questions); at most `max_passes` passes.
 #pragma once
 
 #include <algorithm>
@@ -10,10 +10,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <numeric>
+#include <span>
+#include <stop_token>
 #include <utility>
 #include <vector>
 
 #include "dip/schedule/memory_solver/component.hpp"
+#include "dip/schedule/memory_solver/headroom_tree.hpp"
 
 namespace dip::detail {
 
@@ -23,13 +27,13 @@ namespace dip::detail {
 class exchange_search {
  public:
   exchange_search(const memory_component& c, std::vector<std::uint32_t>& x)
-      : c_(c), x_(x), load_(c.slack.size(), 0.0), cover_(c.slack.size()) {
+      : c_(c), x_(x), headroom_(initial_headroom(c, x)), cover_(c.slack.size()), by_start_(c.size()) {
     for (std::size_t i = 0; i < c_.size(); ++i) {
-      for (std::size_t s = c_.sa[i]; s < c_.sb[i]; ++s) {
-        load_[s] += c_.k(i, x_[i]);
-        cover_[s].push_back(std::uint32_t(i));
-      }
+      for (std::size_t s = c_.sa[i]; s < c_.sb[i]; ++s) cover_[s].push_back(std::uint32_t(i));
     }
+    std::iota(by_start_.begin(), by_start_.end(), 0u);
+    std::stable_sort(by_start_.begin(), by_start_.end(),
+                     [&](std::uint32_t a, std::uint32_t b) { return c_.sa[a] < c_.sa[b]; });
   }
 
   // Makes item i faster (fastest candidate first) and pays for the bytes it adds where it
@@ -42,9 +46,12 @@ class exchange_search {
       changed_.clear();
       set_choice(i, to);
       bool ok = true;
-      for (std::size_t s = c_.sa[i]; s < c_.sb[i] && ok; ++s) {
-        while (ok && !fits(load_[s], s)) {
-          const double excess = load_[s] - c_.slack[s];
+      // Segments left to right, each while it overflows; making others smaller never makes an
+      // earlier segment overflow again.
+      for (std::size_t s = headroom_.first_below(c_.sa[i], c_.sb[i], 0.0); s < c_.sb[i] && ok;
+           s = headroom_.first_below(s + 1, c_.sb[i], 0.0)) {
+        while (ok && headroom_.at(s) < 0) {
+          const double excess = -headroom_.at(s);
           double best_ratio = std::numeric_limits<double>::infinity();
           std::uint32_t best_item = 0, best_to = 0;
           for (std::uint32_t j : cover_[s]) {
@@ -87,26 +94,29 @@ class exchange_search {
       changed_.clear();
       set_choice(i, to);
       double gain = 0;
+      const std::span<const std::uint32_t> later = starting_inside(i);
       while (true) {
         double best_ratio = 0;
         std::uint32_t best_item = 0, best_to = 0;
-        for (std::size_t s = c_.sa[i]; s < c_.sb[i]; ++s) {
-          for (std::uint32_t j : cover_[s]) {
-            if (j == i || s != std::max<std::size_t>(c_.sa[i], c_.sa[j])) continue;  // each j once
-            for (std::uint32_t up = x_[j] + 1; up < c_.count(j); ++up) {
-              const double more = c_.k(j, up) - c_.k(j, x_[j]);
-              bool room = true;
-              for (std::size_t q = c_.sa[j]; q < c_.sb[j] && room; ++q) room = fits(load_[q] + more, q);
-              if (!room) continue;
-              const double ratio = (c_.t(j, x_[j]) - c_.t(j, up)) / std::max(more, 1.0);
-              if (ratio > best_ratio) {
-                best_ratio = ratio;
-                best_item = j;
-                best_to = up;
-              }
+        const auto try_item = [&](std::uint32_t j) {
+          if (j == i) return;
+          for (std::uint32_t up = x_[j] + 1; up < c_.count(j); ++up) {
+            const double more = c_.k(j, up) - c_.k(j, x_[j]);
+            const double ratio = (c_.t(j, x_[j]) - c_.t(j, up)) / std::max(more, 1.0);
+            // The range query only for a step that would be the best so far.
+            if (ratio > best_ratio && headroom_.least(c_.sa[j], c_.sb[j]) >= more) {
+              best_ratio = ratio;
+              best_item = j;
+              best_to = up;
             }
           }
+        };
+        // Every item that shares a segment with i, once: those alive at i's first segment, then
+        // those that start inside i's range, by start (the order of a scan over i's segments).
+        if (c_.sa[i] < c_.sb[i]) {
+          for (std::uint32_t j : cover_[c_.sa[i]]) try_item(j);
         }
+        for (std::uint32_t j : later) try_item(j);
         if (best_ratio <= 0) break;
         gain += c_.t(best_item, x_[best_item]) - c_.t(best_item, best_to);
         set_choice(best_item, best_to);
@@ -121,9 +131,23 @@ class exchange_search {
   }
 
  private:
+  static headroom_tree initial_headroom(const memory_component& c, const std::vector<std::uint32_t>& x) {
+    std::vector<double> load(c.slack.size() + 1, 0.0);
+    for (std::size_t i = 0; i < c.size(); ++i) {
+      load[c.sa[i]] += c.k(i, x[i]);
+      load[c.sb[i]] -= c.k(i, x[i]);
+    }
+    std::vector<double> headroom(c.slack.size());
+    double run = 0;
+    for (std::size_t s = 0; s < headroom.size(); ++s) {
+      run += load[s];
+      headroom[s] = c.slack[s] - run;
+    }
+    return headroom_tree(headroom);
+  }
+
   void set_choice(std::uint32_t j, std::uint32_t to) {
-    const double delta = c_.k(j, to) - c_.k(j, x_[j]);
-    for (std::size_t s = c_.sa[j]; s < c_.sb[j]; ++s) load_[s] += delta;
+    headroom_.add(c_.sa[j], c_.sb[j], c_.k(j, x_[j]) - c_.k(j, to));
     changed_.push_back({j, x_[j]});
     x_[j] = to;
   }
@@ -132,18 +156,27 @@ class exchange_search {
     while (!changed_.empty()) {
       const auto [j, before] = changed_.back();
       changed_.pop_back();
-      const double delta = c_.k(j, before) - c_.k(j, x_[j]);
-      for (std::size_t s = c_.sa[j]; s < c_.sb[j]; ++s) load_[s] += delta;
+      headroom_.add(c_.sa[j], c_.sb[j], c_.k(j, x_[j]) - c_.k(j, before));
       x_[j] = before;
     }
   }
 
-  bool fits(double value, std::size_t s) const { return value <= c_.slack[s]; }
+  // The items whose first segment lies in (sa[i], sb[i]), by first segment then index.
+  std::span<const std::uint32_t> starting_inside(std::uint32_t i) const {
+    const auto first_after = [&](std::uint32_t segment) {
+      return std::partition_point(by_start_.begin(), by_start_.end(),
+                                  [&](std::uint32_t j) { return c_.sa[j] <= segment; });
+    };
+    if (c_.sa[i] >= c_.sb[i]) return {};
+    const auto from = first_after(c_.sa[i]), to = first_after(c_.sb[i] - 1);
+    return {from, to};
+  }
 
   const memory_component& c_;
   std::vector<std::uint32_t>& x_;
-  std::vector<double> load_;
-  std::vector<std::vector<std::uint32_t>> cover_;
+  headroom_tree headroom_;                                        // per segment: slack - load of the current choice
+  std::vector<std::vector<std::uint32_t>> cover_;                 // per segment: the items alive there, by index
+  std::vector<std::uint32_t> by_start_;                           // items by first segment (then index)
   std::vector<std::pair<std::uint32_t, std::uint32_t>> changed_;  // (item, its choice before)
 };
 
@@ -153,13 +186,15 @@ class exchange_search {
 // Repair alone never makes an item faster at another's expense, and on pipeline ranks with a
 // few large items (an LLM chunk's activations next to many small encoder ones) that exchange is
 // where most of the remaining time is. Passes repeat until none improves (at most
-// `max_passes`). Returns the total time of `x`, which must be feasible.
-inline double improve_by_exchange(const memory_component& c, std::vector<std::uint32_t>& x, int max_passes = 4) {
+// `max_passes`; fewer once `stop` is requested: every move keeps x feasible). Returns the total
+// time of `x`, which must be feasible.
+inline double improve_by_exchange(const memory_component& c, std::vector<std::uint32_t>& x, int max_passes = 4,
+                                  const std::stop_token& stop = {}) {
   const std::size_t n = c.size();
   exchange_search search(c, x);
-  for (int pass = 0; pass < max_passes; ++pass) {
+  for (int pass = 0; pass < max_passes && !stop.stop_requested(); ++pass) {
     bool improved = false;
-    for (std::uint32_t i = 0; i < n; ++i) {
+    for (std::uint32_t i = 0; i < n && !stop.stop_requested(); ++i) {
       const bool moved = search.make_faster(i);
       improved = improved || moved;
       if (moved) continue;
@@ -176,11 +211,11 @@ inline double improve_by_exchange(const memory_component& c, std::vector<std::ui
 // differs, from `before_diagram` (the incumbent before the decision diagram: a better start
 // does not always reach the better local optimum); the fastest result becomes the incumbent.
 inline void improve_incumbent_by_exchange(const memory_component& c, std::vector<std::uint32_t> before_diagram,
-                                          component_result& result) {
+                                          component_result& result, const std::stop_token& stop = {}) {
   std::vector<std::vector<std::uint32_t>> starts{result.x};
   if (before_diagram != result.x) starts.push_back(std::move(before_diagram));
   for (std::vector<std::uint32_t>& y : starts) {
-    const double v = improve_by_exchange(c, y);
+    const double v = improve_by_exchange(c, y, 4, stop);
     if (v < result.value) {
       result.value = v;
       result.x = std::move(y);

@@ -3,8 +3,9 @@
 // total time; every few steps the relaxed choice is repaired into a primal candidate
 // (repair.hpp). Their multipliers also price candidates for the decision diagram and branch
 // and bound (reduced costs).
-// Cost per ascent step: knapsack rows O(S + C), covers O(sum over candidates of the segments
-// their item covers), with S segments and C candidates; plus a repair every 8 steps.
+// Cost per ascent step: knapsack rows O(S + C), covers O(S + R) with R the runs over which a
+// candidate's saving covers all or none of the needs (cover_relaxation::cut_runs: about three
+// per candidate), with S segments and C candidates; plus a repair every 8 steps.
 #pragma once
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <stop_token>
 #include <vector>
 
 #include "dip/schedule/memory_solver/component.hpp"
@@ -56,9 +58,10 @@ struct knapsack_dual {
 // i's segments). Subgradient steps with Polyak's rule from lambda = 0, at most `iterations`;
 // every few steps the relaxed choice is repaired into a feasible one that may replace the
 // incumbent of `result` (whose value is the ascent's target). Starts from result.bound, which
-// it leaves unchanged; load and alive are repair scratch.
+// it leaves unchanged; load and alive are repair scratch. Ends early once `stop` is requested.
 inline knapsack_dual knapsack_ascent(const memory_component& c, int iterations, component_result& result,
-                                     std::vector<double>& load, std::vector<std::uint32_t>& alive) {
+                                     std::vector<double>& load, std::vector<std::uint32_t>& alive,
+                                     const std::stop_token& stop = {}) {
   const std::size_t n = c.size(), m = c.slack.size();
   std::vector<std::uint32_t> x(n);
   std::vector<double> lambda(m, 0.0), lambda_prefix(m + 1, 0.0), g(m + 1, 0.0);
@@ -93,7 +96,10 @@ inline knapsack_dual knapsack_ascent(const memory_component& c, int iterations, 
       if (lambda[s] > 0 || g[s] > 0) norm += g[s] * g[s];
     }
     if (it % 8 == 0 || norm == 0) repair_and_offer(c, x, result, load, alive);
-    if (result.value - dual.bound <= proof_tolerance(result.value) || norm == 0 || step_size.exhausted()) break;
+    if (result.value - dual.bound <= proof_tolerance(result.value) || norm == 0 || step_size.exhausted() ||
+        stop.stop_requested()) {
+      break;
+    }
     const double step = step_size.length(result.value, value, norm);
     for (std::size_t s = 0; s < m; ++s) lambda[s] = std::max(0.0, lambda[s] + step * g[s]);
   }
@@ -163,6 +169,7 @@ class cover_relaxation {
         fewest_[s] += 1;
       }
     }
+    cut_runs();
   }
 
   // reduced[cand] for every candidate under (mu, nu) (reduced has one entry per candidate);
@@ -170,21 +177,31 @@ class cover_relaxation {
   double price(const std::vector<double>& mu, const std::vector<double>& nu, std::vector<double>& reduced) {
     const std::size_t n = c_.size(), m = c_.slack.size();
     prefix_sums_into(nu, prefix_);
+    // Over the segments that need bytes: a saving adds a segment's whole mu where it covers the
+    // need, saved * mu / need where it does not; prefix sums of both make each run O(1).
     double constant = 0;
-    for (std::size_t s = 0; s < m; ++s) constant += need_[s] > 0 ? mu[s] + nu[s] * fewest_[s] : 0.0;
+    for (std::size_t s = 0; s < m; ++s) {
+      const bool needs = need_[s] > 0;
+      constant += needs ? mu[s] + nu[s] * fewest_[s] : 0.0;
+      mu_prefix_[s + 1] = mu_prefix_[s] + (needs ? mu[s] : 0.0);
+      mu_per_need_prefix_[s + 1] = mu_per_need_prefix_[s] + (needs ? mu[s] / need_[s] : 0.0);
+    }
     for (std::size_t i = 0; i < n; ++i) {
       const std::uint32_t last = c_.count(i) - 1;
       const double fast = c_.k(i, last), big_nu = prefix_[c_.sb[i]] - prefix_[c_.sa[i]];
       for (std::uint32_t k = 0; k <= last; ++k) {
+        const std::size_t cand = c_.cand_begin[i] + k;
         const double saved = fast - c_.k(i, k);
         double a = 0;
         if (saved > 0) {
-          for (std::size_t s = c_.sa[i]; s < c_.sb[i]; ++s) {
-            if (need_[s] > 0 && mu[s] > 0) a += mu[s] * std::min(saved, need_[s]) / need_[s];
+          for (std::uint32_t r = run_begin_[cand]; r < run_begin_[cand + 1]; ++r) {
+            const coverage_run& run = runs_[r];
+            a += run.covered ? mu_prefix_[run.to] - mu_prefix_[run.from]
+                             : saved * (mu_per_need_prefix_[run.to] - mu_per_need_prefix_[run.from]);
           }
           a += big_nu;
         }
-        reduced[c_.cand_begin[i] + k] = c_.t(i, k) - a;
+        reduced[cand] = c_.t(i, k) - a;
       }
     }
     return constant;
@@ -193,18 +210,22 @@ class cover_relaxation {
   // Subgradient ascent from mu = nu = 0, at most `iterations` steps. Every better dual value
   // raises result.bound (the ascent stops once it proves result.value); every few steps the
   // relaxed choice is repaired into a feasible one that may replace the incumbent. load and
-  // alive are repair scratch.
+  // alive are repair scratch. Ends early once `stop` is requested.
   cover_dual ascent(int iterations, component_result& result, std::vector<double>& load,
-                    std::vector<std::uint32_t>& alive) {
+                    std::vector<std::uint32_t>& alive, const std::stop_token& stop = {}) {
     const std::size_t n = c_.size(), m = c_.slack.size();
     std::vector<std::uint32_t> x(n);
     std::vector<double> mu(m, 0.0), nu(m, 0.0), g_mu(m, 0.0), g_nu(m + 1, 0.0), reduced(c_.time.size(), 0.0);
+    // The truncated savings' subgradient as difference arrays over the chosen candidates' runs:
+    // where a saving covers the need it adds 1 (covered), elsewhere saved / need (partial).
+    std::vector<double> covered(m + 1, 0.0), partial(m + 1, 0.0);
     cover_dual dual{-std::numeric_limits<double>::infinity(), std::vector<double>(m, 0.0), std::vector<double>(m, 0.0)};
     polyak_step step_size;
     for (int it = 0; it < iterations; ++it) {
       double value = price(mu, nu, reduced);
-      std::fill(g_mu.begin(), g_mu.end(), 1.0);
       std::fill(g_nu.begin(), g_nu.end(), 0.0);
+      std::fill(covered.begin(), covered.end(), 0.0);
+      std::fill(partial.begin(), partial.end(), 0.0);
       for (std::size_t i = 0; i < n; ++i) {
         std::uint32_t best = 0;
         double best_value = std::numeric_limits<double>::infinity();
@@ -219,12 +240,23 @@ class cover_relaxation {
         x[i] = best;
         const double saved = c_.k(i, c_.count(i) - 1) - c_.k(i, best);
         if (saved > 0) {
-          for (std::size_t s = c_.sa[i]; s < c_.sb[i]; ++s) {
-            if (need_[s] > 0) g_mu[s] -= std::min(saved, need_[s]) / need_[s];
+          const std::size_t cand = c_.cand_begin[i] + best;
+          for (std::uint32_t r = run_begin_[cand]; r < run_begin_[cand + 1]; ++r) {
+            const coverage_run& run = runs_[r];
+            std::vector<double>& diff = run.covered ? covered : partial;
+            const double add = run.covered ? 1.0 : saved;
+            diff[run.from] += add;
+            diff[run.to] -= add;
           }
           g_nu[c_.sa[i]] -= 1;
           g_nu[c_.sb[i]] += 1;
         }
+      }
+      double covered_run = 0, partial_run = 0;
+      for (std::size_t s = 0; s < m; ++s) {
+        covered_run += covered[s];
+        partial_run += partial[s];
+        g_mu[s] = need_[s] > 0 ? 1.0 - covered_run - partial_run / need_[s] : 1.0;
       }
       if (step_size.record(value, dual.bound)) {
         result.bound = std::max(result.bound, value);
@@ -243,7 +275,10 @@ class cover_relaxation {
         if (nu[s] > 0 || g_nu[s] > 0) norm += g_nu[s] * g_nu[s];
       }
       if (it % 8 == 0 || norm == 0) repair_and_offer(c_, x, result, load, alive);
-      if (result.value - result.bound <= proof_tolerance(result.value) || norm == 0 || step_size.exhausted()) break;
+      if (result.value - result.bound <= proof_tolerance(result.value) || norm == 0 || step_size.exhausted() ||
+          stop.stop_requested()) {
+        break;
+      }
       const double step = step_size.length(result.value, value, norm);
       for (std::size_t s = 0; s < m; ++s) {
         mu[s] = std::max(0.0, mu[s] + step * g_mu[s]);
@@ -254,10 +289,51 @@ class cover_relaxation {
   }
 
  private:
+  // A maximal run of segments [from, to) of an item over which one candidate's saving covers
+  // every need (need <= saved), or none; segments that need nothing join either kind.
+  struct coverage_run {
+    std::uint32_t from = 0, to = 0;
+    bool covered = false;
+  };
+
+  // The runs of every candidate that saves bytes, cut once: the needs and the savings do not
+  // change during the ascent, only the multipliers do. Unimodal needs (memory rising through the
+  // forwards, falling through the backwards) give at most three runs per candidate, so pricing
+  // a candidate costs O(1) rather than the segments its item covers.
+  void cut_runs() {
+    const std::size_t m = c_.slack.size();
+    run_begin_.assign(c_.time.size() + 1, 0);
+    for (std::size_t i = 0; i < c_.size(); ++i) {
+      const std::uint32_t last = c_.count(i) - 1;
+      for (std::uint32_t k = 0; k <= last; ++k) {
+        const std::size_t cand = c_.cand_begin[i] + k;
+        run_begin_[cand] = std::uint32_t(runs_.size());
+        const double saved = c_.k(i, last) - c_.k(i, k);
+        if (saved <= 0) continue;
+        const std::size_t first = runs_.size();
+        for (std::uint32_t s = c_.sa[i]; s < c_.sb[i]; ++s) {
+          if (need_[s] <= 0) continue;
+          const bool covered = need_[s] <= saved;
+          if (runs_.size() > first && runs_.back().covered == covered) {
+            runs_.back().to = s + 1;
+          } else {
+            runs_.push_back({s, s + 1, covered});
+          }
+        }
+      }
+    }
+    run_begin_.back() = std::uint32_t(runs_.size());
+    mu_prefix_.assign(m + 1, 0.0);
+    mu_per_need_prefix_.assign(m + 1, 0.0);
+  }
+
   const memory_component& c_;
-  std::vector<double> need_;    // per segment (one spare entry): bytes to save from all-fastest
-  std::vector<double> fewest_;  // per segment: q_s, the fewest items whose savings reach need_s
-  std::vector<double> prefix_;  // scratch: prefix sums of nu
+  std::vector<double> need_;                            // per segment (one spare entry): bytes to save from all-fastest
+  std::vector<double> fewest_;                          // per segment: q_s, the fewest items whose savings reach need_s
+  std::vector<double> prefix_;                          // scratch: prefix sums of nu
+  std::vector<coverage_run> runs_;                      // per saving candidate, in candidate order
+  std::vector<std::uint32_t> run_begin_;                // candidate c's runs: [run_begin_[c], run_begin_[c + 1])
+  std::vector<double> mu_prefix_, mu_per_need_prefix_;  // scratch of price()
 };
 
 }  // namespace dip::detail

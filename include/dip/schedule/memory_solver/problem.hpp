@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <limits>
 #include <optional>
+#include <stop_token>
 #include <vector>
 
 #include "dip/core/error.hpp"
@@ -93,6 +94,9 @@ struct memory_solver_options {
   int lagrangian_iterations = 120;  // subgradient steps per component
   std::size_t dd_width = 64;        // decision-diagram states per layer (0: none)
   bool local_search = true;         // exchange moves on the incumbent before branch and bound
+  // Stops the methods early (a planner whose deadline passed): each component keeps the feasible
+  // choice it has, and its bound as proven so far.
+  std::stop_token stop{};
 };
 
 struct memory_solution {

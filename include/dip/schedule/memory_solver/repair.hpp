@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "dip/schedule/memory_solver/component.hpp"
+#include "dip/schedule/memory_solver/headroom_tree.hpp"
 
 namespace dip::detail {
 
@@ -20,8 +21,9 @@ namespace dip::detail {
 // whose step down to a smaller candidate costs least time per byte needed) and then upgrades
 // items to faster candidates where they still fit. Returns the total time.
 // x: one valid local candidate per item; the component's slack is >= 0 (all-smallest fits), so
-// the result is feasible. load and alive are scratch, overwritten. Cost: O(n log n + S * A * K)
-// plus O(span) per move, with S segments, A items alive at a segment, K candidates per item.
+// the result is feasible. load and alive are scratch, overwritten. Cost: O(n log n + S log S +
+// M * A * K + n * K * log S), with S segments, A items alive at a segment, K candidates per item,
+// M the moves made (headroom_tree answers the range questions).
 inline double repair_and_improve(const memory_component& c, std::vector<std::uint32_t>& x, std::vector<double>& load,
                                  std::vector<std::uint32_t>& alive) {
   const std::size_t n = c.size(), m = c.slack.size();
@@ -32,22 +34,31 @@ inline double repair_and_improve(const memory_component& c, std::vector<std::uin
     load[c.sb[i]] -= k;
   }
   for (std::size_t s = 1; s < m; ++s) load[s] += load[s - 1];
+  for (std::size_t s = 0; s < m; ++s) load[s] = c.slack[s] - load[s];
+  load.resize(m);
+  headroom_tree headroom(load);
+  // Items enter `alive` at their first segment and leave after their last (swap with the back).
+  std::vector<std::vector<std::uint32_t>> ending(m + 1);
+  for (std::size_t i = 0; i < n; ++i) ending[c.sb[i]].push_back(std::uint32_t(i));
+  std::vector<std::uint32_t> slot(n, 0);
   alive.clear();
   std::size_t next = 0;
   for (std::size_t s = 0; s < m; ++s) {
+    for (std::uint32_t i : ending[s]) {
+      if (c.sa[i] >= s) continue;  // never entered
+      const std::uint32_t moved = alive.back();
+      alive[slot[i]] = moved;
+      slot[moved] = slot[i];
+      alive.pop_back();
+    }
     while (next < n && c.sa[next] <= s) {
-      if (c.sb[next] > s) alive.push_back(std::uint32_t(next));
+      if (c.sb[next] > s) {
+        slot[next] = std::uint32_t(alive.size());
+        alive.push_back(std::uint32_t(next));
+      }
       ++next;
     }
-    for (std::size_t a = 0; a < alive.size();) {
-      if (c.sb[alive[a]] <= s) {
-        alive[a] = alive.back();
-        alive.pop_back();
-      } else {
-        ++a;
-      }
-    }
-    double excess = load[s] - c.slack[s];
+    double excess = -headroom.at(s);
     while (excess > 0) {
       double best_ratio = std::numeric_limits<double>::infinity();
       std::uint32_t best_item = 0, best_cand = 0;
@@ -67,10 +78,9 @@ inline double repair_and_improve(const memory_component& c, std::vector<std::uin
         }
       }
       if (best_ratio == std::numeric_limits<double>::infinity()) break;  // cannot happen: slack >= 0
-      const double saved = c.k(best_item, x[best_item]) - c.k(best_item, best_cand);
-      for (std::size_t q = c.sa[best_item]; q < c.sb[best_item]; ++q) load[q] -= saved;
+      headroom.add(c.sa[best_item], c.sb[best_item], c.k(best_item, x[best_item]) - c.k(best_item, best_cand));
       x[best_item] = best_cand;
-      excess = load[s] - c.slack[s];
+      excess = -headroom.at(s);
     }
   }
   // Upgrades, biggest possible saving first.
@@ -82,10 +92,8 @@ inline double repair_and_improve(const memory_component& c, std::vector<std::uin
   for (std::uint32_t i : order) {
     for (std::uint32_t to = c.count(i) - 1; to > x[i]; --to) {
       const double more = c.k(i, to) - c.k(i, x[i]);
-      bool fits = true;
-      for (std::size_t q = c.sa[i]; q < c.sb[i] && fits; ++q) fits = load[q] + more <= c.slack[q];
-      if (!fits) continue;
-      for (std::size_t q = c.sa[i]; q < c.sb[i]; ++q) load[q] += more;
+      if (headroom.least(c.sa[i], c.sb[i]) < more) continue;
+      headroom.add(c.sa[i], c.sb[i], -more);
       x[i] = to;
       break;
     }

@@ -40,21 +40,24 @@ inline bool start_from_fastest(const memory_component& c, component_result& resu
 // into a primal candidate), then depth-first branch and bound with that bound.
 // c: as decompose.hpp builds it (slack >= 0, at least one item). The steps, each of which may
 // prove the incumbent optimal and stop: the knapsack-row relaxation, the cover relaxation, the
-// decision diagrams (dd_width > 0), exchange moves (local_search), branch and bound.
+// decision diagrams (dd_width > 0), exchange moves (local_search), branch and bound. Once
+// options.stop is requested the steps end early and the rest are skipped: the incumbent stays
+// feasible (every step keeps it so) and the bound stays proven.
 inline component_result solve_component(const memory_component& c, const memory_solver_options& options) {
   component_result result;
   std::vector<double> load;
   std::vector<std::uint32_t> alive;
   if (start_from_fastest(c, result, load, alive)) return result;
 
-  const knapsack_dual knapsack = knapsack_ascent(c, options.lagrangian_iterations, result, load, alive);
+  const std::stop_token& stop = options.stop;
+  const knapsack_dual knapsack = knapsack_ascent(c, options.lagrangian_iterations, result, load, alive, stop);
   result.bound = std::max(result.bound, knapsack.bound);
-  if (close_if_proven(result)) return result;
+  if (close_if_proven(result) || stop.stop_requested()) return result;
 
   cover_relaxation cover(c);
-  const cover_dual covers = cover.ascent(options.lagrangian_iterations, result, load, alive);
+  const cover_dual covers = cover.ascent(options.lagrangian_iterations, result, load, alive, stop);
   result.bound = std::min(result.bound, result.value);
-  if (close_if_proven(result)) return result;
+  if (close_if_proven(result) || stop.stop_requested()) return result;
 
   // Reduced costs under the relaxation that gave the better bound.
   std::vector<double> reduced(c.time.size(), 0.0);
@@ -66,12 +69,13 @@ inline component_result solve_component(const memory_component& c, const memory_
   // does not always reach the better local optimum.
   std::vector<std::uint32_t> before_diagram = result.x;
   if (options.dd_width > 0 && tighten_by_diagrams(c, knapsack.lambda, options.dd_width, result)) return result;
-  if (options.local_search) improve_incumbent_by_exchange(c, std::move(before_diagram), result);
+  if (options.local_search) improve_incumbent_by_exchange(c, std::move(before_diagram), result, stop);
+  if (stop.stop_requested()) return result;
 
   // Branch and bound, items in order of their first segment, candidates by reduced cost.
   const std::size_t limit = c.size() <= options.exact_items ? std::numeric_limits<std::size_t>::max()
                                                             : options.node_limit;
-  branch_and_bound(c, reduced, constant, limit, result);
+  branch_and_bound(c, reduced, constant, limit, result, stop);
   return result;
 }
 
