@@ -4,10 +4,12 @@
 //   dip::submit_dip_batch(planner, i + 1, graph_of(i + 1), options);   // while batch i runs
 //   const auto next = planner.get(i + 1, deadline);                     // next.plan is validated
 //
-// The search (phase 1 with phase 2 scoring) offers a validated plan at every improvement, so a
-// deadline returns the best so far; when the search ends it offers the full plan (phase 3
-// included). The fallback is the static-dip plan (natural order, 1F1B's in-flight rule) made to
-// fit the memory cap with phase 3's strategies: always available, never searched.
+// The worker first offers the fallback, then the search (phase 1 with phase 2 scoring) offers a
+// validated plan at every improvement, so a deadline returns the best so far; when the search
+// ends it offers the full plan (phase 3 included). The fallback is the static-dip plan (natural
+// order, 1F1B's in-flight rule) made to fit the memory cap with phase 3's strategies: always
+// available, never searched; get() makes it only when the worker offered nothing (it had not
+// started, or the deadline came first). The batch's deadline stops every phase.
 #pragma once
 
 #include <concepts>
@@ -49,6 +51,18 @@ void submit_dip_batch(async_planner<Plan>& planner, std::size_t index, const std
   auto search = [graph, options, deliver](std::size_t, planning_context<Plan>& ctx) {
     const simulation_options sim = simulation_options_of(options);
     const validation_options checks = validation_options_of(options);
+    dip_planner_options stoppable = options;
+    stoppable.stop = ctx.stop_token();  // a deadline ends phases 2 and 3 too, within milliseconds
+    try {
+      // The fallback first, made here rather than in get(): at scale no order the search scores
+      // may fit the cap before phase 3, and a deadline would then make get() build it late.
+      plan first = static_dip_fallback(graph, stoppable);
+      const double ms = to_milliseconds(simulate(first, sim).makespan);
+      ctx.offer(deliver(std::move(first)), ms);
+    } catch (const error&) {
+      // No static plan fits: the search may still find one; get() reports the fallback's error.
+    }
+    if (ctx.cancelled()) return;
     const pass_index passes(*graph);
     pass_search_options budget = search_options_of(*graph, options);
     budget.stop = ctx.stop_token();
@@ -61,10 +75,8 @@ void submit_dip_batch(async_planner<Plan>& planner, std::size_t index, const std
     };
     const pass_search_result found = search_pass_order(*graph, budget);
     if (ctx.cancelled()) return;
-    dip_planner_options phases = options;
-    phases.stop = ctx.stop_token();                       // a deadline ends phases 2 and 3 too, within milliseconds
-    plan full = plan_dip(graph, phases, found.priority);  // phase 3 on the best order
-    if (ctx.cancelled()) return;                          // cut short: the plans offered so far stand
+    plan full = plan_dip(graph, stoppable, found.priority);  // phase 3 on the best order
+    if (ctx.cancelled()) return;                             // cut short: the plans offered so far stand
     const double ms = to_milliseconds(simulate(full, sim).makespan);
     ctx.offer(deliver(std::move(full)), ms);
   };

@@ -153,6 +153,8 @@ inline plan plan_dip(std::shared_ptr<const stage_graph> graph, const dip_planner
         if (e.code() != errc::infeasible) throw;
         return;  // even recompute and offload cannot fit this order
       }
+      // Stopped while fitting: the fit was cut short, and checking it would only delay the return.
+      if (best && options.stop.stop_requested()) return;
     }
     if (first_violation(candidate, checks)) return;
     const duration t = simulate(candidate, sim).makespan;
