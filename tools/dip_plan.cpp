@@ -589,7 +589,9 @@ int main(int argc, char** argv) {
   app.add_option("--search-ms", opt.search_ms, "time budget of the dip schedule's segment search per batch (0: none)")
       ->check(CLI::Range(0.0, 1e7))
       ->capture_default_str();
-  app.add_option("--threads", opt.threads, "search threads for the dip schedule")
+  app.add_option("--threads", opt.threads,
+                 "threads of the dip schedule: its search and its memory phase (phase 3, one rank per thread; the same "
+                 "plan on any count)")
       ->check(CLI::Range(1u, 1024u))
       ->capture_default_str();
   app.add_option("--memory-strategies", opt.memory_strategies,

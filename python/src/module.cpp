@@ -513,7 +513,7 @@ tp x pp fits one node, else the network (the GPU preset's figures). p2p_latency_
 tuning_batches: batches (lists of microbatches of sample dicts) to tune the segments per rank on
 (dip, static-dip); default: the first batch planned with one of them.
 search_ms, search_rollouts, seed, threads: dip's search per batch (batch `index` is searched with
-seed + index). Raises dip.Error naming a bad argument.)")
+seed + index); threads also solve phase 3's ranks in parallel. Raises dip.Error naming a bad argument.)")
       .def(
           "plan",
           [](const planner_handle& self, py::object batch, const std::string& schedule, std::uint64_t index) {

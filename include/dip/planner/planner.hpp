@@ -110,7 +110,7 @@ struct planner_options {
   std::vector<std::vector<packed_microbatch>> tuning_batches{};  // empty: the first batch planned
   double search_ms = 200;           // dip's search budget per batch (0 with 0 rollouts: none)
   std::size_t search_rollouts = 0;  // dip's rollout budget (reproducible with one thread)
-  unsigned threads = 1;             // dip's search threads
+  unsigned threads = 1;             // dip's search threads, and phase 3's (one rank per thread)
   std::uint64_t seed = 0;           // dip's search seed for batch i is seed + i
   bool memory_strategies = true;    // dip may recompute or offload to fit more in flight
   bool fit_memory = true;           // other schedules: fitted to the cap with recompute/offload
