@@ -1,5 +1,6 @@
 // Phase 1, segment reordering by tree search: finds the brute-force best order on small graphs,
-// is reproducible with one thread and a seed, is never worse than its seeds, and the planner
+// is reproducible from a seed and a rollout budget (on any number of threads), never worse with a
+// larger budget, never worse than its seeds, and the planner
 // built on it gives valid plans within the memory cap.
 #include <doctest/doctest.h>
 
@@ -149,7 +150,45 @@ TEST_CASE("tree search: reproducible with one thread and a seed; never worse tha
     std::sort(sorted.begin(), sorted.end());
     for (std::uint32_t i = 0; i < sorted.size(); ++i) CHECK(sorted[i] == i);
     CHECK(c.makespan <= natural);
+    CHECK(c.rollouts == 200);
   }
+}
+
+// Each thread grows its own tree, whose rollouts do not depend on timing: with a rollout budget
+// the result is reproducible on several threads, and a larger budget runs every thread's rollouts
+// of a smaller one first, so it never ends worse (a shared tree broke both). The first thread of
+// T gets the same rollouts as a single-threaded search with 1/T of the budget, so T threads are
+// never worse than that either.
+TEST_CASE("tree search on several threads: reproducible with a rollout budget, never worse with a larger one") {
+  std::mt19937_64 rng(17);
+  int strictly_better = 0;
+  for (int trial = 0; trial < 12; ++trial) {
+    CAPTURE(trial);
+    const instance t = random_instance(rng, 2 + int(rng() % 3), 6 + rng() % 6, 4);
+    dip::pass_search_options options;
+    options.time_budget_ms = 0;
+    options.seed = std::uint64_t(trial) + 3;
+    options.threads = 1;
+    options.max_rollouts = 30;
+    const dip::pass_search_result single = dip::search_pass_order(*t.graph, options);
+
+    options.threads = 2;
+    double previous = 1e300;
+    for (std::size_t budget : {60, 61, 150, 400}) {
+      CAPTURE(budget);
+      options.max_rollouts = budget;
+      const dip::pass_search_result a = dip::search_pass_order(*t.graph, options);
+      const dip::pass_search_result b = dip::search_pass_order(*t.graph, options);
+      CHECK(a.priority == b.priority);
+      CHECK(a.makespan == b.makespan);
+      CHECK(a.rollouts == budget);
+      CHECK(dip::to_seconds(a.makespan) <= previous);
+      if (dip::to_seconds(a.makespan) < previous && previous < 1e300) ++strictly_better;
+      previous = dip::to_seconds(a.makespan);
+      CHECK(a.makespan <= single.makespan);  // thread 0 alone does the single search's 30 and more
+    }
+  }
+  MESSAGE(strictly_better << " larger budgets that found a strictly better order");
 }
 
 TEST_CASE("the DIP planner gives valid plans within the cap that never beat the lower bound") {
@@ -202,6 +241,62 @@ TEST_CASE("memory strategies (phase 3) never make the DIP plan slower and rescue
     }
   }
   MESSAGE(faster << " plans faster with memory strategies, " << rescued << " only feasible with them");
+}
+
+// plan_dip prices its candidate orders (the real cap, 1F1B's in-flight limit, the looser caps)
+// fastest-before-fitting first and fits only those that could still win: its plan must be as
+// fast as the best of all of them, each fitted and validated here.
+TEST_CASE("the DIP planner's plan is the fastest of its candidates, each fitted") {
+  std::mt19937_64 rng(4049);
+  int loose_wins = 0, priced = 0;
+  for (int trial = 0; trial < 40; ++trial) {
+    CAPTURE(trial);
+    const instance t = random_instance(rng, 2 + int(rng() % 3), 4 + rng() % 8, 3);
+    const std::vector<dip::bytes> weights(std::size_t(t.graph->ranks()), dip::bytes(10));
+    dip::dip_planner_options options;
+    options.memory_cap = dip::bytes(10 + double(3 + rng() % 40));
+    options.weight_memory = weights;
+    options.strategy_model.host_link = dip::bandwidth(300 + double(rng() % 2000));  // copies of ms: offload costs
+    const dip::simulation_options sim = dip::simulation_options_of(options);
+    const dip::pass_index passes(*t.graph);
+    std::vector<std::uint32_t> priority = dip::default_pass_priority(passes);
+    std::shuffle(priority.begin(), priority.end(), rng);
+
+    const dip::interleave_options at_cap = dip::interleave_options_of(*t.graph, options);
+    std::vector<dip::interleave_options> caps{at_cap, at_cap};
+    caps[1].memory_cap = dip::one_f_one_b_caps(*t.graph, weights, options.memory_cap);
+    for (double factor : options.relaxations) {
+      dip::interleave_options loose = at_cap;
+      loose.memory_cap.clear();
+      if (factor > 0) loose.memory_cap.assign(weights.size(), weights[0] + (*options.memory_cap - weights[0]) * factor);
+      caps.push_back(loose);
+    }
+    double best = 1e300;
+    std::size_t best_index = 0;
+    for (std::size_t k = 0; k < caps.size(); ++k) {
+      dip::plan p = dip::make_plan(t.graph, dip::interleave_stages(*t.graph, passes, priority, caps[k]).order);
+      try {
+        dip::fit_memory(p, *options.memory_cap, weights, options.strategy_model, options.memory_solver);
+      } catch (const dip::error& e) {
+        CHECK(e.code() == dip::errc::infeasible);
+        continue;
+      }
+      if (dip::first_violation(p, dip::validation_options_of(options))) continue;
+      const double ms = dip::to_milliseconds(dip::simulate(p, sim).makespan);
+      if (ms < best) {
+        best = ms;
+        best_index = k;
+      }
+    }
+    if (best == 1e300) continue;
+    ++priced;
+    loose_wins += best_index >= 2;
+    const dip::plan planned = dip::plan_dip(t.graph, options, priority);
+    CHECK(dip::to_milliseconds(dip::simulate(planned, sim).makespan) == doctest::Approx(best).epsilon(1e-12));
+  }
+  CHECK(loose_wins > 0);  // the looser caps really are priced, and win on some instances only
+  CHECK(loose_wins < priced);
+  MESSAGE(loose_wins << " of " << priced << " instances where a looser cap won");
 }
 
 // Phase 3 solves the ranks on the planner's threads: the plan must not depend on how many. A stop

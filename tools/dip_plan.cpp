@@ -582,9 +582,10 @@ int main(int argc, char** argv) {
   app.add_option("--partition", opt.partition,
                  "balanced (best contiguous split by time), megatron (by parameters) or dip (modality-aware)")
       ->capture_default_str();
-  app.add_option("--search-rollouts", opt.search_rollouts,
-                 "rollout budget of the dip schedule's segment search per batch (0: none; with --search-ms 0 and "
-                 "--threads 1 the plan is reproducible)")
+  app.add_option(
+         "--search-rollouts", opt.search_rollouts,
+         "rollout budget of the dip schedule's segment search per batch (0: none; with --search-ms 0 the plan is "
+         "reproducible for a given --threads)")
       ->capture_default_str();
   app.add_option("--search-ms", opt.search_ms, "time budget of the dip schedule's segment search per batch (0: none)")
       ->check(CLI::Range(0.0, 1e7))

@@ -109,7 +109,7 @@ struct planner_options {
   bool tune_segments = true;            // tune K per chain by planning sample batches
   std::vector<std::vector<packed_microbatch>> tuning_batches{};  // empty: the first batch planned
   double search_ms = 200;           // dip's search budget per batch (0 with 0 rollouts: none)
-  std::size_t search_rollouts = 0;  // dip's rollout budget (reproducible with one thread)
+  std::size_t search_rollouts = 0;  // dip's rollout budget (reproducible for a given thread count)
   unsigned threads = 1;             // dip's search threads, and phase 3's (one rank per thread)
   std::uint64_t seed = 0;           // dip's search seed for batch i is seed + i
   bool memory_strategies = true;    // dip may recompute or offload to fit more in flight

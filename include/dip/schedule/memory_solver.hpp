@@ -21,6 +21,7 @@
 //   decision_diagram.hpp  restricted and relaxed decision diagrams              (detail)
 //   exchange.hpp          local search by exchange moves                        (detail)
 //   branch_and_bound.hpp  node-limited depth-first branch and bound             (detail)
+//   headroom_tree.hpp     range add / range min over segments, for the above    (detail)
 #pragma once
 
 #include "dip/schedule/memory_solver/problem.hpp"

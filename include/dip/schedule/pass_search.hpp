@@ -24,9 +24,16 @@
 // producer chain's passes of a window of microbatches before their consumers), so that a tiny
 // budget already returns a good order; the best seed is the rollouts' first reference.
 //
-// Threads: `threads` workers share the tree under one mutex (selection, expansion and
-// back-propagation hold it; rollouts, the expensive part, do not). With one thread and a rollout
-// budget (no time budget) the result is a function of the seed.
+// Threads: each of `threads` workers grows a tree of its own from the seeds' best order, with its
+// own random stream (from the seed and its index) and its own reference; the result is the best
+// order over the workers (ties: the lowest index). A worker's rollouts do not depend on the clock
+// or on the other workers, only on how many it is allowed, so:
+// - with a rollout budget (split evenly over the workers) the result is a function of the seed
+//   and the thread count;
+// - a longer time budget runs every worker's rollouts of a shorter one and then more, so it
+//   never returns a worse order (a tree shared by the workers did: which thread expanded what
+//   depended on timing, and a 10 s search could end worse than a 1 s one).
+// The workers share only the rollout count, the progress record and on_improvement, under a lock.
 #pragma once
 
 #include <algorithm>
@@ -182,7 +189,7 @@ inline pass_search_result search_pass_order(const stage_graph& graph, const pass
     consider(order, v, ok, "producers-first");
   }
 
-  // The tree.
+  // The trees: one per worker.
   struct node {
     std::int32_t parent = -1;
     std::uint32_t pass = 0;  // the choice leading here
@@ -192,98 +199,97 @@ inline pass_search_result search_pass_order(const stage_graph& graph, const pass
     std::uint32_t visits = 0;
     double best = std::numeric_limits<double>::infinity();
   };
-  std::vector<node> tree(1);
-  std::mutex mutex;  // guards tree, best, best_order, result
-  // The rollouts' reference: each pass's position in the best order so far.
-  std::vector<std::uint32_t> reference_rank = detail::priority_of(best_order);
-  bool stop = false;
+  struct worker_best {
+    double value;
+    bool ok;
+    std::vector<std::uint32_t> order;
+  };
+  const worker_best seeds_best{best, result.within_cap, best_order};
+  std::vector<worker_best> worker_results(options.threads, seeds_best);
+  std::mutex mutex;  // guards best, best_order, result (the record shared by the workers)
 
   const auto worker = [&](unsigned id) {
+    const std::size_t quota = options.max_rollouts / options.threads +
+                              (id < options.max_rollouts % options.threads ? 1 : 0);
     std::mt19937_64 rng(options.seed * 0x9E3779B97F4A7C15ULL + id);
     std::uniform_real_distribution<double> unit(0.0, 1.0);
+    worker_best& mine = worker_results[id];
+    std::vector<node> tree(1);
+    // The rollouts' reference: each pass's position in this worker's best order so far.
+    std::vector<std::uint32_t> reference = detail::priority_of(mine.order);
     std::vector<std::uint32_t> next_sub(groups.groups.size());
     std::vector<std::uint32_t> order;
     std::vector<std::int32_t> path;
-    std::vector<std::uint32_t> reference;
-    while (true) {
+    const auto eligible = [&] {
+      std::vector<std::uint32_t> list;
+      for (std::size_t g = 0; g < groups.groups.size(); ++g) {
+        if (next_sub[g] < groups.groups[g].size()) list.push_back(groups.groups[g][next_sub[g]]);
+      }
+      return list;
+    };
+    const auto place = [&](std::uint32_t s) {
+      order.push_back(s);
+      ++next_sub[groups.group_of[s]];
+    };
+    for (std::size_t done = 0;; ++done) {
+      if (options.stop.stop_requested() || (options.max_rollouts > 0 && done >= quota) ||
+          (options.time_budget_ms > 0 && elapsed_ms() >= options.time_budget_ms)) {
+        return;
+      }
       std::fill(next_sub.begin(), next_sub.end(), 0);
       order.clear();
       path.assign(1, 0);
-      const auto eligible = [&] {
-        std::vector<std::uint32_t> list;
-        for (std::size_t g = 0; g < groups.groups.size(); ++g) {
-          if (next_sub[g] < groups.groups[g].size()) list.push_back(groups.groups[g][next_sub[g]]);
-        }
-        return list;
-      };
-      const auto place = [&](std::uint32_t s) {
-        order.push_back(s);
-        ++next_sub[groups.group_of[s]];
-      };
-      {
-        std::lock_guard lock(mutex);
-        if (stop || options.stop.stop_requested() ||
-            (options.max_rollouts > 0 && result.rollouts >= options.max_rollouts) ||
-            (options.time_budget_ms > 0 && elapsed_ms() >= options.time_budget_ms)) {
-          stop = true;
-          return;
-        }
-        ++result.rollouts;
-        reference = reference_rank;
-        // Selection.
-        std::int32_t current = 0;
-        while (true) {
-          node& v = tree[std::size_t(current)];
-          if (order.size() == n) break;
-          std::vector<std::uint32_t> candidates = eligible();
-          std::sort(candidates.begin(), candidates.end(),
-                    [&](std::uint32_t a, std::uint32_t b) { return reference[a] < reference[b]; });
-          v.candidates = std::uint32_t(candidates.size());
-          if (v.tried < v.candidates) {
-            // Expansion: the next untried candidate in reference order.
-            std::uint32_t pick = 0;
-            for (std::uint32_t c : candidates) {
-              bool used = false;
-              for (std::int32_t child : v.children) used = used || tree[std::size_t(child)].pass == c;
-              if (!used) {
-                pick = c;
-                break;
-              }
-            }
-            ++tree[std::size_t(current)].tried;
-            node child;
-            child.parent = current;
-            child.pass = pick;
-            tree.push_back(child);
-            const std::int32_t index = std::int32_t(tree.size() - 1);
-            tree[std::size_t(current)].children.push_back(index);
-            place(pick);
-            path.push_back(index);
-            break;
-          }
-          // All tried: UCB over the children.
-          const double log_parent = std::log(double(std::max<std::uint32_t>(v.visits, 1)));
-          std::int32_t chosen = -1;
-          double chosen_value = -1;
-          for (std::int32_t c : v.children) {
-            const node& child = tree[std::size_t(c)];
-            const double exploit = std::isfinite(child.best) ? std::pow(best / child.best, options.alpha) : 0.0;
-            const double explore = options.beta *
-                                   std::sqrt(log_parent / double(std::max<std::uint32_t>(child.visits, 1)));
-            if (exploit + explore > chosen_value) {
-              chosen_value = exploit + explore;
-              chosen = c;
+      // Selection.
+      std::int32_t current = 0;
+      while (true) {
+        node& v = tree[std::size_t(current)];
+        if (order.size() == n) break;
+        std::vector<std::uint32_t> candidates = eligible();
+        std::sort(candidates.begin(), candidates.end(),
+                  [&](std::uint32_t a, std::uint32_t b) { return reference[a] < reference[b]; });
+        v.candidates = std::uint32_t(candidates.size());
+        if (v.tried < v.candidates) {
+          // Expansion: the next untried candidate in reference order.
+          std::uint32_t pick = 0;
+          for (std::uint32_t c : candidates) {
+            bool used = false;
+            for (std::int32_t child : v.children) used = used || tree[std::size_t(child)].pass == c;
+            if (!used) {
+              pick = c;
+              break;
             }
           }
-          place(tree[std::size_t(chosen)].pass);
-          path.push_back(chosen);
-          current = chosen;
+          ++tree[std::size_t(current)].tried;
+          node child;
+          child.parent = current;
+          child.pass = pick;
+          tree.push_back(child);
+          const std::int32_t index = std::int32_t(tree.size() - 1);
+          tree[std::size_t(current)].children.push_back(index);
+          place(pick);
+          path.push_back(index);
+          break;
         }
-        // Visits count at selection ("virtual loss"): while this rollout runs, other threads'
-        // UCB already sees the path as explored and spreads out. One thread: the same counts.
-        for (std::int32_t v : path) ++tree[std::size_t(v)].visits;
+        // All tried: UCB over the children.
+        const double log_parent = std::log(double(std::max<std::uint32_t>(v.visits, 1)));
+        std::int32_t chosen = -1;
+        double chosen_value = -1;
+        for (std::int32_t c : v.children) {
+          const node& child = tree[std::size_t(c)];
+          const double exploit = std::isfinite(child.best) ? std::pow(mine.value / child.best, options.alpha) : 0.0;
+          const double explore = options.beta *
+                                 std::sqrt(log_parent / double(std::max<std::uint32_t>(child.visits, 1)));
+          if (exploit + explore > chosen_value) {
+            chosen_value = exploit + explore;
+            chosen = c;
+          }
+        }
+        place(tree[std::size_t(chosen)].pass);
+        path.push_back(chosen);
+        current = chosen;
       }
-      // Rollout, outside the lock.
+      for (std::int32_t v : path) ++tree[std::size_t(v)].visits;
+      // Rollout.
       while (order.size() < n) {
         const std::vector<std::uint32_t> candidates = eligible();
         std::uint32_t pick = candidates.front();
@@ -298,15 +304,17 @@ inline pass_search_result search_pass_order(const stage_graph& graph, const pass
       }
       const auto [value, ok] = score(order);
       // Back-propagation.
-      std::lock_guard lock(mutex);
       for (std::int32_t v : path) {
         node& x = tree[std::size_t(v)];
         x.best = std::min(x.best, value);
       }
-      if (value < best) {
-        consider(order, value, ok, "tree");
-        reference_rank = detail::priority_of(order);
+      if (value < mine.value) {
+        mine = {value, ok, order};
+        reference = detail::priority_of(order);
       }
+      std::lock_guard lock(mutex);
+      ++result.rollouts;
+      consider(order, value, ok, "tree");
     }
   };
   if (options.threads == 1) {
@@ -314,6 +322,18 @@ inline pass_search_result search_pass_order(const stage_graph& graph, const pass
   } else {
     std::vector<std::jthread> pool;
     for (unsigned t = 0; t < options.threads; ++t) pool.emplace_back(worker, t);
+  }
+  // The best over the workers, the lowest index first among equals: not whichever thread got
+  // there first, so that the result does not depend on timing.
+  const worker_best* winner = &seeds_best;
+  for (const worker_best& w : worker_results) {
+    if (w.value < winner->value) winner = &w;
+  }
+  if (winner != &seeds_best) {
+    best = winner->value;
+    best_order = winner->order;
+    result.within_cap = winner->ok;
+    result.found_by = "tree";
   }
 
   result.priority = detail::priority_of(best_order);
