@@ -140,6 +140,8 @@ inline plan plan_dip(std::shared_ptr<const stage_graph> graph, const dip_planner
   };
   std::vector<candidate> candidates;
   const auto add = [&](std::span<const std::uint32_t> order, const interleave_options& caps) {
+    // Stopped: phase 2 does not look at the stop token, so no more candidates past the first.
+    if (!candidates.empty() && options.stop.stop_requested()) return;
     std::vector<std::vector<stage_id>> stage_order = interleave_stages(*graph, passes, order, caps).order;
     if (std::any_of(candidates.begin(), candidates.end(), [&](const candidate& c) { return c.order == stage_order; })) {
       return;
@@ -203,6 +205,7 @@ inline plan plan_dip(std::shared_ptr<const stage_graph> graph, const dip_planner
       if (best && options.stop.stop_requested()) break;
     }
     if (first_violation(p, checks)) continue;
+    if (options.stop.stop_requested()) return std::move(p);  // stopped with no plan before: this one, unpriced
     const duration t = simulate(p, sim).makespan;
     if (t < best_time) {
       best_time = t;

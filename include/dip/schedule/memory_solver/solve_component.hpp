@@ -42,9 +42,22 @@ inline bool start_from_fastest(const memory_component& c, component_result& resu
 // prove the incumbent optimal and stop: the knapsack-row relaxation, the cover relaxation, the
 // decision diagrams (dd_width > 0), exchange moves (local_search), branch and bound. Once
 // options.stop is requested the steps end early and the rest are skipped: the incumbent stays
-// feasible (every step keeps it so) and the bound stays proven.
+// feasible (every step keeps it so) and the bound stays proven; a component not yet started
+// takes every item's smallest candidate.
 inline component_result solve_component(const memory_component& c, const memory_solver_options& options) {
   component_result result;
+  if (options.stop.stop_requested()) {
+    // Stopped before this component: every item at its smallest candidate, which fits (slack
+    // >= 0), in O(n) rather than after a repair; the bound is the all-fastest time.
+    result.x.assign(c.size(), 0);
+    result.value = result.bound = 0;
+    for (std::size_t i = 0; i < c.size(); ++i) {
+      result.value += c.t(i, 0);
+      result.bound += c.t(i, c.count(i) - 1);
+    }
+    close_if_proven(result);
+    return result;
+  }
   std::vector<double> load;
   std::vector<std::uint32_t> alive;
   if (start_from_fastest(c, result, load, alive)) return result;
