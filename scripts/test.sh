@@ -83,7 +83,9 @@ phase_done "venv"
 
 jobs=$(nproc 2>/dev/null || echo 2)
 generator_for build
-cmake -S . -B build "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DDIP_BUILD_TESTS=ON "${torch_options[@]}"
+# The unit tests at -O1 (tests/CMakeLists.txt, DIP_TEST_COMPILE_OPTIONS); everything else at -O3.
+cmake -S . -B build "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DDIP_BUILD_TESTS=ON \
+      -DDIP_TEST_COMPILE_OPTIONS=-O1 "${torch_options[@]}"
 cmake --build build -j "$jobs"
 phase_done "build"
 ctest --test-dir build --output-on-failure -j "$jobs" "$@"
