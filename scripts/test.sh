@@ -9,11 +9,13 @@
 # and must not skip (DIP_REQUIRE_TORCH). DIP_TORCH=0 leaves .venv/ alone and lets them skip
 # (offline work; refused when CI is set).
 #
-# Then the sanitizers (DIP_SANITIZE, default "address thread"; "" skips them): build-asan
-# (ASan+UBSan) runs the unit tests; build-tsan (TSan) the threaded parts: the asynchronous
-# planner, the MCTS workers and the CPU executor. Both without CUDA, Python, tools, benchmarks
-# or examples (they run the library code the unit tests run; compiling them is a third of what
-# the tests and examples take to compile: 542 of 1537 s of compiler time in the main build).
+# The sanitizers (DIP_SANITIZE, default "address thread"; "" leaves them out): with "address" the
+# main build compiles the unit tests with ASan+UBSan (at -O1 -g1; tools, examples, benchmarks and
+# the Python module stay uninstrumented), so the one test run checks them; with "thread" a second
+# build, build-tsan (TSan), runs the threaded parts: the asynchronous planner, the MCTS workers
+# and the CPU executor, without CUDA, Python, tools, benchmarks or examples. (A separate ASan
+# build of the unit tests took 21 of the 78 minutes of a fresh-clone run on 2 cores, most of it
+# compiling what the main build had just compiled.)
 #
 # Then the short fuzz runs: scripts/fuzz.sh in build-fuzz, DIP_FUZZ_SECONDS per target (default
 # 20; 0 skips them), when clang++ is found (fuzz/README.md).
@@ -81,11 +83,22 @@ print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], s
 fi
 phase_done "venv"
 
+sanitizers=${DIP_SANITIZE-address thread}
+for sanitizer in $sanitizers; do
+  case "$sanitizer" in
+    address | thread) ;;
+    *) echo "dip: DIP_SANITIZE: unknown sanitizer '$sanitizer' (address, thread)" >&2; exit 2 ;;
+  esac
+done
+test_sanitizers=
+if [[ " $sanitizers " == *" address "* ]]; then test_sanitizers=address,undefined; fi
+
 jobs=$(nproc 2>/dev/null || echo 2)
 generator_for build
-# The unit tests at -O1 (tests/CMakeLists.txt, DIP_TEST_COMPILE_OPTIONS); everything else at -O3.
+# The unit tests at -O1 (tests/CMakeLists.txt, DIP_TEST_COMPILE_OPTIONS), with ASan+UBSan unless
+# DIP_SANITIZE leaves "address" out; everything else at -O3.
 cmake -S . -B build "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DDIP_BUILD_TESTS=ON \
-      -DDIP_TEST_COMPILE_OPTIONS=-O1 "${torch_options[@]}"
+      -DDIP_TEST_COMPILE_OPTIONS=-O1 -DDIP_TEST_SANITIZERS="$test_sanitizers" "${torch_options[@]}"
 cmake --build build -j "$jobs"
 phase_done "build"
 ctest --test-dir build --output-on-failure -j "$jobs" "$@"
@@ -95,36 +108,24 @@ phase_done "tests"
 tsan_targets=(dip-test-async_planner dip-test-dip_async dip-test-pass_search dip-test-planner dip-test-executor)
 tsan_tests='^test_(async_planner|dip_async|pass_search|planner|executor)/'
 # Not under TSan: the classic schedules on the executor (2.5 min there; the same executor threads
-# as the DIP plans it runs, which stay; the main build and ASan run it).
+# as the DIP plans it runs, which stay; the main build runs it).
 tsan_skipped='^test_executor/classic plans'
-for sanitizer in ${DIP_SANITIZE-address thread}; do
-  case "$sanitizer" in
-    address) dir=build-asan flags="-fsanitize=address,undefined -fno-sanitize-recover=undefined" ;;
-    thread)  dir=build-tsan flags="-fsanitize=thread" ;;
-    *) echo "dip: DIP_SANITIZE: unknown sanitizer '$sanitizer' (address, thread)" >&2; exit 2 ;;
-  esac
-  flags="$flags -fno-omit-frame-pointer"
-  # -O1 -g1 (line tables: reports still name file and line): a test compiled with ASan takes
-  # 2.3x less time to build than at RelWithDebInfo's -O2 -g (test_planner.cpp: 67 s against
-  # 158 s on this 2-core machine), and the sanitizer phase was most of the test command's time.
-  generator_for "$dir"
-  cmake -S . -B "$dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" \
+if [[ " $sanitizers " == *" thread "* ]]; then
+  flags="-fsanitize=thread -fno-omit-frame-pointer"
+  # -O1 -g1 (line tables: reports still name file and line): a test compiled with a sanitizer
+  # takes 2.3x less time to build than at RelWithDebInfo's -O2 -g (test_planner.cpp: 67 s
+  # against 158 s on this 2-core machine).
+  generator_for build-tsan
+  cmake -S . -B build-tsan "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" \
         -DDIP_BUILD_TESTS=ON -DDIP_BUILD_EXAMPLES=OFF \
         -DDIP_ENABLE_CUDA=OFF -DDIP_BUILD_BENCH=OFF -DDIP_BUILD_TOOLS=OFF -DDIP_BUILD_PYTHON=OFF \
         -DDIP_HEADER_CHECK=OFF \
         -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="$flags"
-  if [ "$sanitizer" = thread ]; then
-    cmake --build "$dir" -j "$jobs" --target "${tsan_targets[@]}"
-    phase_done "$sanitizer build"
-    ctest --test-dir "$dir" --output-on-failure -j "$jobs" -R "$tsan_tests" -E "$tsan_skipped"
-  else
-    cmake --build "$dir" -j "$jobs"
-    phase_done "$sanitizer build"
-    # (Not the source checks labelled unit too: they compile nothing the sanitizer sees.)
-    ctest --test-dir "$dir" --output-on-failure -j "$jobs" -L unit -E '^(format_check|include_layering.*)$'
-  fi
-  phase_done "$sanitizer tests"
-done
+  cmake --build build-tsan -j "$jobs" --target "${tsan_targets[@]}"
+  phase_done "thread build"
+  ctest --test-dir build-tsan --output-on-failure -j "$jobs" -R "$tsan_tests" -E "$tsan_skipped"
+  phase_done "thread tests"
+fi
 
 fuzz_seconds=${DIP_FUZZ_SECONDS:-20}
 if [ "$fuzz_seconds" = 0 ]; then
