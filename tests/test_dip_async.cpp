@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <memory>
+#include <stop_token>
 
 #include <dip/batch/source.hpp>
 #include <dip/model/presets.hpp>
@@ -12,6 +13,7 @@
 #include <dip/planner/planner.hpp>
 #include <dip/schedule/action_stream.hpp>
 #include <dip/schedule/validate.hpp>
+#include <dip/sim/simulator.hpp>
 
 namespace {
 
@@ -81,6 +83,42 @@ TEST_CASE("asynchronous DIP planning: in order, valid within the cap, deadlines 
   CHECK_NOTHROW(dip::validate(dip::static_dip_fallback(graph, stream.options(1)), checks));
   CHECK_THROWS_WITH_AS(dip::submit_dip_batch(planner, 2, graph, stream.options(0)),
                        doctest::Contains("needs a search budget"), dip::error);
+}
+
+// The worker builds the fallback first, under the batch's stop token: a deadline must end its
+// phase 3 too (each rank's problems not yet solved take their smallest strategies). Under a cap
+// that binds, the stopped fallback is still valid and never faster than the finished one, and
+// slower here: it really stopped (the fallback once ignored the token and ran to the end).
+TEST_CASE("the static fallback stops its memory phase when asked: valid under the cap, never faster") {
+  vlm_stream stream;
+  const auto graph = stream.next_graph(16);
+  dip::dip_planner_options options = stream.options(1);
+  options.memory_cap.reset();
+  const dip::plan unfitted = dip::static_dip_fallback(graph, options);
+  const dip::simulation_options sim = dip::simulation_options_of(options);
+  double weights = 0, peak = 0;
+  const dip::simulation_result free_run = dip::simulate(unfitted, sim);
+  for (std::size_t r = 0; r < free_run.ranks.size(); ++r) {
+    if (free_run.ranks[r].peak_memory.base() > peak) {
+      peak = free_run.ranks[r].peak_memory.base();
+      weights = stream.weights[r].base();
+    }
+  }
+  REQUIRE(peak > weights);
+  // Every rank at most 30% of the worst rank's activations above its weights: phase 3 has real
+  // choices to make there (at 50% and above every binding item here has one way to fit).
+  options.memory_cap = dip::bytes(weights + 0.3 * (peak - weights));
+  const dip::validation_options checks{.memory_cap = options.memory_cap, .weight_memory = stream.weights};
+  const dip::plan finished = dip::static_dip_fallback(graph, options);
+  std::stop_source stop;
+  stop.request_stop();
+  options.stop = stop.get_token();
+  const dip::plan stopped = dip::static_dip_fallback(graph, options);
+  CHECK_NOTHROW(dip::validate(finished, checks));
+  CHECK_NOTHROW(dip::validate(stopped, checks));
+  const double finished_ms = dip::to_milliseconds(dip::simulate(finished, sim).makespan);
+  const double stopped_ms = dip::to_milliseconds(dip::simulate(stopped, sim).makespan);
+  CHECK(stopped_ms > finished_ms);
 }
 
 TEST_CASE("a rank's actions as a generator equal the plan's list") {

@@ -29,10 +29,14 @@
 namespace dip {
 
 // The static fallback: static-dip's order, with recompute/offload where it would exceed the cap.
+// Once options.stop is requested, phase 3 keeps what it has (each rank's problems not yet solved
+// take their smallest strategies): the plan is valid, only possibly slower.
 inline plan static_dip_fallback(const std::shared_ptr<const stage_graph>& graph, const dip_planner_options& options) {
   plan result = plan_static_dip(graph, options);
   if (options.memory_cap) {
-    fit_memory(result, *options.memory_cap, options.weight_memory, options.strategy_model, options.memory_solver);
+    memory_solver_options solver = options.memory_solver;
+    if (options.stop.stop_possible()) solver.stop = options.stop;
+    fit_memory(result, *options.memory_cap, options.weight_memory, options.strategy_model, solver);
     validate(result, validation_options_of(options));
   }
   return result;
