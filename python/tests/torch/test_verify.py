@@ -2,7 +2,10 @@
 model, step by step (python -m dip.torch verify). ctest runs these by group (-k); each group is
 its own ctest so that they spread over the cores.
 
-Traces come from ../shared/data when it is there, else from the fixtures in tests/data.
+Traces come from ../shared/data when it is there, else from the fixtures in tests/data: short
+captions with one image each, and short documents with none or one (as in the shared COCO and
+ScienceQA traces; tests/data/vlm_trace.jsonl, the readers' edge cases with a 7000-token sample,
+made these tests take 6 minutes longer), and the video clips.
 """
 
 import json
@@ -20,7 +23,8 @@ SHARED = REPO.parent / "shared" / "data"
 def trace(kind: str) -> str:
     shared = {"vlm": SHARED / "vlm-coco-captions.jsonl", "vlm-docs": SHARED / "vlm-scienceqa.jsonl",
               "t2v": SHARED / "video-msrvtt.jsonl"}[kind]
-    fixture = {"vlm": "vlm_trace.jsonl", "vlm-docs": "vlm_trace.jsonl", "t2v": "video_trace.jsonl"}[kind]
+    fixture = {"vlm": "torch_vlm_captions.jsonl", "vlm-docs": "torch_vlm_documents.jsonl",
+               "t2v": "video_trace.jsonl"}[kind]
     return str(shared if shared.exists() else REPO / "tests" / "data" / fixture)
 
 
