@@ -34,9 +34,8 @@ namespace dip {
 inline plan static_dip_fallback(const std::shared_ptr<const stage_graph>& graph, const dip_planner_options& options) {
   plan result = plan_static_dip(graph, options);
   if (options.memory_cap) {
-    memory_solver_options solver = options.memory_solver;
-    if (options.stop.stop_possible()) solver.stop = options.stop;
-    fit_memory(result, *options.memory_cap, options.weight_memory, options.strategy_model, solver);
+    fit_memory(result, *options.memory_cap, options.weight_memory, options.strategy_model,
+               memory_solver_options_of(options));
     validate(result, validation_options_of(options));
   }
   return result;

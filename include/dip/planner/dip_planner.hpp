@@ -90,6 +90,13 @@ inline validation_options validation_options_of(const dip_planner_options& optio
   return {.memory_cap = options.memory_cap, .weight_memory = options.weight_memory};
 }
 
+// Phase 3's solver options, stopped by the planner's stop token (as the search is).
+inline memory_solver_options memory_solver_options_of(const dip_planner_options& options) {
+  memory_solver_options solver = options.memory_solver;
+  solver.stop = options.stop;
+  return solver;
+}
+
 // Makes `p` fit `cap` with the cheapest recompute/offload choice (phase 3's chooser, `threads`
 // ranks at a time) where it does not fit as it is; a plan that fits is left alone. Throws what
 // the chooser throws: dip::error(errc::infeasible) when even the smallest strategies exceed the cap.
@@ -201,8 +208,7 @@ inline plan plan_dip(std::shared_ptr<const stage_graph> graph, const dip_planner
                                    [&](const candidate& c) { return !first_violation(c.unfitted, checks); });
     if (fits != candidates.end()) std::rotate(candidates.begin(), fits, fits + 1);
   }
-  memory_solver_options solver = options.memory_solver;
-  solver.stop = options.stop;
+  const memory_solver_options solver = memory_solver_options_of(options);
   std::optional<plan> best;
   duration best_time = duration(std::numeric_limits<double>::infinity());
   for (candidate& c : candidates) {
