@@ -111,16 +111,15 @@ tsan_tests='^test_(async_planner|dip_async|pass_search|planner|executor)/'
 # as the DIP plans it runs, which stay; the main build runs it).
 tsan_skipped='^test_executor/classic plans'
 if [[ " $sanitizers " == *" thread "* ]]; then
-  flags="-fsanitize=thread -fno-omit-frame-pointer"
-  # -O1 -g1 (line tables: reports still name file and line): a test compiled with a sanitizer
-  # takes 2.3x less time to build than at RelWithDebInfo's -O2 -g (test_planner.cpp: 67 s
-  # against 158 s on this 2-core machine).
+  # The unit tests' own sanitizer options (tests/CMakeLists.txt: -O1 -g1, frame pointers; a test
+  # compiled so takes 2.3x less time to build than at RelWithDebInfo's -O2 -g: test_planner.cpp
+  # 67 s against 158 s on this 2-core machine).
   generator_for build-tsan
-  cmake -S . -B build-tsan "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" \
+  cmake -S . -B build-tsan "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
+        -DDIP_TEST_COMPILE_OPTIONS=-O1 -DDIP_TEST_SANITIZERS=thread \
         -DDIP_BUILD_TESTS=ON -DDIP_BUILD_EXAMPLES=OFF \
         -DDIP_ENABLE_CUDA=OFF -DDIP_BUILD_BENCH=OFF -DDIP_BUILD_TOOLS=OFF -DDIP_BUILD_PYTHON=OFF \
-        -DDIP_HEADER_CHECK=OFF \
-        -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="$flags"
+        -DDIP_HEADER_CHECK=OFF
   cmake --build build-tsan -j "$jobs" --target "${tsan_targets[@]}"
   phase_done "thread build"
   ctest --test-dir build-tsan --output-on-failure -j "$jobs" -R "$tsan_tests" -E "$tsan_skipped"
