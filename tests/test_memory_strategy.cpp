@@ -549,6 +549,106 @@ TEST_CASE("local search by exchange: converged choices admit no improving move")
   CHECK(moved_somewhere > 300);
 }
 
+// The reverse move answers "does this step fit?" from bounds it keeps between range queries
+// (headroom only falls while a move spends bytes). It must take the steps that a plain scan takes,
+// one asking the loads of every segment for every step: from random feasible choices of random
+// components, make_smaller(i) and the scan below end on the same choice, item by item. Times are
+// random reals, so no two steps tie (the scan need not break ties as the search does).
+TEST_CASE("local search by exchange: the reverse move takes the steps a plain scan takes") {
+  std::mt19937_64 rng(0xbeefu);
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  int moves = 0, compared = 0;
+  for (int round = 0; round < 300; ++round) {
+    CAPTURE(round);
+    dip::detail::memory_component c;
+    const std::uint32_t segments = 2 + std::uint32_t(rng() % 40), items = 2 + std::uint32_t(rng() % 60);
+    c.slack.resize(segments);
+    for (double& s : c.slack) s = double(rng() % 1500);
+    std::vector<std::pair<std::uint32_t, std::uint32_t>> ranges(items);
+    for (auto& [a, b] : ranges) {
+      a = std::uint32_t(rng() % segments);
+      b = a + 1 + std::uint32_t(rng() % std::min<std::uint32_t>(segments - a, 1 + segments / 3));
+    }
+    std::sort(ranges.begin(), ranges.end());
+    c.cand_begin.push_back(0);
+    for (std::uint32_t i = 0; i < items; ++i) {
+      c.item.push_back(i);
+      c.sa.push_back(ranges[i].first);
+      c.sb.push_back(ranges[i].second);
+      const std::uint32_t count = 1 + std::uint32_t(rng() % 6);
+      double time = 1 + 100 * unit(rng), bytes = 0;
+      for (std::uint32_t k = 0; k < count; ++k) {
+        c.time.push_back(time);
+        c.dk.push_back(bytes);
+        c.origin.push_back(k);
+        time *= 0.2 + 0.7 * unit(rng);
+        bytes += 1 + double(rng() % 300);
+      }
+      c.cand_begin.push_back(std::uint32_t(c.time.size()));
+    }
+    const auto fits = [&](const std::vector<std::uint32_t>& y) {
+      for (std::uint32_t s = 0; s < segments; ++s) {
+        double load = 0;
+        for (std::uint32_t i = 0; i < items; ++i) load += (c.sa[i] <= s && s < c.sb[i]) ? c.k(i, y[i]) : 0.0;
+        if (load > c.slack[s]) return false;
+      }
+      return true;
+    };
+    // A random feasible choice: random candidates, lowered at random until everything fits.
+    std::vector<std::uint32_t> x(items);
+    for (std::uint32_t i = 0; i < items; ++i) x[i] = std::uint32_t(rng() % c.count(i));
+    while (!fits(x)) {
+      const std::uint32_t i = std::uint32_t(rng() % items);
+      if (x[i] > 0) --x[i];
+    }
+    // The plain scan: for each smaller candidate of i, spend the freed bytes step by step on the
+    // largest time saved per byte that fits, over every other item sharing a segment with i.
+    const auto scan = [&](std::vector<std::uint32_t> y, std::uint32_t i) {
+      for (std::uint32_t to = 0; to < y[i]; ++to) {
+        std::vector<std::uint32_t> z = y;
+        z[i] = to;
+        const double cost = c.t(i, to) - c.t(i, y[i]);
+        double gain = 0;
+        while (true) {
+          double best_ratio = 0;
+          std::uint32_t best_item = 0, best_to = 0;
+          for (std::uint32_t j = 0; j < items; ++j) {
+            if (j == i || !(c.sa[j] < c.sb[i] && c.sa[i] < c.sb[j])) continue;
+            for (std::uint32_t up = z[j] + 1; up < c.count(j); ++up) {
+              const double ratio = (c.t(j, z[j]) - c.t(j, up)) / std::max(c.k(j, up) - c.k(j, z[j]), 1.0);
+              if (ratio <= best_ratio) continue;
+              std::vector<std::uint32_t> w = z;
+              w[j] = up;
+              if (!fits(w)) continue;
+              best_ratio = ratio;
+              best_item = j;
+              best_to = up;
+            }
+          }
+          if (best_ratio <= 0) break;
+          gain += c.t(best_item, z[best_item]) - c.t(best_item, best_to);
+          z[best_item] = best_to;
+        }
+        if (gain > cost + 1e-12 * std::max(cost, 1e-300)) return z;
+      }
+      return y;
+    };
+    for (std::uint32_t i = 0; i < items; ++i) {
+      CAPTURE(i);
+      std::vector<std::uint32_t> y = x;
+      dip::detail::exchange_search search(c, y);
+      const bool moved = search.make_smaller(i);
+      const std::vector<std::uint32_t> expected = scan(x, i);
+      CHECK(moved == (expected != x));
+      CHECK(y == expected);
+      moves += moved;
+      ++compared;
+    }
+  }
+  CHECK(compared > 5000);
+  CHECK(moves > 300);
+}
+
 // Two items on one point, cap 100 over base 0: keep both (60 + 60) does not fit; stepping one
 // down costs 3 ms (to 40) or 5 ms (to 0). Optimum: 60 + 40 at 3 ms. The diagram two states wide
 // finds it exactly (two items, at most three distinct states per layer, merged or not).

@@ -107,38 +107,63 @@ class exchange_search {
   // The reverse move: makes item i smaller (smallest candidate first) and spends the bytes it
   // frees on others, each step the largest time saved per byte that still fits everywhere the
   // other item lives. Keeps the first move that lowers the total time; returns whether one did.
+  //
+  // Whether a step fits asks for the least headroom over the other item's segments. Headroom
+  // only falls while the freed bytes are spent (candidates grow in bytes), and a later (larger)
+  // candidate of i frees fewer: so one answer stays an upper bound for the rest of the step (and,
+  // when asked before the first step is spent, for the later candidates of i too). A step larger
+  // than the bound cannot fit; only the others ask the tree, at most once per item between changes
+  // within its range. The answers are those a query per step would give, so is the move.
   bool make_smaller(std::uint32_t i) {
+    // Every item that shares a segment with i, once: those alive at i's first segment, then
+    // those that start inside i's range, by start (the order of a scan over i's segments).
+    neighbours_.clear();
+    if (c_.sa[i] < c_.sb[i]) {
+      for (std::uint32_t j : cover_[c_.sa[i]]) {
+        if (j != i) neighbours_.push_back(j);
+      }
+    }
+    for (std::uint32_t j : starting_inside(i)) neighbours_.push_back(j);
+    const std::size_t a = neighbours_.size();
+    first_bound_.assign(a, std::numeric_limits<double>::infinity());
     for (std::uint32_t to = 0; to < x_[i]; ++to) {
       const double cost = c_.t(i, to) - c_.t(i, x_[i]);
       changed_.clear();
       set_choice(i, to);
       double gain = 0;
-      const std::span<const std::uint32_t> later = starting_inside(i);
+      bound_ = first_bound_;
+      exact_.assign(a, 0);
+      bool spent = false;  // whether a step has been taken for this candidate of i
       while (true) {
         double best_ratio = 0;
-        std::uint32_t best_item = 0, best_to = 0;
-        const auto try_item = [&](std::uint32_t j) {
-          if (j == i) return;
+        std::uint32_t best_position = 0, best_to = 0;
+        for (std::uint32_t p = 0; p < a; ++p) {
+          const std::uint32_t j = neighbours_[p];
           for (std::uint32_t up = x_[j] + 1; up < c_.count(j); ++up) {
             const double more = c_.k(j, up) - c_.k(j, x_[j]);
+            if (more > bound_[p]) break;  // neither this step nor a larger one fits
             const double ratio = (c_.t(j, x_[j]) - c_.t(j, up)) / std::max(more, 1.0);
-            // The range query only for a step that would be the best so far.
-            if (ratio > best_ratio && headroom_.least(c_.sa[j], c_.sb[j]) >= more) {
-              best_ratio = ratio;
-              best_item = j;
-              best_to = up;
+            if (ratio <= best_ratio) continue;
+            if (!exact_[p]) {
+              bound_[p] = headroom_.least(c_.sa[j], c_.sb[j]);
+              exact_[p] = 1;
+              if (!spent) first_bound_[p] = bound_[p];
+              if (more > bound_[p]) break;
             }
+            best_ratio = ratio;
+            best_position = p;
+            best_to = up;
           }
-        };
-        // Every item that shares a segment with i, once: those alive at i's first segment, then
-        // those that start inside i's range, by start (the order of a scan over i's segments).
-        if (c_.sa[i] < c_.sb[i]) {
-          for (std::uint32_t j : cover_[c_.sa[i]]) try_item(j);
         }
-        for (std::uint32_t j : later) try_item(j);
         if (best_ratio <= 0) break;
+        const std::uint32_t best_item = neighbours_[best_position];
         gain += c_.t(best_item, x_[best_item]) - c_.t(best_item, best_to);
         set_choice(best_item, best_to);
+        spent = true;
+        for (std::uint32_t p = 0; p < a; ++p) {
+          const std::uint32_t j = neighbours_[p];
+          if (c_.sa[j] < c_.sb[best_item] && c_.sa[best_item] < c_.sb[j]) exact_[p] = 0;
+        }
       }
       if (gain > cost + 1e-12 * std::max(cost, 1e-300)) {
         commit();
@@ -204,6 +229,11 @@ class exchange_search {
   std::vector<std::uint32_t> by_start_;                             // items by first segment (then index)
   std::vector<std::pair<std::uint32_t, std::uint32_t>> changed_;    // (item, its choice before)
   std::vector<std::pair<std::uint32_t, std::uint32_t>> committed_;  // segments of each kept change
+  // make_smaller's scratch, per item it may grow (in scan order): the least headroom over its
+  // segments, an upper bound unless exact_; first_bound_ holds those asked before any step.
+  std::vector<std::uint32_t> neighbours_;
+  std::vector<double> bound_, first_bound_;
+  std::vector<char> exact_;
 };
 
 // Local search by exchange, for the choices repair and the diagram leave: make item i faster
