@@ -115,15 +115,19 @@ class exchange_search {
   // than the bound cannot fit; only the others ask the tree, at most once per item between changes
   // within its range. The answers are those a query per step would give, so is the move.
   bool make_smaller(std::uint32_t i) {
-    // Every item that shares a segment with i, once: those alive at i's first segment, then
-    // those that start inside i's range, by start (the order of a scan over i's segments).
+    // Every item that shares a segment with i and has a larger candidate, once: those alive at
+    // i's first segment, then those that start inside i's range, by start (the order of a scan
+    // over i's segments). Moves only grow the others, so one at its largest stays there.
     neighbours_.clear();
+    const auto can_grow = [&](std::uint32_t j) { return j != i && x_[j] + 1 < c_.count(j); };
     if (c_.sa[i] < c_.sb[i]) {
       for (std::uint32_t j : cover_[c_.sa[i]]) {
-        if (j != i) neighbours_.push_back(j);
+        if (can_grow(j)) neighbours_.push_back(j);
       }
     }
-    for (std::uint32_t j : starting_inside(i)) neighbours_.push_back(j);
+    for (std::uint32_t j : starting_inside(i)) {
+      if (can_grow(j)) neighbours_.push_back(j);
+    }
     const std::size_t a = neighbours_.size();
     first_bound_.assign(a, std::numeric_limits<double>::infinity());
     for (std::uint32_t to = 0; to < x_[i]; ++to) {
