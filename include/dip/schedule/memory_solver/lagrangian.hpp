@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <numeric>
 #include <stop_token>
 #include <vector>
 
@@ -142,7 +143,7 @@ struct cover_dual {
 // Holds a reference to the component: it must outlive the relaxation.
 class cover_relaxation {
  public:
-  // need_s and q_s of every segment. O(sum of spans + S * A log A).
+  // need_s and q_s of every segment. O(n log n + S + the additions while segments fall short).
   explicit cover_relaxation(const memory_component& c)
       : c_(c), need_(c.slack.size() + 1, 0.0), fewest_(c.slack.size(), 0.0), prefix_(c.slack.size() + 1, 0.0) {
     const std::size_t n = c_.size(), m = c_.slack.size();
@@ -153,20 +154,30 @@ class cover_relaxation {
     }
     for (std::size_t s = 1; s < m; ++s) need_[s] += need_[s - 1];
     for (std::size_t s = 0; s < m; ++s) need_[s] -= c_.slack[s];
-    std::vector<std::vector<double>> savings(m);
-    for (std::size_t i = 0; i < n; ++i) {
-      for (std::size_t s = c_.sa[i]; s < c_.sb[i]; ++s) {
-        if (need_[s] > 0) savings[s].push_back(c_.k(i, c_.count(i) - 1));
+    // q_s: the items by largest saving, each adding to the segments it covers that are still
+    // short (the sums of a per-segment sort, in the same order); next_short[s] skips to the first
+    // short segment at or after s (path halving), so covered segments cost nothing more.
+    std::vector<std::uint32_t> by_saving(n);
+    std::iota(by_saving.begin(), by_saving.end(), 0u);
+    std::stable_sort(by_saving.begin(), by_saving.end(), [&](std::uint32_t a, std::uint32_t b) {
+      return c_.k(a, c_.count(a) - 1) > c_.k(b, c_.count(b) - 1);
+    });
+    std::vector<double> sum(m, 0.0);
+    std::vector<std::uint32_t> next_short(m + 1);
+    for (std::size_t s = 0; s <= m; ++s) next_short[s] = std::uint32_t(s < m && need_[s] <= 0 ? s + 1 : s);
+    const auto first_short = [&](std::uint32_t s) {
+      while (next_short[s] != s) {
+        next_short[s] = next_short[next_short[s]];
+        s = next_short[s];
       }
-    }
-    for (std::size_t s = 0; s < m; ++s) {
-      if (need_[s] <= 0) continue;
-      std::sort(savings[s].begin(), savings[s].end(), std::greater<double>());
-      double sum = 0;
-      for (double v : savings[s]) {
-        if (sum >= need_[s]) break;
-        sum += v;
+      return s;
+    };
+    for (const std::uint32_t i : by_saving) {
+      const double saving = c_.k(i, c_.count(i) - 1);
+      for (std::uint32_t s = first_short(c_.sa[i]); s < c_.sb[i]; s = first_short(s + 1)) {
+        sum[s] += saving;
         fewest_[s] += 1;
+        if (sum[s] >= need_[s]) next_short[s] = s + 1;
       }
     }
     cut_runs();
