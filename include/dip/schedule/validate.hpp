@@ -173,8 +173,8 @@ inline std::optional<plan_violation> find_plan_violation(const plan& p, const va
         return plan_violation{at(r, i), message() + " repeats the " + verb + " at " + at(seen.rank, seen.index)};
       }
       if (is_send && !computed_at[edge.from.index()].set()) {
-        return plan_violation{at(r, i),
-                              message() + " comes before its producer " + name(edge.from) + " is computed on this rank"};
+        return plan_violation{
+            at(r, i), message() + " comes before its producer " + name(edge.from) + " is computed on this rank"};
       }
       seen = {std::uint32_t(r), std::uint32_t(i)};
     }
