@@ -1,9 +1,11 @@
 // DIP's planner behind the asynchronous planner: plans arrive in order and valid, a short
 // deadline still gets a valid plan (best so far or the static fallback), the search stops when
-// cancelled; and a rank's actions as a generator equal the materialised list.
+// cancelled, a fallback made past a deadline stops its memory phase at once; and a rank's actions
+// as a generator equal the materialised list.
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <latch>
 #include <memory>
 #include <stop_token>
 
@@ -119,6 +121,23 @@ TEST_CASE("the static fallback stops its memory phase when asked: valid under th
   const double finished_ms = dip::to_milliseconds(dip::simulate(finished, sim).makespan);
   const double stopped_ms = dip::to_milliseconds(dip::simulate(stopped, sim).makespan);
   CHECK(stopped_ms > finished_ms);
+
+  // get() past a deadline with nothing offered is late already: the fallback it makes stops its
+  // phase 3 at once (the stopped plan above). The one worker is held in batch 0 until batch 1 has
+  // been delivered, so batch 1 never starts.
+  options.stop = {};
+  dip::async_planner<dip::plan> planner({.workers = 1, .max_ahead = 2}, {}, {});
+  std::latch release(1);
+  planner.submit(
+      0, [&](std::size_t, dip::planning_context<dip::plan>&) { release.wait(); },
+      [&](std::size_t) { return finished; });
+  dip::submit_dip_batch(planner, 1, graph, options);
+  CHECK(planner.get(0, std::chrono::milliseconds(0)).source == dip::plan_source::fallback);
+  const auto late = planner.get(1, std::chrono::milliseconds(0));
+  release.count_down();
+  CHECK(late.source == dip::plan_source::fallback);
+  CHECK_NOTHROW(dip::validate(late.plan, checks));
+  CHECK(dip::to_milliseconds(dip::simulate(late.plan, sim).makespan) == stopped_ms);
 }
 
 TEST_CASE("a rank's actions as a generator equal the plan's list") {

@@ -31,13 +31,21 @@ namespace dip {
 
 namespace detail {
 
-inline plan plan_with_order(std::shared_ptr<const stage_graph> graph, const dip_planner_options& options,
-                            const std::vector<std::uint32_t>& priority) {
-  const pass_index passes(*graph);
+// The order's plan under 1F1B's in-flight caps, not validated yet.
+inline plan interleave_with_order(std::shared_ptr<const stage_graph> graph, const dip_planner_options& options,
+                                  const pass_index& passes, const std::vector<std::uint32_t>& priority) {
   interleave_options interleave = interleave_options_of(*graph, options);
   interleave.memory_cap = one_f_one_b_caps(*graph, options.weight_memory, options.memory_cap);
   const interleave_result order = interleave_stages(*graph, passes, priority, interleave);
-  plan result = make_plan(std::move(graph), order.order);
+  return make_plan(std::move(graph), order.order);
+}
+
+// The natural order's plan (static-dip's and optimus's), validated without a cap.
+inline plan plan_natural_order(const std::shared_ptr<const stage_graph>& graph, const dip_planner_options& options,
+                               const char* schedule) {
+  require(graph != nullptr, errc::invalid_argument, schedule, "no stage graph");
+  const pass_index passes(*graph);
+  plan result = interleave_with_order(graph, options, passes, default_pass_priority(passes));
   validate(result, {.memory_cap = std::nullopt, .weight_memory = options.weight_memory});
   return result;
 }
@@ -45,16 +53,11 @@ inline plan plan_with_order(std::shared_ptr<const stage_graph> graph, const dip_
 }  // namespace detail
 
 inline plan plan_static_dip(const std::shared_ptr<const stage_graph>& graph, const dip_planner_options& options) {
-  require(graph != nullptr, errc::invalid_argument, "static-dip", "no stage graph");
-  const pass_index passes(*graph);
-  return detail::plan_with_order(graph, options, default_pass_priority(passes));
+  return detail::plan_natural_order(graph, options, "static-dip");
 }
 
 inline plan plan_optimus(const std::shared_ptr<const stage_graph>& graph, const dip_planner_options& options) {
-  require(graph != nullptr, errc::invalid_argument, "optimus", "no stage graph");
-  const pass_index passes(*graph);
-  const std::vector<std::uint32_t> priority = default_pass_priority(passes);
-  return detail::plan_with_order(graph, options, priority);
+  return detail::plan_natural_order(graph, options, "optimus");
 }
 
 }  // namespace dip
