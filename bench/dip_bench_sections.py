@@ -492,7 +492,9 @@ class PlannerCost:
     paper's large VLM configuration (bench/models/vit22b-gpt175b.json, TP 8, obelics): planning
     ms per batch (dip-plan's default 200 ms search, segment tuning excluded) against the batch's
     simulated iteration ms, on 1 and 2 planner threads, with the growth exponent in the
-    microbatch count and the speedup of 2 threads over 1."""
+    microbatch count and the speedup of 2 threads over 1. A time-budgeted search takes its 200 ms
+    on any thread count (two threads spend them on twice the rollouts), so the speedup is also
+    measured for the same work: a fixed rollout count instead of a time budget."""
 
     title = "planner-cost"
     model = "vit22b-gpt175b"
@@ -504,24 +506,33 @@ class PlannerCost:
         self.microbatch_counts = [8, 16] if ctx.quick else [16, 32, 64, 128]
         self.threads = [1, 2]
         self.search_ms = "50" if ctx.quick else "200"
+        self.rollouts = "8" if ctx.quick else "32"  # the same-work runs' search
 
     def job_count(self):
-        return len(self.pps) * len(self.microbatch_counts) * len(self.threads)
+        return 2 * len(self.pps) * len(self.microbatch_counts) * len(self.threads)
+
+    def plan_ms(self, jobs, label, pp, mb, threads, search):
+        argv = self.ctx.plan_argv(self.path, "obelics", ["dip"], "balanced", mb, 1, self.search_ms, ("--pp", str(pp)))
+        argv[argv.index("--threads") + 1] = str(threads)
+        if search == "rollouts":
+            argv[argv.index("--search-ms") + 1] = "0"
+            argv += ["--search-rollouts", self.rollouts]
+        out = jobs.run(f"planner-cost {label} pp={pp} mb={mb} threads={threads}", argv, accept=(0, 1, 3))
+        return schedule_metrics(out.json(), "dip")
 
     def run(self, jobs):
         ctx, rows = self.ctx, []
         for pp in self.pps:
             for mb in self.microbatch_counts:
                 for threads in self.threads:
-                    argv = ctx.plan_argv(self.path, "obelics", ["dip"], "balanced", mb, 1, self.search_ms, ("--pp", str(pp)))
-                    argv[argv.index("--threads") + 1] = str(threads)
-                    out = jobs.run(f"planner-cost pp={pp} mb={mb} threads={threads}", argv, accept=(0, 1, 3))
-                    m = schedule_metrics(out.json(), "dip")
+                    m = self.plan_ms(jobs, "budget", pp, mb, threads, "time")
+                    same = self.plan_ms(jobs, "rollouts", pp, mb, threads, "rollouts")
                     plan_ms, iteration = m.get("plan_ms"), m.get("mean_iteration_ms")
                     rows.append({"pp": pp, "microbatches": mb, "threads": threads, "plan_ms": plan_ms,
                                  "iteration_ms": iteration,
                                  "plan_share": plan_ms / iteration if plan_ms and iteration else None,
-                                 "error": m.get("error")})
+                                 "same_work_plan_ms": same.get("plan_ms"),
+                                 "error": m.get("error") or same.get("error")})
         fits, speedups = [], []
         for pp in self.pps:
             for threads in self.threads:
@@ -532,16 +543,21 @@ class PlannerCost:
                 one, two = ([x for x in rows if x["pp"] == pp and x["microbatches"] == mb and x["threads"] == t]
                             for t in (1, 2))
                 if one and two and one[0]["plan_ms"] and two[0]["plan_ms"]:
+                    a, b = one[0]["same_work_plan_ms"], two[0]["same_work_plan_ms"]
                     speedups.append({"pp": pp, "microbatches": mb, "one_thread_ms": one[0]["plan_ms"],
-                                     "speedup": one[0]["plan_ms"] / two[0]["plan_ms"]})
+                                     "speedup": one[0]["plan_ms"] / two[0]["plan_ms"],
+                                     "same_work_one_thread_ms": a,
+                                     "same_work_speedup": a / b if a and b else None})
         self.rows, self.fits = rows, fits
         write_csv(os.path.join(ctx.out, "planner_cost.csv"), rows,
-                  ["pp", "microbatches", "threads", "plan_ms", "iteration_ms", "plan_share", "error"])
-        write_json(os.path.join(ctx.out, "planner_cost_fits.json"), {"growth": fits, "two_threads": speedups})
+                  ["pp", "microbatches", "threads", "plan_ms", "iteration_ms", "plan_share", "same_work_plan_ms", "error"])
+        write_json(os.path.join(ctx.out, "planner_cost_fits.json"), {"growth": fits, "two_threads": speedups,
+                                                                     "same_work_rollouts": int(self.rollouts)})
         table = [[x["pp"], x["microbatches"], x["threads"], fmt(x["plan_ms"]), fmt(x["iteration_ms"]),
                   fmt(x["plan_share"], "{:.1%}", "-")] for x in rows]
         ftable = [[f["pp"], f["threads"], fmt(f["plan_ms_exponent"], "{:.2f}", "-")] for f in fits]
-        stable = [[x["pp"], x["microbatches"], fmt(x["one_thread_ms"]), fmt(x["speedup"], "{:.2f}x")] for x in speedups]
+        stable = [[x["pp"], x["microbatches"], fmt(x["one_thread_ms"]), fmt(x["speedup"], "{:.2f}x"),
+                   fmt(x["same_work_one_thread_ms"]), fmt(x["same_work_speedup"], "{:.2f}x", "-")] for x in speedups]
         return "\n".join([f"### Planner cost: {self.model}, TP 8, obelics, balanced partition, a {self.search_ms} ms "
                           "search per batch (dip-plan's default: 200); plan ms = dip's planning of one batch (segment tuning excluded), iteration ms "
                           "= that batch's simulated iteration\n",
@@ -549,8 +565,11 @@ class PlannerCost:
                                           "plan / iteration"], table),
                           "\nGrowth in the microbatch count (plan ms ~ m^k, least squares on log-log):\n",
                           markdown_table(["PP", "threads", "k"], ftable),
-                          "\nTwo planner threads against one:\n",
-                          markdown_table(["PP", "microbatches", "1-thread plan ms", "speedup"], stable)])
+                          f"\nTwo planner threads against one: with the {self.search_ms} ms search (the same on both: two "
+                          f"threads spend it on more rollouts), and for the same work ({self.rollouts} search rollouts, "
+                          "`--search-ms 0 --search-rollouts`):\n",
+                          markdown_table(["PP", "microbatches", "1-thread plan ms", "speedup",
+                                          "same work: 1-thread plan ms", "same work: speedup"], stable)])
 
 
 # --- micro-benchmarks -----------------------------------------------------------------------------
