@@ -489,6 +489,54 @@ TEST_CASE("local search by exchange: feasible, never worse, sometimes better") {
   MESSAGE("exchange improved " << better << " of " << checked << " cut-off solutions");
 }
 
+namespace {
+
+// The shape of random_exchange_component's components.
+struct exchange_component_shape {
+  std::uint32_t segments = 60;      // 2 to 1 + this many segments
+  std::uint32_t items = 80;         // 2 to 1 + this many items
+  std::uint32_t slack = 1000;       // per segment, 0 to this - 1 bytes
+  std::uint32_t range_divisor = 4;  // an item spans 1 to 1 + segments / this segments
+  std::uint32_t candidates = 5;     // 1 to this many per item
+  bool real_times = false;          // times drawn as reals (no ties) rather than from integers
+};
+
+// A random component for the exchange search: items over random segment ranges (by start),
+// candidates by bytes up (1-300 each step) and time down (x 0.2-0.9 each step).
+dip::detail::memory_component random_exchange_component(std::mt19937_64& rng, const exchange_component_shape& shape) {
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  dip::detail::memory_component c;
+  const std::uint32_t segments = 2 + std::uint32_t(rng() % shape.segments),
+                      items = 2 + std::uint32_t(rng() % shape.items);
+  c.slack.resize(segments);
+  for (double& s : c.slack) s = double(rng() % shape.slack);
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> ranges(items);
+  for (auto& [a, b] : ranges) {
+    a = std::uint32_t(rng() % segments);
+    b = a + 1 + std::uint32_t(rng() % std::min<std::uint32_t>(segments - a, 1 + segments / shape.range_divisor));
+  }
+  std::sort(ranges.begin(), ranges.end());
+  c.cand_begin.push_back(0);
+  for (std::uint32_t i = 0; i < items; ++i) {
+    c.item.push_back(i);
+    c.sa.push_back(ranges[i].first);
+    c.sb.push_back(ranges[i].second);
+    const std::uint32_t count = 1 + std::uint32_t(rng() % shape.candidates);
+    double time = shape.real_times ? 1 + 100 * unit(rng) : 1 + double(rng() % 100), bytes = 0;
+    for (std::uint32_t k = 0; k < count; ++k) {
+      c.time.push_back(time);
+      c.dk.push_back(bytes);
+      c.origin.push_back(k);
+      time *= 0.2 + 0.7 * (shape.real_times ? unit(rng) : double(rng() % 1000) / 1000.0);
+      bytes += 1 + double(rng() % 300);
+    }
+    c.cand_begin.push_back(std::uint32_t(c.time.size()));
+  }
+  return c;
+}
+
+}  // namespace
+
 // improve_by_exchange tries an item again only once a kept move has changed something within its
 // reach (the segments of every item it shares one with). Run to convergence, the choice it
 // returns must then be a local optimum: a fresh search finds no improving move for any item
@@ -499,32 +547,8 @@ TEST_CASE("local search by exchange: converged choices admit no improving move")
   int moved_somewhere = 0;
   for (int round = 0; round < 400; ++round) {
     CAPTURE(round);
-    dip::detail::memory_component c;
-    const std::uint32_t segments = 2 + std::uint32_t(rng() % 60), items = 2 + std::uint32_t(rng() % 80);
-    c.slack.resize(segments);
-    for (double& s : c.slack) s = double(rng() % 1000);
-    std::vector<std::pair<std::uint32_t, std::uint32_t>> ranges(items);
-    for (auto& [a, b] : ranges) {
-      a = std::uint32_t(rng() % segments);
-      b = a + 1 + std::uint32_t(rng() % std::min<std::uint32_t>(segments - a, 1 + segments / 4));
-    }
-    std::sort(ranges.begin(), ranges.end());
-    c.cand_begin.push_back(0);
-    for (std::uint32_t i = 0; i < items; ++i) {
-      c.item.push_back(i);
-      c.sa.push_back(ranges[i].first);
-      c.sb.push_back(ranges[i].second);
-      const std::uint32_t count = 1 + std::uint32_t(rng() % 5);
-      double time = 1 + double(rng() % 100), bytes = 0;
-      for (std::uint32_t k = 0; k < count; ++k) {
-        c.time.push_back(time);
-        c.dk.push_back(bytes);
-        c.origin.push_back(k);
-        time *= 0.2 + 0.7 * double(rng() % 1000) / 1000.0;
-        bytes += 1 + double(rng() % 300);
-      }
-      c.cand_begin.push_back(std::uint32_t(c.time.size()));
-    }
+    const dip::detail::memory_component c = random_exchange_component(rng, {});
+    const auto segments = std::uint32_t(c.slack.size()), items = std::uint32_t(c.size());
     std::vector<std::uint32_t> x(items, 0);
     double start = 0;
     for (std::uint32_t i = 0; i < items; ++i) start += c.t(i, 0);
@@ -556,36 +580,12 @@ TEST_CASE("local search by exchange: converged choices admit no improving move")
 // random reals, so no two steps tie (the scan need not break ties as the search does).
 TEST_CASE("local search by exchange: the reverse move takes the steps a plain scan takes") {
   std::mt19937_64 rng(0xbeefu);
-  std::uniform_real_distribution<double> unit(0.0, 1.0);
   int moves = 0, compared = 0;
   for (int round = 0; round < 300; ++round) {
     CAPTURE(round);
-    dip::detail::memory_component c;
-    const std::uint32_t segments = 2 + std::uint32_t(rng() % 40), items = 2 + std::uint32_t(rng() % 60);
-    c.slack.resize(segments);
-    for (double& s : c.slack) s = double(rng() % 1500);
-    std::vector<std::pair<std::uint32_t, std::uint32_t>> ranges(items);
-    for (auto& [a, b] : ranges) {
-      a = std::uint32_t(rng() % segments);
-      b = a + 1 + std::uint32_t(rng() % std::min<std::uint32_t>(segments - a, 1 + segments / 3));
-    }
-    std::sort(ranges.begin(), ranges.end());
-    c.cand_begin.push_back(0);
-    for (std::uint32_t i = 0; i < items; ++i) {
-      c.item.push_back(i);
-      c.sa.push_back(ranges[i].first);
-      c.sb.push_back(ranges[i].second);
-      const std::uint32_t count = 1 + std::uint32_t(rng() % 6);
-      double time = 1 + 100 * unit(rng), bytes = 0;
-      for (std::uint32_t k = 0; k < count; ++k) {
-        c.time.push_back(time);
-        c.dk.push_back(bytes);
-        c.origin.push_back(k);
-        time *= 0.2 + 0.7 * unit(rng);
-        bytes += 1 + double(rng() % 300);
-      }
-      c.cand_begin.push_back(std::uint32_t(c.time.size()));
-    }
+    const dip::detail::memory_component c = random_exchange_component(
+        rng, {.segments = 40, .items = 60, .slack = 1500, .range_divisor = 3, .candidates = 6, .real_times = true});
+    const auto segments = std::uint32_t(c.slack.size()), items = std::uint32_t(c.size());
     const auto fits = [&](const std::vector<std::uint32_t>& y) {
       for (std::uint32_t s = 0; s < segments; ++s) {
         double load = 0;
