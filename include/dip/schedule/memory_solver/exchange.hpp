@@ -95,12 +95,10 @@ class exchange_search {
   // changes an item over these segments, trying i again gives the same answer.
   std::pair<std::uint32_t, std::uint32_t> reach(std::uint32_t i) const {
     std::uint32_t from = c_.sa[i], to = c_.sb[i];
-    if (from >= to) return {from, to};
-    for (std::uint32_t j : cover_[c_.sa[i]]) {
+    for_each_sharing(i, [&](std::uint32_t j) {
       from = std::min<std::uint32_t>(from, c_.sa[j]);
       to = std::max<std::uint32_t>(to, c_.sb[j]);
-    }
-    for (std::uint32_t j : starting_inside(i)) to = std::max<std::uint32_t>(to, c_.sb[j]);
+    });
     return {from, to};
   }
 
@@ -115,19 +113,12 @@ class exchange_search {
   // than the bound cannot fit; only the others ask the tree, at most once per item between changes
   // within its range. The answers are those a query per step would give, so is the move.
   bool make_smaller(std::uint32_t i) {
-    // Every item that shares a segment with i and has a larger candidate, once: those alive at
-    // i's first segment, then those that start inside i's range, by start (the order of a scan
-    // over i's segments). Moves only grow the others, so one at its largest stays there.
+    // The others that share a segment with i and have a larger candidate, in scan order. Moves
+    // only grow the others, so one at its largest stays there.
     neighbours_.clear();
-    const auto can_grow = [&](std::uint32_t j) { return j != i && x_[j] + 1 < c_.count(j); };
-    if (c_.sa[i] < c_.sb[i]) {
-      for (std::uint32_t j : cover_[c_.sa[i]]) {
-        if (can_grow(j)) neighbours_.push_back(j);
-      }
-    }
-    for (std::uint32_t j : starting_inside(i)) {
-      if (can_grow(j)) neighbours_.push_back(j);
-    }
+    for_each_sharing(i, [&](std::uint32_t j) {
+      if (j != i && x_[j] + 1 < c_.count(j)) neighbours_.push_back(j);
+    });
     const std::size_t a = neighbours_.size();
     first_bound_.assign(a, std::numeric_limits<double>::infinity());
     for (std::uint32_t to = 0; to < x_[i]; ++to) {
@@ -213,6 +204,16 @@ class exchange_search {
       headroom_.add(c_.sa[j], c_.sb[j], c_.k(j, x_[j]) - c_.k(j, before));
       x_[j] = before;
     }
+  }
+
+  // Calls f(j) once for every item j that shares a segment with i, i itself included: those
+  // alive at i's first segment (by index), then those that start inside i's range (by start):
+  // the order of a scan over i's segments. Nothing for an item without segments.
+  template <class F>
+  void for_each_sharing(std::uint32_t i, F&& f) const {
+    if (c_.sa[i] >= c_.sb[i]) return;
+    for (std::uint32_t j : cover_[c_.sa[i]]) f(j);
+    for (std::uint32_t j : starting_inside(i)) f(j);
   }
 
   // The items whose first segment lies in (sa[i], sb[i]), by first segment then index.
