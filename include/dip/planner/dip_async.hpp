@@ -43,14 +43,12 @@ inline plan static_dip_unfitted(const std::shared_ptr<const stage_graph>& graph,
 }
 
 // Brings `p` under options.memory_cap with phase 3's strategies (if there is a cap) and validates
-// it, once.
-inline plan fit_and_validate(plan p, const dip_planner_options& options) {
-  if (options.memory_cap) {
-    fit_memory(p, *options.memory_cap, options.weight_memory, options.strategy_model,
-               memory_solver_options_of(options));
-  }
+// it, once. Returns whether phase 3 changed it (false: it fit as it was).
+inline bool fit_and_validate(plan& p, const dip_planner_options& options) {
+  const bool fitted = options.memory_cap && fit_memory(p, *options.memory_cap, options.weight_memory,
+                                                       options.strategy_model, memory_solver_options_of(options));
   validate(p, validation_options_of(options));
-  return p;
+  return fitted;
 }
 
 // `options` with its stop already requested: phase 3 gives every pair that must free memory its
@@ -69,7 +67,9 @@ inline dip_planner_options stopped_at_once(dip_planner_options options) {
 // Once options.stop is requested, phase 3 keeps what it has (each rank's problems not yet solved
 // take their smallest strategies): the plan is valid, only possibly slower.
 inline plan static_dip_fallback(const std::shared_ptr<const stage_graph>& graph, const dip_planner_options& options) {
-  return detail::fit_and_validate(detail::static_dip_unfitted(graph, options), options);
+  plan result = detail::static_dip_unfitted(graph, options);
+  detail::fit_and_validate(result, options);
+  return result;
 }
 
 // Submits batch `index` (its stage graph on a modality-aware placement) to `planner`, whose plans
@@ -97,15 +97,20 @@ void submit_dip_batch(async_planner<Plan>& planner, std::size_t index, const std
     try {
       // The fallback first, made here rather than in get(): at scale no order the search scores
       // may fit the cap before phase 3, and a deadline would then make get() build it late.
-      // Under a cap, twice: with phase 3 stopped at once (ready soonest, for a deadline soon
-      // after submit), then with phase 3 solved.
+      // First with phase 3 stopped at once (ready soonest, for a deadline soon after submit);
+      // then, if phase 3 had anything to do (the order exceeds the cap), with phase 3 solved.
       plan unfitted = detail::static_dip_unfitted(graph, stoppable);
       const auto offer = [&](plan p) {
         const double ms = to_milliseconds(simulate(p, sim).makespan);
         ctx.offer(deliver(std::move(p)), ms);
       };
-      if (options.memory_cap) offer(detail::fit_and_validate(unfitted, detail::stopped_at_once(options)));
-      if (!ctx.cancelled()) offer(detail::fit_and_validate(std::move(unfitted), stoppable));
+      plan quick = unfitted;
+      const bool fitted = detail::fit_and_validate(quick, detail::stopped_at_once(options));
+      offer(std::move(quick));
+      if (fitted && !ctx.cancelled()) {
+        detail::fit_and_validate(unfitted, stoppable);
+        offer(std::move(unfitted));
+      }
     } catch (const error&) {
       // No static plan fits: the search may still find one; get() reports the fallback's error.
     }

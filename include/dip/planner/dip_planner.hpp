@@ -98,17 +98,19 @@ inline memory_solver_options memory_solver_options_of(const dip_planner_options&
 }
 
 // Makes `p` fit `cap` with the cheapest recompute/offload choice (phase 3's chooser, `threads`
-// ranks at a time) where it does not fit as it is; a plan that fits is left alone. Throws what
-// the chooser throws: dip::error(errc::infeasible) when even the smallest strategies exceed the cap.
-inline void fit_memory(plan& p, bytes cap, const std::vector<bytes>& weight_memory,
+// ranks at a time) where it does not fit as it is; a plan that fits is left alone. Returns whether
+// it changed `p` (false: it fit). Throws what the chooser throws: dip::error(errc::infeasible)
+// when even the smallest strategies exceed the cap.
+inline bool fit_memory(plan& p, bytes cap, const std::vector<bytes>& weight_memory,
                        const memory_strategy_model& model = {}, const memory_solver_options& solver = {},
                        unsigned threads = 1) {
-  if (!first_violation(p, {.memory_cap = cap, .weight_memory = weight_memory})) return;
+  if (!first_violation(p, {.memory_cap = cap, .weight_memory = weight_memory})) return false;
   apply_memory_choice(
       p,
       choose_memory_strategies(
           p,
           {.memory_cap = cap, .weight_memory = weight_memory, .model = model, .solver = solver, .threads = threads}));
+  return true;
 }
 
 // Plans `graph` with dual-queue interleaving under `priority` (empty: the searched order, or the
