@@ -4,10 +4,12 @@
 // as a generator equal the materialised list.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <chrono>
 #include <latch>
 #include <memory>
 #include <stop_token>
+#include <thread>
 
 #include <dip/batch/source.hpp>
 #include <dip/model/presets.hpp>
@@ -138,6 +140,61 @@ TEST_CASE("the static fallback stops its memory phase when asked: valid under th
   CHECK(late.source == dip::plan_source::fallback);
   CHECK_NOTHROW(dip::validate(late.plan, checks));
   CHECK(dip::to_milliseconds(dip::simulate(late.plan, sim).makespan) == stopped_ms);
+
+  // A deadline at once on an idle worker: get() takes the quick plan the worker is making (or has
+  // made, or makes it itself if it wins the race): the same stopped plan whichever made it.
+  for (std::size_t i = 2; i < 6; ++i) {
+    dip::submit_dip_batch(planner, i, graph, options);
+    const auto now = planner.get(i, std::chrono::milliseconds(0));
+    CHECK_NOTHROW(dip::validate(now.plan, checks));
+    if (now.source == dip::plan_source::fallback) {
+      CHECK(dip::to_milliseconds(dip::simulate(now.plan, sim).makespan) == stopped_ms);
+    }
+  }
+}
+
+// The quick fallback is made once per batch by whichever of the worker and get() asks first; the
+// other waits for it (it was started sooner) instead of making it again.
+TEST_CASE("made_once: the first caller makes the value, a concurrent caller waits for it") {
+  dip::detail::made_once<int> cell;
+  std::latch making(1), release(1);
+  std::atomic<int> made{0};
+  std::thread first([&] {
+    CHECK(cell.get([&] {
+      ++made;
+      making.count_down();
+      release.wait();
+      return 1;
+    }) == 1);
+  });
+  making.wait();  // the first caller is inside make()
+  std::atomic<bool> second_done{false};
+  std::thread second([&] {
+    CHECK(cell.get([&] {
+      ++made;
+      return 2;
+    }) == 1);
+    second_done = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  CHECK_FALSE(second_done.load());  // waiting, not making its own
+  release.count_down();
+  first.join();
+  second.join();
+  CHECK(second_done.load());
+  CHECK(made.load() == 1);
+  CHECK(cell.get([] { return 3; }) == 1);
+
+  // A failure is made once too: every caller gets it, nobody makes the value again.
+  dip::detail::made_once<int> failing;
+  int attempts = 0;
+  const auto fail = [&]() -> int {
+    ++attempts;
+    throw dip::error(dip::errc::infeasible, "made_once test", "no plan fits");
+  };
+  CHECK_THROWS_WITH_AS(failing.get(fail), doctest::Contains("no plan fits"), dip::error);
+  CHECK_THROWS_WITH_AS(failing.get(fail), doctest::Contains("no plan fits"), dip::error);
+  CHECK(attempts == 1);
 }
 
 TEST_CASE("a rank's actions as a generator equal the plan's list") {

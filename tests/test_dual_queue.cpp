@@ -1,8 +1,11 @@
 // Phase 2, greedy dual-queue interleaving: 1F1B exactly on a uniform pipeline under 1F1B's
 // in-flight cap, determinism, and on random multi-chain (DIP-like) graphs: every plan valid,
-// never below the lower bound, within the memory cap whenever it says so.
+// never below the lower bound, within the memory cap whenever it says so, and the same orders as
+// the rule written plainly (every choice a scan of everything available).
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <limits>
 #include <memory>
 #include <random>
 #include <string>
@@ -60,6 +63,104 @@ dip::placement chain_per_module(const dip::multimodal_model& model, int ranks, c
     p.chain_inputs.push_back(inputs);
   }
   return p;
+}
+
+// The rule of dual_queue.hpp written plainly, every choice by a scan of everything available: at
+// each step the rank that can start an allowed stage soonest runs its best one (a forward and a
+// backward both ready: the kind it did not run last; W only when neither is; forwards only
+// within the cap unless no rank can run anything else). interleave_stages keeps queues sorted
+// and least ready times cached; its orders must be these.
+struct plain_interleaving {
+  std::vector<std::vector<dip::stage_id>> order;
+  bool over_cap = false;
+};
+
+plain_interleaving interleave_plainly(const dip::stage_graph& graph, const dip::pass_index& passes,
+                                      const std::vector<std::uint32_t>& priority,
+                                      const dip::interleave_options& options) {
+  const std::size_t ranks = std::size_t(graph.ranks()), n = graph.size();
+  const double inf = std::numeric_limits<double>::infinity();
+  std::vector<std::uint32_t> waiting(n);
+  std::vector<double> ready(n, 0);
+  std::vector<char> available(n, 0);
+  for (std::size_t v = 0; v < n; ++v) {
+    waiting[v] = std::uint32_t(graph.in_edges(dip::stage_id::from_index(v)).size());
+    available[v] = waiting[v] == 0;
+  }
+  std::vector<double> free_at(ranks, 0), memory(ranks, 0), cap(ranks, inf);
+  for (std::size_t r = 0; r < ranks; ++r) {
+    if (!options.weight_memory.empty()) memory[r] = options.weight_memory[r].base();
+    if (!options.memory_cap.empty()) cap[r] = options.memory_cap[r].base();
+  }
+  std::vector<int> last(ranks, 1);
+  const auto stage_of = [&](std::size_t v) -> const dip::stage& { return graph.stages()[v]; };
+  const auto queue = [&](std::size_t v) {
+    const dip::stage_kind k = stage_of(v).kind;
+    return k == dip::stage_kind::forward ? 0 : k == dip::stage_kind::backward_weight ? 2 : 1;
+  };
+  const auto fits = [&](std::size_t v) {
+    const std::size_t r = stage_of(v).rank.index();
+    return memory[r] + stage_of(v).memory_delta.base() <= cap[r] * (1 + 1e-12);
+  };
+  const auto better = [&](std::size_t a, std::size_t b) {
+    const auto pa = priority[passes.of(dip::stage_id::from_index(a))];
+    const auto pb = priority[passes.of(dip::stage_id::from_index(b))];
+    return pa != pb ? pa < pb : a < b;
+  };
+  const double latency = dip::to_seconds(options.comm.latency), link = options.comm.link.base();
+  plain_interleaving result;
+  result.order.assign(ranks, {});
+  for (std::size_t done = 0; done < n; ++done) {
+    const auto allowed = [&](std::size_t v, bool over) { return available[v] && (queue(v) != 0 || over || fits(v)); };
+    std::size_t rank = ranks;
+    double time = inf;
+    bool forced = false;
+    for (bool over : {false, true}) {
+      for (std::size_t r = 0; r < ranks; ++r) {
+        double t = inf;
+        for (std::size_t v = 0; v < n; ++v) {
+          if (stage_of(v).rank.index() == r && allowed(v, over)) t = std::min(t, ready[v]);
+        }
+        t = std::max(t, free_at[r]);
+        if (t < time) time = t, rank = r;
+      }
+      if (rank < ranks) break;
+      forced = true;
+    }
+    REQUIRE(rank < ranks);
+    const auto best = [&](int q, bool over) {
+      std::size_t chosen = n;
+      for (std::size_t v = 0; v < n; ++v) {
+        if (stage_of(v).rank.index() == rank && queue(v) == q && allowed(v, over) && ready[v] <= time &&
+            (chosen == n || better(v, chosen)))
+          chosen = v;
+      }
+      return chosen;
+    };
+    std::size_t chosen = n;
+    if (forced) {
+      chosen = best(0, true);
+      result.over_cap = true;
+    } else {
+      const std::size_t f = best(0, false), b = best(1, false);
+      chosen = f < n && b < n ? (last[rank] == 0 ? b : f) : f < n ? f : b < n ? b : best(2, false);
+    }
+    REQUIRE(chosen < n);
+    const double finish = std::max(time, ready[chosen]) + dip::to_seconds(stage_of(chosen).time);
+    available[chosen] = 0;
+    free_at[rank] = finish;
+    if (queue(chosen) != 2) last[rank] = queue(chosen);
+    memory[rank] += stage_of(chosen).memory_delta.base();
+    result.order[rank].push_back(dip::stage_id::from_index(chosen));
+    for (std::uint32_t e : graph.out_edges(dip::stage_id::from_index(chosen))) {
+      const dip::stage_edge& edge = graph.edges()[e];
+      const bool remote = graph.at(edge.from).rank != graph.at(edge.to).rank;
+      const double arrival = remote ? finish + latency + (link > 0 ? edge.size.base() / link : 0.0) : finish;
+      ready[edge.to.index()] = std::max(ready[edge.to.index()], arrival);
+      if (--waiting[edge.to.index()] == 0) available[edge.to.index()] = 1;
+    }
+  }
+  return result;
 }
 
 }  // namespace
@@ -157,6 +258,9 @@ TEST_CASE("dual-queue interleaving on random multi-chain graphs: valid, determin
     const dip::interleave_result result = dip::interleave_stages(*graph, segments, priority, options);
     const dip::interleave_result again = dip::interleave_stages(*graph, segments, priority, options);
     CHECK(result.order == again.order);
+    const plain_interleaving plain = interleave_plainly(*graph, segments, priority, options);
+    CHECK(result.order == plain.order);
+    CHECK(result.over_cap == plain.over_cap);
 
     const dip::plan plan = dip::make_plan(graph, result.order);
     std::optional<dip::bytes> cap;

@@ -9,15 +9,20 @@
 // validated plan at every improvement, so a deadline returns the best so far; when the search
 // ends it offers the full plan (phase 3 included). The fallback is the static-dip plan (natural
 // order, 1F1B's in-flight rule) made to fit the memory cap with phase 3's strategies: always
-// available, never searched; get() makes it only when the worker offered nothing (it had not
-// started, or the deadline came first: get() then stops its phase 3 at once, so it is made in
-// the time of its order and one validation). The batch's deadline stops every phase.
+// available, never searched. The quick fallback (phase 3 stopped at once) is made once per
+// batch, by whichever of the worker and get() asks first: get() past a deadline with nothing
+// offered takes the worker's if it is made, waits for it while the worker makes it (the worker
+// started sooner, so it is ready sooner than one get() would start), and makes it itself only
+// when the batch never started. The batch's deadline stops every phase.
 #pragma once
 
 #include <atomic>
 #include <concepts>
 #include <cstddef>
+#include <exception>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <stop_token>
 #include <utility>
 #include <vector>
@@ -61,6 +66,30 @@ inline dip_planner_options stopped_at_once(dip_planner_options options) {
   return options;
 }
 
+// A value made at most once, by the first caller of get(make); later callers (concurrent ones
+// included) wait for it and get a copy of it, or what making it threw. Thread-safe.
+template <class T>
+class made_once {
+ public:
+  template <class Make>
+  T get(Make&& make) {
+    std::call_once(once_, [&] {
+      try {
+        value_.emplace(std::forward<Make>(make)());
+      } catch (...) {
+        failure_ = std::current_exception();
+      }
+    });
+    if (failure_) std::rethrow_exception(failure_);
+    return *value_;
+  }
+
+ private:
+  std::once_flag once_;
+  std::optional<T> value_;      // written once, inside call_once; read after it
+  std::exception_ptr failure_;  // likewise
+};
+
 }  // namespace detail
 
 // The static fallback: static-dip's order, with recompute/offload where it would exceed the cap.
@@ -85,7 +114,9 @@ void submit_dip_batch(async_planner<Plan>& planner, std::size_t index, const std
   // Set when the search returns (or throws). Until then get() needs the fallback because a
   // deadline came first (or the batch never started): it is late already, so phase 3 stops at once.
   auto returned = std::make_shared<std::atomic<bool>>(false);
-  auto search = [graph, options, deliver, returned](std::size_t, planning_context<Plan>& ctx) {
+  // The quick fallback, shared by the worker (which makes it first) and get().
+  auto quick = std::make_shared<detail::made_once<plan>>();
+  auto search = [graph, options, deliver, returned, quick](std::size_t, planning_context<Plan>& ctx) {
     struct on_return {
       std::atomic<bool>& flag;
       ~on_return() { flag.store(true); }
@@ -99,17 +130,23 @@ void submit_dip_batch(async_planner<Plan>& planner, std::size_t index, const std
       // may fit the cap before phase 3, and a deadline would then make get() build it late.
       // First with phase 3 stopped at once (ready soonest, for a deadline soon after submit);
       // then, if phase 3 had anything to do (the order exceeds the cap), with phase 3 solved.
-      plan unfitted = detail::static_dip_unfitted(graph, stoppable);
+      std::optional<plan> unfitted;
+      bool fitted = false;
+      plan first = quick->get([&] {
+        unfitted.emplace(detail::static_dip_unfitted(graph, stoppable));
+        plan p = *unfitted;
+        fitted = detail::fit_and_validate(p, detail::stopped_at_once(options));
+        return p;
+      });
       const auto offer = [&](plan p) {
         const double ms = to_milliseconds(simulate(p, sim).makespan);
         ctx.offer(deliver(std::move(p)), ms);
       };
-      plan quick = unfitted;
-      const bool fitted = detail::fit_and_validate(quick, detail::stopped_at_once(options));
-      offer(std::move(quick));
-      if (fitted && !ctx.cancelled()) {
-        detail::fit_and_validate(unfitted, stoppable);
-        offer(std::move(unfitted));
+      offer(std::move(first));
+      // Not made here (get() made it: the batch is delivered), or nothing to solve: done.
+      if (unfitted && fitted && !ctx.cancelled()) {
+        detail::fit_and_validate(*unfitted, stoppable);
+        offer(std::move(*unfitted));
       }
     } catch (const error&) {
       // No static plan fits: the search may still find one; get() reports the fallback's error.
@@ -132,9 +169,9 @@ void submit_dip_batch(async_planner<Plan>& planner, std::size_t index, const std
     const double ms = to_milliseconds(simulate(full, sim).makespan);
     ctx.offer(deliver(std::move(full)), ms);
   };
-  auto fallback = [graph, options, deliver, returned](std::size_t) {
+  auto fallback = [graph, options, deliver, returned, quick](std::size_t) {
     if (returned->load()) return deliver(static_dip_fallback(graph, options));  // the search failed: no hurry
-    return deliver(static_dip_fallback(graph, detail::stopped_at_once(options)));
+    return deliver(quick->get([&] { return static_dip_fallback(graph, detail::stopped_at_once(options)); }));
   };
   planner.submit(index, std::move(search), std::move(fallback));
 }

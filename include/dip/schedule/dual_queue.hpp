@@ -114,10 +114,18 @@ inline interleave_result interleave_stages(const stage_graph& graph, const pass_
     return finish + latency + (link > 0 ? e.size.base() / link : 0.0);
   };
 
+  // Higher priority: lower pass priority value, then lower stage id; as one integer per stage.
+  std::vector<std::uint64_t> key(n);
+  for (std::size_t v = 0; v < n; ++v) {
+    key[v] = (std::uint64_t(priority[passes.of(stage_id::from_index(v))]) << 32) | std::uint64_t(v);
+  }
+  const auto before = [&](std::uint32_t a, std::uint32_t b) { return key[a] < key[b]; };
+
   std::vector<std::uint32_t> waiting(n);  // unfinished predecessors
-  std::vector<double> ready(n, 0.0);      // when all inputs have arrived (once waiting == 0)
+  std::vector<double> ready(n, 0.0);      // when all inputs have arrived (final once waiting == 0)
   for (std::size_t v = 0; v < n; ++v) waiting[v] = std::uint32_t(graph.in_edges(stage_id::from_index(v)).size());
-  // Available stages per rank and queue: 0 forward, 1 backward (B or I), 2 weight gradient (W).
+  // Available stages per rank and queue (0 forward, 1 backward: B or I, 2 weight gradient: W),
+  // each sorted by priority, so the best ready one is the first that is ready.
   std::vector<std::array<std::vector<std::uint32_t>, 3>> available(ranks);
   const auto queue_of = [&](std::size_t v) {
     switch (graph.stages()[v].kind) {
@@ -128,10 +136,6 @@ inline interleave_result interleave_stages(const stage_graph& graph, const pass_
     }
     return 1;
   };
-  for (std::size_t v = 0; v < n; ++v) {
-    if (waiting[v] == 0)
-      available[graph.stages()[v].rank.index()][std::size_t(queue_of(v))].push_back(std::uint32_t(v));
-  }
 
   interleave_result result;
   result.order.assign(ranks, {});
@@ -143,63 +147,93 @@ inline interleave_result interleave_stages(const stage_graph& graph, const pass_
   std::vector<double> peak = memory;
   std::vector<int> last_queue(ranks, 1);  // as if each rank had just run a backward: forward first
 
-  // Higher priority: lower pass priority value, then (forward) deeper position in its chain,
-  // then lower stage id.
-  const auto before = [&](std::uint32_t a, std::uint32_t b) {
-    const std::uint32_t pa = priority[passes.of(stage_id::from_index(a))];
-    const std::uint32_t pb = priority[passes.of(stage_id::from_index(b))];
-    if (pa != pb) return pa < pb;
-    return a < b;
-  };
   const auto fits = [&](std::size_t r, std::uint32_t v) {
     return memory[r] + graph.stages()[v].memory_delta.base() <= cap[r] * (1 + 1e-12);
   };
+  // The least memory delta among each rank's available forwards, and how many have it: when it
+  // does not fit, no forward fits, and the forward queue is not scanned.
+  constexpr double never = std::numeric_limits<double>::infinity();
+  std::vector<double> least_delta(ranks, never);
+  std::vector<std::size_t> at_least_delta(ranks, 0);
+  const auto any_forward_fits = [&](std::size_t r) { return memory[r] + least_delta[r] <= cap[r] * (1 + 1e-12); };
+  const auto count_delta = [&](std::size_t r, std::uint32_t forward) {
+    const double delta = graph.stages()[forward].memory_delta.base();
+    if (delta < least_delta[r]) {
+      least_delta[r] = delta;
+      at_least_delta[r] = 0;
+    }
+    if (delta == least_delta[r]) ++at_least_delta[r];
+  };
   // The best stage of queue q on rank r that is ready by `time` (and fits, for forwards).
-  const auto best_ready = [&](std::size_t r, int q, double time) {
-    std::uint32_t best = std::numeric_limits<std::uint32_t>::max();
-    for (std::uint32_t v : available[r][std::size_t(q)]) {
-      if (ready[v] > time || (q == 0 && !fits(r, v))) continue;
-      if (best == std::numeric_limits<std::uint32_t>::max() || before(v, best)) best = v;
-    }
-    return best;
-  };
-  // The earliest time rank r can start something it is allowed to run (infinity: nothing).
-  const auto earliest = [&](std::size_t r, bool allow_over_cap) {
-    double t = std::numeric_limits<double>::infinity();
-    for (int q = 0; q < 3; ++q) {
-      for (std::uint32_t v : available[r][std::size_t(q)]) {
-        if (q == 0 && !allow_over_cap && !fits(r, v)) continue;
-        t = std::min(t, ready[v]);
-      }
-    }
-    return std::max(t, free_at[r]);
-  };
-
   constexpr std::uint32_t none = std::numeric_limits<std::uint32_t>::max();
-  // earliest(r) depends only on rank r's own state (its queues, clock and memory), so it is
-  // cached and recomputed only for the ranks a step touched: the one that ran a stage and those
-  // that gained available stages.
-  std::vector<double> earliest_of(ranks, 0.0);
-  std::vector<char> stale(ranks, 1);
+  const auto best_ready = [&](std::size_t r, int q, double time) {
+    if (q == 0 && !any_forward_fits(r)) return none;
+    for (std::uint32_t v : available[r][std::size_t(q)]) {
+      if (ready[v] <= time && (q != 0 || fits(r, v))) return v;
+    }
+    return none;
+  };
+  // The least ready time in queue q of rank r among the stages the rank may start (forwards:
+  // those that fit, unless allow_over_cap); or any time up to free_at[r] if one is ready by then,
+  // which is all the rank's earliest start needs.
+  const auto least_ready = [&](std::size_t r, int q, bool allow_over_cap) {
+    double t = never;
+    if (q == 0 && !allow_over_cap && !any_forward_fits(r)) return t;
+    for (std::uint32_t v : available[r][std::size_t(q)]) {
+      if (q == 0 && !allow_over_cap && !fits(r, v)) continue;
+      t = std::min(t, ready[v]);
+      if (t <= free_at[r]) break;
+    }
+    return t;
+  };
+  // least_ready(r, q, false) for every rank and queue, and each rank's earliest start (infinity:
+  // nothing it may start), kept up to date: a new stage can only lower them, so only a rank's
+  // own step (its clock and memory change, a stage leaves a queue) recomputes them, for the
+  // forward queue and the queue the stage left.
+  std::vector<std::array<double, 3>> least(ranks, {never, never, never});
+  std::vector<double> earliest(ranks, never);
+  const auto refresh_earliest = [&](std::size_t r) {
+    earliest[r] = std::max(std::min({least[r][0], least[r][1], least[r][2]}), free_at[r]);
+  };
+  const auto make_available = [&](std::uint32_t v) {
+    const std::size_t r = graph.stages()[v].rank.index();
+    const int q = queue_of(v);
+    auto& queue = available[r][std::size_t(q)];
+    queue.insert(std::upper_bound(queue.begin(), queue.end(), v, before), v);
+    if (q == 0) count_delta(r, v);
+    if (q != 0 || fits(r, v)) least[r][std::size_t(q)] = std::min(least[r][std::size_t(q)], ready[v]);
+    refresh_earliest(r);
+  };
+  const auto remove_available = [&](std::size_t r, std::uint32_t v) {
+    const int q = queue_of(v);
+    auto& queue = available[r][std::size_t(q)];
+    queue.erase(std::lower_bound(queue.begin(), queue.end(), v, before));
+    if (q == 0 && graph.stages()[v].memory_delta.base() == least_delta[r] && --at_least_delta[r] == 0) {
+      least_delta[r] = never;
+      for (std::uint32_t u : queue) count_delta(r, u);
+    }
+  };
+  for (std::size_t v = 0; v < n; ++v) {
+    if (waiting[v] == 0) make_available(std::uint32_t(v));
+  }
+
   for (std::size_t done = 0; done < n; ++done) {
     // The rank that can start soonest; if none can (memory), the one that can by exceeding it.
     std::size_t rank = ranks;
-    double time = std::numeric_limits<double>::infinity();
-    bool forced = false;
+    double soonest = never;
     for (std::size_t r = 0; r < ranks; ++r) {
-      if (stale[r]) {
-        earliest_of[r] = earliest(r, false);
-        stale[r] = 0;
-      }
-      const double t = earliest_of[r];
-      if (t < time) {
-        time = t;
+      if (earliest[r] < soonest) {
+        soonest = earliest[r];
         rank = r;
       }
     }
+    double time = soonest;
+    bool forced = false;
     if (rank == ranks) {
       for (std::size_t r = 0; r < ranks; ++r) {
-        const double t = earliest(r, true);
+        double t = never;
+        for (int q = 0; q < 3; ++q) t = std::min(t, least_ready(r, q, true));
+        t = std::max(t, free_at[r]);
         if (t < time) {
           time = t;
           rank = r;
@@ -212,7 +246,10 @@ inline interleave_result interleave_stages(const stage_graph& graph, const pass_
     std::uint32_t chosen = none;
     if (forced) {
       for (std::uint32_t v : available[rank][0]) {
-        if (ready[v] <= time && (chosen == none || before(v, chosen))) chosen = v;
+        if (ready[v] <= time) {
+          chosen = v;
+          break;
+        }
       }
       result.over_cap = true;
     } else {
@@ -230,26 +267,23 @@ inline interleave_result interleave_stages(const stage_graph& graph, const pass_
 
     const stage& st = graph.stages()[chosen];
     const int q = queue_of(chosen);
-    auto& queue = available[rank][std::size_t(q)];
-    queue.erase(std::find(queue.begin(), queue.end(), chosen));
+    remove_available(rank, chosen);
     const double start = std::max(time, ready[chosen]);
     const double finish = start + to_seconds(st.time);
     free_at[rank] = finish;
     if (q != 2) last_queue[rank] = q;
-    stale[rank] = 1;
     memory[rank] += st.memory_delta.base();
     peak[rank] = std::max(peak[rank], memory[rank]);
+    least[rank][0] = least_ready(rank, 0, false);
+    if (q != 0) least[rank][std::size_t(q)] = least_ready(rank, q, false);
+    refresh_earliest(rank);
     result.order[rank].push_back(stage_id::from_index(chosen));
     result.estimated_makespan = std::max(result.estimated_makespan, seconds(finish));
     for (std::uint32_t e : graph.out_edges(stage_id::from_index(chosen))) {
       const stage_edge& edge = graph.edges()[e];
       const std::size_t to = edge.to.index();
       ready[to] = std::max(ready[to], arrival(edge, finish));
-      if (--waiting[to] == 0) {
-        const std::size_t to_rank = graph.stages()[to].rank.index();
-        available[to_rank][std::size_t(queue_of(to))].push_back(std::uint32_t(to));
-        stale[to_rank] = 1;
-      }
+      if (--waiting[to] == 0) make_available(std::uint32_t(to));
     }
   }
   for (double p : peak) result.peak_memory.push_back(bytes(p));

@@ -85,8 +85,10 @@ inline plan make_plan(std::shared_ptr<const stage_graph> graph,
     std::vector<action>& out = result.ranks[r];
     out.reserve(compute_order[r].size() * 3);
     for (stage_id id : compute_order[r]) {
-      require(id.index() < g.size(), errc::invalid_argument, "make_plan rank " + std::to_string(r),
-              "stage " + std::to_string(id.value()) + " does not exist");
+      if (id.index() >= g.size()) {  // not require(): its message would be built for every stage
+        throw error(errc::invalid_argument, "make_plan rank " + std::to_string(r),
+                    "stage " + std::to_string(id.value()) + " does not exist");
+      }
       const rank_id here = g.at(id).rank;
       for (std::uint32_t e : g.in_edges(id)) {
         const rank_id from = g.at(edges[e].from).rank;

@@ -82,12 +82,17 @@ class stage_graph {
   // The stage of (kind, chunk, microbatch, sub); kind must exist in this graph (B xor I/W).
   stage_id find(stage_kind kind, chunk_id chunk, std::size_t microbatch, std::uint32_t sub = 0) const {
     const chunk_spec& c = placement_.chunk(chunk);
-    require(microbatch < offsets_.size() && sub < subs_[microbatch][c.chain], errc::invalid_argument,
-            "stage_graph::find", "no microbatch " + std::to_string(microbatch) + " sub " + std::to_string(sub));
+    // Checked before the message is built: find() runs for every pair in phase 3.
+    if (microbatch >= offsets_.size() || sub >= subs_[microbatch][c.chain]) {
+      throw error(errc::invalid_argument, "stage_graph::find",
+                  "no microbatch " + std::to_string(microbatch) + " sub " + std::to_string(sub));
+    }
     const bool kind_ok = kind == stage_kind::forward ||
                          (split_ ? kind != stage_kind::backward : kind == stage_kind::backward);
-    require(kind_ok, errc::invalid_argument, "stage_graph::find",
-            std::string("this graph has no ") + to_char(kind) + " stages");
+    if (!kind_ok) {
+      throw error(errc::invalid_argument, "stage_graph::find",
+                  std::string("this graph has no ") + to_char(kind) + " stages");
+    }
     const std::size_t kinds = split_ ? 3 : 2;
     const std::size_t slot = kind == stage_kind::forward ? 0 : kind == stage_kind::backward_weight ? 2 : 1;
     const std::size_t chain_length = placement_.chains[c.chain].size();
