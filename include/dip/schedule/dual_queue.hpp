@@ -147,15 +147,16 @@ inline interleave_result interleave_stages(const stage_graph& graph, const pass_
   std::vector<double> peak = memory;
   std::vector<int> last_queue(ranks, 1);  // as if each rank had just run a backward: forward first
 
+  const auto within_cap = [&](std::size_t r, double delta) { return memory[r] + delta <= cap[r] * (1 + 1e-12); };
   const auto fits = [&](std::size_t r, std::uint32_t v) {
-    return memory[r] + graph.stages()[v].memory_delta.base() <= cap[r] * (1 + 1e-12);
+    return within_cap(r, graph.stages()[v].memory_delta.base());
   };
   // The least memory delta among each rank's available forwards, and how many have it: when it
   // does not fit, no forward fits, and the forward queue is not scanned.
   constexpr double never = std::numeric_limits<double>::infinity();
   std::vector<double> least_delta(ranks, never);
   std::vector<std::size_t> at_least_delta(ranks, 0);
-  const auto any_forward_fits = [&](std::size_t r) { return memory[r] + least_delta[r] <= cap[r] * (1 + 1e-12); };
+  const auto any_forward_fits = [&](std::size_t r) { return within_cap(r, least_delta[r]); };
   const auto count_delta = [&](std::size_t r, std::uint32_t forward) {
     const double delta = graph.stages()[forward].memory_delta.base();
     if (delta < least_delta[r]) {
@@ -220,15 +221,14 @@ inline interleave_result interleave_stages(const stage_graph& graph, const pass_
   for (std::size_t done = 0; done < n; ++done) {
     // The rank that can start soonest; if none can (memory), the one that can by exceeding it.
     std::size_t rank = ranks;
-    double soonest = never;
+    double time = never;
+    bool forced = false;
     for (std::size_t r = 0; r < ranks; ++r) {
-      if (earliest[r] < soonest) {
-        soonest = earliest[r];
+      if (earliest[r] < time) {
+        time = earliest[r];
         rank = r;
       }
     }
-    double time = soonest;
-    bool forced = false;
     if (rank == ranks) {
       for (std::size_t r = 0; r < ranks; ++r) {
         double t = never;
