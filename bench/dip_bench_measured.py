@@ -29,7 +29,7 @@ TARGET_BASELINES = ("static-dip", "1f1b", "interleaved")
 TRACES = {"vlm": "vlm-coco-captions.jsonl", "t2v": "video-msrvtt.jsonl"}
 QUICK_OPTIONS = ["--batches", "1", "--iterations", "1", "--warmup", "0", "--microbatches", "2",
                  "--schedules", "dip,1f1b,static-dip", "--samples-per-layer", "4", "--repeats", "1",
-                 "--calibration-sizes", "2", "--search-ms", "20"]
+                 "--calibration-sizes", "2", "--calibration-batches", "1", "--search-ms", "20"]
 
 
 def find_torch_python(option):
