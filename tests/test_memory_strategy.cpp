@@ -289,6 +289,48 @@ TEST_CASE("candidate selection: non-dominated, kept ascending, at most S (fastes
   CHECK(none[0].strategy == memory_strategy::keep);
 }
 
+namespace {
+
+// The non-dominated front written as its definition: a candidate goes when another is no slower
+// and no larger and either better in one or the same and earlier; the rest sorted by kept bytes.
+std::vector<dip::strategy_candidate> front_plainly(const std::vector<dip::strategy_candidate>& all) {
+  std::vector<dip::strategy_candidate> front;
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    bool dominated = false;
+    for (std::size_t j = 0; j < all.size() && !dominated; ++j) {
+      const bool no_worse = all[j].extra <= all[i].extra && all[j].kept <= all[i].kept;
+      const bool better = all[j].extra < all[i].extra || all[j].kept < all[i].kept;
+      dominated = i != j && no_worse && (better || j < i);
+    }
+    if (!dominated) front.push_back(all[i]);
+  }
+  std::sort(front.begin(), front.end(),
+            [](const dip::strategy_candidate& a, const dip::strategy_candidate& b) { return a.kept < b.kept; });
+  return front;
+}
+
+}  // namespace
+
+TEST_CASE("candidate selection keeps the front the definition gives, on random lists with ties") {
+  std::mt19937_64 rng(0xf407);
+  const memory_strategy kinds[] = {memory_strategy::keep, memory_strategy::recompute, memory_strategy::offload};
+  for (int round = 0; round < 3000; ++round) {
+    // Few distinct values, so that equal kept bytes, equal times and equal candidates are common;
+    // the strategy tells equal candidates apart (the first must stay). Up to 24 items: the
+    // insertion sort and the stable sort behind it.
+    std::vector<dip::strategy_candidate> all(1 + rng() % 24);
+    for (auto& c : all) c = {kinds[rng() % 3], dip::milliseconds(double(rng() % 6)), dip::mib(double(rng() % 6))};
+    CAPTURE(round);
+    const std::vector<dip::strategy_candidate> expected = front_plainly(all);
+    CHECK(dip::select_candidates(all, all.size()) == expected);
+    // Selecting fewer keeps the fastest and the smallest of that front.
+    const std::vector<dip::strategy_candidate> two = dip::select_candidates(all, 2);
+    REQUIRE(!two.empty());
+    CHECK(two.front() == expected.front());
+    CHECK(two.back() == expected.back());
+  }
+}
+
 TEST_CASE("the solver matches brute force on thousands of small abstract problems") {
   problem_generator gen{std::mt19937_64(0x5eed)};
   int solved = 0, infeasible = 0;

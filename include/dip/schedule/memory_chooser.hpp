@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
+#include <limits>
 #include <optional>
 #include <span>
 #include <string>
@@ -28,18 +30,26 @@ namespace dip {
 
 // --- candidates (strategy_candidate and select_candidates: memory_solver.hpp) -----------------
 
-// The candidates offered for the pair of `forward` under `model`.
-inline std::vector<strategy_candidate> candidates_for(const stage_graph& graph, stage_id forward,
+// The candidates offered for `pair` (pair_of's) under `model`.
+inline std::vector<strategy_candidate> candidates_for(const stage_graph& graph, const activation_pair& pair,
                                                       const memory_strategy_model& model = {}) {
   std::vector<strategy_candidate> all;
+  all.reserve(3);
   const auto add = [&](memory_strategy s) {
-    const strategy_cost c = strategy_cost_of(graph, forward, s, model);
+    const strategy_cost c = strategy_cost_of(graph, pair, s, model);
     all.push_back({s, c.extra(), c.kept});
   };
   add(memory_strategy::keep);
   if (model.allow_recompute) add(memory_strategy::recompute);
   if (model.allow_offload) add(memory_strategy::offload);
   return select_candidates(std::move(all), model.max_candidates);
+}
+
+// The candidates offered for the pair of `forward` under `model`. Throws
+// dip::error(errc::invalid_argument) for a stage that is not a forward.
+inline std::vector<strategy_candidate> candidates_for(const stage_graph& graph, stage_id forward,
+                                                      const memory_strategy_model& model = {}) {
+  return candidates_for(graph, pair_of(graph, forward), model);
 }
 
 // --- the chooser on a stage graph ---------------------------------------------------------------
@@ -98,40 +108,50 @@ inline bytes predicted_peak(const stage_graph& graph, std::span<const stage_id> 
   return bytes(peak);
 }
 
-// The memory_problem of rank `rank` running `order` (its compute stages, in order). Item p's
-// forward is items[p].forward. Throws dip::error(errc::invalid_argument) for an order with a
-// stage of another rank, a repeated stage, or a forward whose use or release stage does not
-// follow it in the order.
-inline memory_problem memory_problem_for_rank(const stage_graph& graph, std::size_t rank,
-                                              std::span<const stage_id> order, bytes weights, bytes cap,
-                                              const memory_strategy_model& model = {}) {
-  const std::string where = "memory strategies rank " + std::to_string(rank);
-  constexpr std::size_t absent = std::numeric_limits<std::size_t>::max();
-  std::vector<std::size_t> position(graph.size(), absent);
+namespace detail {
+
+inline constexpr std::uint32_t not_in_order = std::numeric_limits<std::uint32_t>::max();
+
+// Records in `position` (indexed by stage; not_in_order elsewhere) where each stage of `order`
+// runs on rank `rank`. Throws dip::error(errc::invalid_argument) for a stage that does not
+// exist, belongs to another rank or appears twice. Writes only rank `rank`'s stages, so the
+// ranks can share one table from different threads.
+inline void record_positions(const stage_graph& graph, std::size_t rank, std::span<const stage_id> order,
+                             std::vector<std::uint32_t>& position) {
+  const auto where = [&] { return "memory strategies rank " + std::to_string(rank); };
+  require(order.size() < not_in_order, errc::invalid_argument, where(), "has too many stages");
   for (std::size_t i = 0; i < order.size(); ++i) {
     const stage_id id = order[i];
     if (id.index() >= graph.size()) {
-      throw error(errc::invalid_argument, where, "stage " + std::to_string(id.value()) + " does not exist");
+      throw error(errc::invalid_argument, where(), "stage " + std::to_string(id.value()) + " does not exist");
     }
     if (graph.at(id).rank.index() != rank) {
-      throw error(errc::invalid_argument, where,
+      throw error(errc::invalid_argument, where(),
                   describe(graph, id) + " belongs to rank " + std::to_string(graph.at(id).rank.value()));
     }
-    if (position[id.index()] != absent)
-      throw error(errc::invalid_argument, where, describe(graph, id) + " appears twice");
-    position[id.index()] = i;
+    if (position[id.index()] != not_in_order)
+      throw error(errc::invalid_argument, where(), describe(graph, id) + " appears twice");
+    position[id.index()] = std::uint32_t(i);
   }
+}
+
+// memory_problem_for_rank with the positions recorded (record_positions); `pairs` gets each
+// item's pair.
+inline memory_problem memory_problem_at(const stage_graph& graph, std::size_t rank, std::span<const stage_id> order,
+                                        const std::vector<std::uint32_t>& position, bytes weights, bytes cap,
+                                        const memory_strategy_model& model, std::vector<activation_pair>& pairs) {
   memory_problem problem;
   problem.cap = cap;
   const std::size_t n = order.size();
   std::vector<double> fixed(n + 1, 0.0);
+  pairs.clear();
   for (std::size_t i = 0; i < n; ++i) {
     const stage_id id = order[i];
     if (graph.at(id).kind != stage_kind::forward) continue;
     const activation_pair pair = pair_of(graph, id);
     const std::size_t u = position[pair.use.index()], r = position[pair.release.index()];
-    if (u == absent || u <= i || r == absent || r < u) {
-      throw error(errc::invalid_argument, where,
+    if (u == not_in_order || u <= i || r == not_in_order || r < u) {
+      throw error(errc::invalid_argument, "memory strategies rank " + std::to_string(rank),
                   describe(graph, id) + " must come before " + describe(graph, pair.use) +
                       (pair.release != pair.use ? " and then " + describe(graph, pair.release) : std::string()) +
                       " in the order");
@@ -139,7 +159,8 @@ inline memory_problem memory_problem_for_rank(const stage_graph& graph, std::siz
     const double a = graph.at(id).memory_delta.base();
     fixed[u] += a;
     fixed[r] -= a;
-    problem.items.push_back({i, u, candidates_for(graph, id, model), id});
+    problem.items.push_back({i, u, candidates_for(graph, pair, model), id});
+    pairs.push_back(pair);
   }
   problem.base.resize(n);
   double run = weights.base();
@@ -148,6 +169,21 @@ inline memory_problem memory_problem_for_rank(const stage_graph& graph, std::siz
     problem.base[i] = bytes(run);
   }
   return problem;
+}
+
+}  // namespace detail
+
+// The memory_problem of rank `rank` running `order` (its compute stages, in order). Item p's
+// forward is items[p].forward. Throws dip::error(errc::invalid_argument) for an order with a
+// stage of another rank, a repeated stage, or a forward whose use or release stage does not
+// follow it in the order.
+inline memory_problem memory_problem_for_rank(const stage_graph& graph, std::size_t rank,
+                                              std::span<const stage_id> order, bytes weights, bytes cap,
+                                              const memory_strategy_model& model = {}) {
+  std::vector<std::uint32_t> position(graph.size(), detail::not_in_order);
+  detail::record_positions(graph, rank, order, position);
+  std::vector<activation_pair> pairs;
+  return detail::memory_problem_at(graph, rank, order, position, weights, cap, model, pairs);
 }
 
 // Chooses a strategy per pair for every rank running `order[rank]` (see the top of this file),
@@ -167,7 +203,10 @@ inline memory_choice choose_memory_strategies(const stage_graph& graph, const st
   memory_choice choice;
   choice.strategy.assign(graph.size(), memory_strategy::keep);
   choice.ranks.resize(ranks);
-  // Each rank writes its own stages' strategies and its own entry of choice.ranks only.
+  // Where each stage runs in its rank's order: one table for all ranks, not one per rank (a
+  // graph-sized table per rank was a tenth of the stopped phase 3 at PP 16 x 64).
+  std::vector<std::uint32_t> position(graph.size(), detail::not_in_order);
+  // Each rank writes its own stages' strategies and positions, and its own entry of choice.ranks, only.
   parallel_for(ranks, options.threads, [&](std::size_t r) {
     const bytes weights = options.weight_memory.empty() ? bytes{} : options.weight_memory[r];
     const std::string where = "rank " + std::to_string(r);
@@ -176,7 +215,10 @@ inline memory_choice choose_memory_strategies(const stage_graph& graph, const st
           errc::infeasible, where,
           "its weights need " + to_string(weights) + ", over the memory cap of " + to_string(options.memory_cap));
     }
-    memory_problem problem = memory_problem_for_rank(graph, r, order[r], weights, options.memory_cap, options.model);
+    detail::record_positions(graph, r, order[r], position);
+    std::vector<activation_pair> pairs;
+    memory_problem problem =
+        detail::memory_problem_at(graph, r, order[r], position, weights, options.memory_cap, options.model, pairs);
     if (const std::optional<infeasible_point> bad = first_infeasible_point(problem)) {
       throw error(errc::infeasible, where,
                   "after " + describe(graph, order[r][bad->point]) + " it needs " + to_string(bad->needed) +
@@ -190,7 +232,7 @@ inline memory_choice choose_memory_strategies(const stage_graph& graph, const st
       const memory_solution solution = solve_memory_problem(problem, options.solver);
       for (std::size_t p = 0; p < problem.items.size(); ++p) {
         const memory_item& item = problem.items[p];
-        const activation_pair pair = pair_of(graph, item.forward);
+        const activation_pair& pair = pairs[p];
         const memory_strategy s = item.candidates[solution.choice[p]].strategy;
         choice.strategy[pair.forward.index()] = choice.strategy[pair.use.index()] =
             choice.strategy[pair.release.index()] = s;

@@ -121,12 +121,12 @@ inline bytes recompute_kept_bytes(const stage_graph& graph, stage_id forward) {
   return std::min(input, graph.at(forward).memory_delta);
 }
 
-// What running the pair of `forward` with `strategy` costs (the rules at the top of this file).
-// Throws dip::error(errc::invalid_argument) for a non-forward stage, or for offload with a
-// host link that is not finite and > 0.
-inline strategy_cost strategy_cost_of(const stage_graph& graph, stage_id forward, memory_strategy strategy,
+// What running `pair` (pair_of's) with `strategy` costs (the rules at the top of this file).
+// Throws dip::error(errc::invalid_argument) for offload with a host link that is not finite and
+// > 0.
+inline strategy_cost strategy_cost_of(const stage_graph& graph, const activation_pair& pair, memory_strategy strategy,
                                       const memory_strategy_model& model = {}) {
-  const activation_pair pair = pair_of(graph, forward);
+  const stage_id forward = pair.forward;
   const stage& f = graph.at(forward);
   strategy_cost cost{strategy, duration{}, duration{}, f.memory_delta};
   switch (strategy) {
@@ -147,6 +147,13 @@ inline strategy_cost strategy_cost_of(const stage_graph& graph, stage_id forward
     }
   }
   return cost;
+}
+
+// The same for the pair of `forward`. Throws dip::error(errc::invalid_argument) for a
+// non-forward stage too.
+inline strategy_cost strategy_cost_of(const stage_graph& graph, stage_id forward, memory_strategy strategy,
+                                      const memory_strategy_model& model = {}) {
+  return strategy_cost_of(graph, pair_of(graph, forward), strategy, model);
 }
 
 // Time of stage `id` when its pair runs `pair_strategy`: its own time plus the strategy's extra

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <limits>
 #include <numeric>
+#include <span>
 #include <vector>
 
 #include "dip/schedule/memory_solver/component.hpp"
@@ -22,32 +23,53 @@ inline constexpr std::uint32_t no_index = std::numeric_limits<std::uint32_t>::ma
 
 // Per item: its non-dominated candidates, kept ascending (time descending), as indices.
 struct candidate_fronts {
-  std::vector<std::vector<std::uint32_t>> front;  // per item: indices into its candidates
-  std::vector<double> smallest, largest;          // per item: kept bytes of front's first and last
+  std::vector<std::uint32_t> index;        // every item's front, item after item
+  std::vector<std::uint32_t> begin;        // per item (+1): where its front starts in index
+  std::vector<double> smallest, largest;   // per item: kept bytes of front's first and last
+  std::span<const std::uint32_t> front(std::size_t p) const noexcept {
+    return {index.data() + begin[p], index.data() + begin[p + 1]};
+  }
+  std::uint32_t fastest(std::size_t p) const noexcept { return index[begin[p + 1] - 1]; }
 };
 
-// Every item must have a candidate.
+// Every item must have a candidate. Candidates that select_candidates made are a front already
+// (kept strictly ascending, time strictly descending) and are taken as they are; others are
+// sorted by kept bytes, then time, then index, and each one strictly faster than all before it
+// stays.
 inline candidate_fronts nondominated_fronts(const memory_problem& problem) {
   const std::size_t items = problem.items.size();
   candidate_fronts fronts;
-  std::vector<std::vector<std::uint32_t>>& front = fronts.front;
-  front.resize(items);
+  fronts.begin.reserve(items + 1);
+  fronts.begin.push_back(0);
   fronts.smallest.resize(items);
   fronts.largest.resize(items);
+  std::vector<std::uint32_t> sorted;
   for (std::size_t p = 0; p < items; ++p) {
     const auto& cands = problem.items[p].candidates;
-    std::vector<std::uint32_t> idx(cands.size());
-    std::iota(idx.begin(), idx.end(), 0u);
-    std::sort(idx.begin(), idx.end(), [&](std::uint32_t a, std::uint32_t b) {
-      if (cands[a].kept != cands[b].kept) return cands[a].kept < cands[b].kept;
-      if (cands[a].extra != cands[b].extra) return cands[a].extra < cands[b].extra;
-      return a < b;
-    });
-    for (std::uint32_t i : idx) {  // keep one strictly faster than every smaller one
-      if (front[p].empty() || cands[i].extra < cands[front[p].back()].extra) front[p].push_back(i);
+    const std::size_t first = fronts.index.size();
+    bool is_front = true;
+    for (std::size_t i = 1; i < cands.size() && is_front; ++i) {
+      is_front = cands[i - 1].kept < cands[i].kept && cands[i].extra < cands[i - 1].extra;
     }
-    fronts.smallest[p] = cands[front[p].front()].kept.base();
-    fronts.largest[p] = cands[front[p].back()].kept.base();
+    if (is_front) {
+      for (std::size_t i = 0; i < cands.size(); ++i) fronts.index.push_back(std::uint32_t(i));
+    } else {
+      sorted.resize(cands.size());
+      std::iota(sorted.begin(), sorted.end(), 0u);
+      std::sort(sorted.begin(), sorted.end(), [&](std::uint32_t a, std::uint32_t b) {
+        if (cands[a].kept != cands[b].kept) return cands[a].kept < cands[b].kept;
+        if (cands[a].extra != cands[b].extra) return cands[a].extra < cands[b].extra;
+        return a < b;
+      });
+      for (std::uint32_t i : sorted) {  // keep one strictly faster than every smaller one
+        if (fronts.index.size() == first || cands[i].extra < cands[fronts.index.back()].extra) {
+          fronts.index.push_back(i);
+        }
+      }
+    }
+    fronts.begin.push_back(std::uint32_t(fronts.index.size()));
+    fronts.smallest[p] = cands[fronts.index[first]].kept.base();
+    fronts.largest[p] = cands[fronts.index.back()].kept.base();
   }
   return fronts;
 }
@@ -185,7 +207,7 @@ inline std::vector<memory_component> collect_components(const memory_problem& pr
     c.cand_begin.push_back(0);
     for (std::uint32_t p : c.item) {
       const auto& cands = problem.items[p].candidates;
-      for (std::uint32_t i : fronts.front[p]) {
+      for (std::uint32_t i : fronts.front(p)) {
         c.time.push_back(cands[i].extra.base());
         c.dk.push_back(cands[i].kept.base() - fronts.smallest[p]);
         c.origin.push_back(i);

@@ -33,22 +33,27 @@ struct strategy_candidate {
 // of equal ones the first stays), sorted by kept bytes ascending (so time descending): the
 // fastest, the smallest, and the fastest in each of max_count - 2 equal-width buckets of kept
 // bytes between them. Throws dip::error(errc::invalid_argument) for max_count 0.
+// Works in `all` (phase 3 calls this once per pair): ordered by kept bytes, then time, stably,
+// a candidate is non-dominated exactly when it is faster than every one before it.
 inline std::vector<strategy_candidate> select_candidates(std::vector<strategy_candidate> all, std::size_t max_count) {
   require(max_count >= 1, errc::invalid_argument, "memory_strategy_model.max_candidates", "must be >= 1");
-  std::vector<strategy_candidate> front;
-  for (std::size_t i = 0; i < all.size(); ++i) {
-    bool dominated = false;
-    for (std::size_t j = 0; j < all.size() && !dominated; ++j) {
-      if (i == j) continue;
-      const bool no_worse = all[j].extra <= all[i].extra && all[j].kept <= all[i].kept;
-      const bool better = all[j].extra < all[i].extra || all[j].kept < all[i].kept;
-      dominated = no_worse && (better || j < i);
+  const auto before = [](const strategy_candidate& a, const strategy_candidate& b) {
+    return a.kept < b.kept || (a.kept == b.kept && a.extra < b.extra);
+  };
+  if (all.size() <= 16) {  // a handful: insertion sort, stable and without a buffer
+    for (std::size_t i = 1; i < all.size(); ++i) {
+      for (std::size_t j = i; j > 0 && before(all[j], all[j - 1]); --j) std::swap(all[j], all[j - 1]);
     }
-    if (!dominated) front.push_back(all[i]);
+  } else {
+    std::stable_sort(all.begin(), all.end(), before);
   }
-  std::sort(front.begin(), front.end(),
-            [](const strategy_candidate& a, const strategy_candidate& b) { return a.kept < b.kept; });
-  if (front.size() <= max_count) return front;
+  std::size_t kept = 0;
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    if (kept == 0 || all[i].extra < all[kept - 1].extra) all[kept++] = all[i];
+  }
+  all.resize(kept);
+  if (all.size() <= max_count) return all;
+  const std::vector<strategy_candidate>& front = all;
   if (max_count == 1) return {front.back()};
   std::vector<strategy_candidate> chosen{front.front()};
   const std::size_t buckets = max_count - 2;

@@ -95,8 +95,8 @@ inline memory_solution solve_memory_problem(const memory_problem& problem, const
   double lower = 0;
   for (std::size_t p = 0; p < items; ++p) {
     if (groups.binding_item[p]) continue;
-    solution.choice[p] = fronts.front[p].back();  // the fastest
-    lower += problem.items[p].candidates[fronts.front[p].back()].extra.base();
+    solution.choice[p] = fronts.fastest(p);
+    lower += problem.items[p].candidates[fronts.fastest(p)].extra.base();
   }
   const std::vector<detail::memory_component> components =
       detail::build_components(problem, fronts, events, groups, cap);
