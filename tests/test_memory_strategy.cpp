@@ -23,8 +23,10 @@
 #include <dip/schedule/baselines.hpp>
 #include <dip/schedule/build_stage_graph.hpp>
 #include <dip/schedule/memory_chooser.hpp>
+#include <dip/schedule/memory_solver/decompose.hpp>
 #include <dip/schedule/memory_solver/exchange.hpp>
 #include <dip/schedule/memory_solver/headroom_tree.hpp>
+#include <dip/schedule/memory_solver/solve_component.hpp>
 #include <dip/schedule/plan.hpp>
 #include <dip/schedule/stage_graph.hpp>
 #include <dip/schedule/validate.hpp>
@@ -969,5 +971,26 @@ TEST_CASE(
     CHECK(cut.lower_bound.base() <= cut.extra.base() * (1 + 1e-12));
     CHECK(cut.lower_bound.base() <= full.extra.base() * (1 + 1e-9));
     CHECK(cut.extra.base() >= full.lower_bound.base() * (1 - 1e-9));
+    // Stopped, the solver does not build the components: it must give what each component,
+    // built and stopped, would.
+    const dip::detail::candidate_fronts fronts = dip::detail::nondominated_fronts(pr);
+    const dip::detail::item_events events = dip::detail::index_item_events(pr, fronts);
+    const double cap = dip::memory_cap_with_tolerance(pr.cap);
+    dip::detail::binding_groups groups = dip::detail::group_binding_items(pr, events, cap);
+    const auto components = dip::detail::build_components(pr, fronts, events, groups, cap);
+    CHECK(cut.components == components.size());
+    double lower = 0;
+    bool optimal = true;
+    for (std::size_t p = 0; p < pr.items.size(); ++p) {
+      if (!groups.binding_item[p]) lower += pr.items[p].candidates[fronts.fastest(p)].extra.base();
+    }
+    for (const dip::detail::memory_component& c : components) {
+      const dip::detail::component_result r = dip::detail::solve_component(c, stopped);
+      for (std::size_t i = 0; i < c.size(); ++i) CHECK(cut.choice[c.item[i]] == c.origin[c.cand_begin[i] + r.x[i]]);
+      lower += r.bound;
+      optimal = optimal && r.optimal;
+    }
+    CHECK(cut.optimal == optimal);
+    CHECK(cut.lower_bound.base() == doctest::Approx(std::min(lower, cut.extra.base())).epsilon(1e-12));
   }
 }

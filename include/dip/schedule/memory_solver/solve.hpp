@@ -75,6 +75,39 @@ inline void total_and_peak(const memory_problem& problem, double lower, memory_s
   solution.peak = bytes(peak);
 }
 
+// The solution of components stopped before they start (solve_component: each item of a
+// component at its smallest candidate, the bound its fastest), without building the components:
+// an item in one is one alive at a binding point, and its component is its group. Adds each
+// group's bound to `lower`; sets the binding items' choices, optimal, components and nodes.
+inline void solve_stopped_groups(const memory_problem& problem, const candidate_fronts& fronts,
+                                 const item_events& events, binding_groups& groups, double& lower,
+                                 memory_solution& solution) {
+  struct group_sum {
+    double value = 0, bound = 0;
+  };
+  std::vector<group_sum> sum(problem.items.size());
+  // In the order solve_component sums a component's items: by first point (events.starts).
+  for (std::uint32_t p : events.starts) {
+    if (!groups.binding_item[p]) continue;
+    const std::uint32_t smallest = fronts.front(p).front(), fastest = fronts.fastest(p);
+    solution.choice[p] = smallest;
+    group_sum& g = sum[groups.find(p)];
+    g.value += problem.items[p].candidates[smallest].extra.base();
+    g.bound += problem.items[p].candidates[fastest].extra.base();
+  }
+  solution.optimal = true;
+  for (std::size_t p = 0; p < problem.items.size(); ++p) {
+    if (!groups.binding_item[p] || groups.find(std::uint32_t(p)) != p) continue;
+    component_result r;
+    r.value = sum[p].value;
+    r.bound = sum[p].bound;
+    close_if_proven(r);
+    lower += r.bound;
+    solution.optimal = solution.optimal && r.optimal;
+    ++solution.components;
+  }
+}
+
 }  // namespace detail
 
 // Chooses one candidate per item (see memory_problem). Items that meet no binding point (one
@@ -97,6 +130,13 @@ inline memory_solution solve_memory_problem(const memory_problem& problem, const
     if (groups.binding_item[p]) continue;
     solution.choice[p] = fronts.fastest(p);
     lower += problem.items[p].candidates[fronts.fastest(p)].extra.base();
+  }
+  if (options.stop.stop_requested()) {
+    // Stopped before the first component (a planner's deadline): what solving each would give
+    // at once, in a fraction of the time building them takes.
+    detail::solve_stopped_groups(problem, fronts, events, groups, lower, solution);
+    detail::total_and_peak(problem, lower, solution);
+    return solution;
   }
   const std::vector<detail::memory_component> components =
       detail::build_components(problem, fronts, events, groups, cap);
