@@ -23,9 +23,9 @@ inline constexpr std::uint32_t no_index = std::numeric_limits<std::uint32_t>::ma
 
 // Per item: its non-dominated candidates, kept ascending (time descending), as indices.
 struct candidate_fronts {
-  std::vector<std::uint32_t> index;        // every item's front, item after item
-  std::vector<std::uint32_t> begin;        // per item (+1): where its front starts in index
-  std::vector<double> smallest, largest;   // per item: kept bytes of front's first and last
+  std::vector<std::uint32_t> index;       // every item's front, item after item
+  std::vector<std::uint32_t> begin;       // per item (+1): where its front starts in index
+  std::vector<double> smallest, largest;  // per item: kept bytes of front's first and last
   std::span<const std::uint32_t> front(std::size_t p) const noexcept {
     return {index.data() + begin[p], index.data() + begin[p + 1]};
   }
