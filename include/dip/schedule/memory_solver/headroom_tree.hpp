@@ -26,14 +26,41 @@ class headroom_tree {
 
   std::size_t size() const noexcept { return size_; }
 
-  // headroom[s] += delta for s in [from, to).
+  // headroom[s] += delta for s in [from, to). Bottom up: the O(log S) nodes that tile the range
+  // take delta, then the ancestors of its two ends are recomputed.
   void add(std::size_t from, std::size_t to, double delta) {
-    if (from < to) add(1, 0, leaves_, from, to, delta);
+    if (from >= to) return;
+    const std::size_t first = from + leaves_, last = to - 1 + leaves_;
+    for (std::size_t l = first, r = last + 1; l < r; l >>= 1, r >>= 1) {
+      if (l & 1) apply(l++, delta);
+      if (r & 1) apply(--r, delta);
+    }
+    recompute_above(first);
+    recompute_above(last);
   }
 
-  // The least headroom over [from, to) (+infinity for an empty range).
+  // The least headroom over [from, to) (+infinity for an empty range). Bottom up: the nodes
+  // that tile the range, each plus the pending adds of its ancestors. The left ones merged so
+  // far all lie under node l - 1 of the level reached, the right ones under node r, so one
+  // pending add per level and side completes them. (The same sums as a top-down query, since
+  // adding to both values before taking their minimum, or after, rounds alike.)
   double least(std::size_t from, std::size_t to) const {
-    return from < to ? least(1, 0, leaves_, from, to) : std::numeric_limits<double>::infinity();
+    constexpr double none = std::numeric_limits<double>::infinity();
+    if (from >= to) return none;
+    double left = none, right = none;
+    std::size_t l = from + leaves_, r = to + leaves_;
+    while (l < r) {
+      if (l & 1) left = std::min(left, least_[l++]);
+      if (r & 1) right = std::min(right, least_[--r]);
+      l >>= 1;
+      r >>= 1;
+      // (Where nothing is merged yet on a side, l - 1 or r may be no ancestor: +infinity stays.)
+      left += pending_[l - 1];
+      right += pending_[r];
+    }
+    for (std::size_t a = l - 1; a > 1;) left += pending_[a >>= 1];
+    for (std::size_t b = r; b > 1;) right += pending_[b >>= 1];
+    return std::min(left, right);
   }
 
   double at(std::size_t s) const { return least(s, s + 1); }
@@ -45,25 +72,16 @@ class headroom_tree {
   }
 
  private:
-  // Node v covers leaves [lo, hi); least_[v] is its minimum without its ancestors' pending adds.
-  void add(std::size_t v, std::size_t lo, std::size_t hi, std::size_t from, std::size_t to, double delta) {
-    if (to <= lo || hi <= from) return;
-    if (from <= lo && hi <= to) {
-      least_[v] += delta;
-      pending_[v] += delta;
-      return;
-    }
-    const std::size_t mid = (lo + hi) / 2;
-    add(2 * v, lo, mid, from, to, delta);
-    add(2 * v + 1, mid, hi, from, to, delta);
-    least_[v] = std::min(least_[2 * v], least_[2 * v + 1]) + pending_[v];
+  // Node v covers a range of leaves (v's children are 2v and 2v + 1, the leaves leaves_ + s);
+  // least_[v] is its minimum with its own pending adds, without its ancestors'.
+  void apply(std::size_t v, double delta) {
+    least_[v] += delta;
+    pending_[v] += delta;
   }
 
-  double least(std::size_t v, std::size_t lo, std::size_t hi, std::size_t from, std::size_t to) const {
-    if (to <= lo || hi <= from) return std::numeric_limits<double>::infinity();
-    if (from <= lo && hi <= to) return least_[v];
-    const std::size_t mid = (lo + hi) / 2;
-    return std::min(least(2 * v, lo, mid, from, to), least(2 * v + 1, mid, hi, from, to)) + pending_[v];
+  void recompute_above(std::size_t leaf) {
+    for (std::size_t v = leaf >> 1; v >= 1; v >>= 1)
+      least_[v] = std::min(least_[2 * v], least_[2 * v + 1]) + pending_[v];
   }
 
   // `above`: the pending adds of v's ancestors.
