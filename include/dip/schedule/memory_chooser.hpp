@@ -203,8 +203,8 @@ inline memory_choice choose_memory_strategies(const stage_graph& graph, const st
   memory_choice choice;
   choice.strategy.assign(graph.size(), memory_strategy::keep);
   choice.ranks.resize(ranks);
-  // Where each stage runs in its rank's order: one table for all ranks, not one per rank (a
-  // graph-sized table per rank was a tenth of the stopped phase 3 at PP 16 x 64).
+  // Where each stage runs in its rank's order: one table for all ranks, not a graph-sized one
+  // filled per rank (at PP 16 x 64, 16 tables of 26208 entries for every fit).
   std::vector<std::uint32_t> position(graph.size(), detail::not_in_order);
   // Each rank writes its own stages' strategies and positions, and its own entry of choice.ranks, only.
   parallel_for(ranks, options.threads, [&](std::size_t r) {

@@ -78,7 +78,7 @@ inline void total_and_peak(const memory_problem& problem, double lower, memory_s
 // The solution of components stopped before they start (solve_component: each item of a
 // component at its smallest candidate, the bound its fastest), without building the components:
 // an item in one is one alive at a binding point, and its component is its group. Adds each
-// group's bound to `lower`; sets the binding items' choices, optimal, components and nodes.
+// group's bound to `lower`; sets the binding items' choices, optimal and components.
 inline void solve_stopped_groups(const memory_problem& problem, const candidate_fronts& fronts,
                                  const item_events& events, binding_groups& groups, double& lower,
                                  memory_solution& solution) {
