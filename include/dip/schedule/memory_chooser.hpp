@@ -112,25 +112,28 @@ namespace detail {
 
 inline constexpr std::uint32_t not_in_order = std::numeric_limits<std::uint32_t>::max();
 
+// Where the chooser's errors about rank `rank`'s order say they are.
+inline std::string order_of_rank(std::size_t rank) { return "memory strategies rank " + std::to_string(rank); }
+
 // Records in `position` (indexed by stage; not_in_order elsewhere) where each stage of `order`
 // runs on rank `rank`. Throws dip::error(errc::invalid_argument) for a stage that does not
 // exist, belongs to another rank or appears twice. Writes only rank `rank`'s stages, so the
 // ranks can share one table from different threads.
 inline void record_positions(const stage_graph& graph, std::size_t rank, std::span<const stage_id> order,
                              std::vector<std::uint32_t>& position) {
-  const auto where = [&] { return "memory strategies rank " + std::to_string(rank); };
-  require(order.size() < not_in_order, errc::invalid_argument, where(), "has too many stages");
+  if (order.size() >= not_in_order) throw error(errc::invalid_argument, order_of_rank(rank), "has too many stages");
   for (std::size_t i = 0; i < order.size(); ++i) {
     const stage_id id = order[i];
     if (id.index() >= graph.size()) {
-      throw error(errc::invalid_argument, where(), "stage " + std::to_string(id.value()) + " does not exist");
+      throw error(errc::invalid_argument, order_of_rank(rank),
+                  "stage " + std::to_string(id.value()) + " does not exist");
     }
     if (graph.at(id).rank.index() != rank) {
-      throw error(errc::invalid_argument, where(),
+      throw error(errc::invalid_argument, order_of_rank(rank),
                   describe(graph, id) + " belongs to rank " + std::to_string(graph.at(id).rank.value()));
     }
     if (position[id.index()] != not_in_order)
-      throw error(errc::invalid_argument, where(), describe(graph, id) + " appears twice");
+      throw error(errc::invalid_argument, order_of_rank(rank), describe(graph, id) + " appears twice");
     position[id.index()] = std::uint32_t(i);
   }
 }
@@ -151,7 +154,7 @@ inline memory_problem memory_problem_at(const stage_graph& graph, std::size_t ra
     const activation_pair pair = pair_of(graph, id);
     const std::size_t u = position[pair.use.index()], r = position[pair.release.index()];
     if (u == not_in_order || u <= i || r == not_in_order || r < u) {
-      throw error(errc::invalid_argument, "memory strategies rank " + std::to_string(rank),
+      throw error(errc::invalid_argument, order_of_rank(rank),
                   describe(graph, id) + " must come before " + describe(graph, pair.use) +
                       (pair.release != pair.use ? " and then " + describe(graph, pair.release) : std::string()) +
                       " in the order");

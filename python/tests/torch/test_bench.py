@@ -108,8 +108,7 @@ def test_bench_measures_every_schedule_against_its_simulation(tmp_path):
     run = _bench("--model", "tiny-vlm", "--data", str(TRACES["tiny-vlm"]), "--microbatches", "2", "--batches", "1",
                  "--iterations", "1", "--warmup", "0", "--schedules", "dip,1f1b", "--samples-per-layer", "4",
                  "--repeats", "1", "--calibration-sizes", "2", "--calibration-batches", "1", "--search-ms", "20",
-                 "--json", str(out),
-                 "--trace", str(traces), "--save-calibration", str(tmp_path / "calibration.json"))
+                 "--json", str(out), "--trace", str(traces), "--save-calibration", str(tmp_path / "calibration.json"))
     assert run.returncode == 0, run.stderr
     result = json.loads(out.read_text())
     summary = result["summary"]
