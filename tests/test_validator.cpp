@@ -212,6 +212,19 @@ TEST_CASE("each rule's violation is named") {
     // Weights alone over the cap.
     CHECK(violation(valid, {.memory_cap = dip::gib(1), .weight_memory = {dip::bytes{}, dip::gib(2), dip::bytes{}}}) ==
           "rank 1: its weights need 2.00 GiB, over the memory cap of 1.00 GiB");
+    // The memory rule alone (dip::memory_fits) draws the same line.
+    CHECK(dip::memory_fits(valid, peak));
+    CHECK_FALSE(dip::memory_fits(valid, cap));
+    CHECK_FALSE(dip::memory_fits(valid, dip::gib(1), {dip::bytes{}, dip::gib(2), dip::bytes{}}));
+    // A plan whose memory cannot be summed does not fit.
+    dip::plan broken = valid;
+    broken.ranks.pop_back();
+    CHECK_FALSE(dip::memory_fits(broken, peak));
+    broken = valid;
+    broken.ranks[0].push_back({dip::action_kind::compute, dip::stage_id::from_index(g.size()), 0, dip::rank_id{},
+                               dip::memory_strategy::keep});
+    CHECK_FALSE(dip::memory_fits(broken, peak));
+    CHECK_FALSE(dip::memory_fits(valid, peak, {dip::bytes{}}));
   }
   SUBCASE("the rank count must match the graph") {
     dip::plan p = valid;

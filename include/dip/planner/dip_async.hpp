@@ -50,10 +50,18 @@ inline plan static_dip_unfitted(const std::shared_ptr<const stage_graph>& graph,
 // Brings `p` under options.memory_cap with phase 3's strategies (if there is a cap) and validates
 // it, once. Returns whether phase 3 changed it (false: it fit as it was).
 inline bool fit_and_validate(plan& p, const dip_planner_options& options) {
-  const bool fitted = options.memory_cap && fit_memory(p, *options.memory_cap, options.weight_memory,
-                                                       options.strategy_model, memory_solver_options_of(options));
+  const bool fitted = options.memory_cap &&
+                      fit_memory(p, *options.memory_cap, options.weight_memory, options.strategy_model,
+                                 memory_solver_options_of(options), options.threads);
   validate(p, validation_options_of(options));
   return fitted;
+}
+
+// Sets every action's memory strategy to keep: undoes fit_memory, which changes nothing else.
+inline void keep_every_pair(plan& p) {
+  for (std::vector<action>& list : p.ranks) {
+    for (action& a : list) a.strategy = memory_strategy::keep;
+  }
 }
 
 // `options` with its stop already requested: phase 3 gives every pair that must free memory its
@@ -130,21 +138,28 @@ void submit_dip_batch(async_planner<Plan>& planner, std::size_t index, const std
       // may fit the cap before phase 3, and a deadline would then make get() build it late.
       // First with phase 3 stopped at once (ready soonest, for a deadline soon after submit);
       // then, if phase 3 had anything to do (the order exceeds the cap), with phase 3 solved.
-      std::optional<plan> unfitted;
-      bool fitted = false;
+      bool made_here = false, fitted = false;
       plan first = quick->get([&] {
-        unfitted.emplace(detail::static_dip_unfitted(graph, stoppable));
-        plan p = *unfitted;
+        made_here = true;
+        plan p = detail::static_dip_unfitted(graph, stoppable);
         fitted = detail::fit_and_validate(p, detail::stopped_at_once(options));
         return p;
       });
+      // The order before phase 3, for phase 3 solved: the quick plan with every pair back at
+      // keep (phase 3 changes strategies only), copied once get() can have the quick plan rather
+      // than before it is made.
+      std::optional<plan> unfitted;
+      if (made_here && fitted) {
+        unfitted.emplace(first);
+        detail::keep_every_pair(*unfitted);
+      }
       const auto offer = [&](plan p) {
         const double ms = to_milliseconds(simulate(p, sim).makespan);
         ctx.offer(deliver(std::move(p)), ms);
       };
       offer(std::move(first));
       // Not made here (get() made it: the batch is delivered), or nothing to solve: done.
-      if (unfitted && fitted && !ctx.cancelled()) {
+      if (unfitted && !ctx.cancelled()) {
         detail::fit_and_validate(*unfitted, stoppable);
         offer(std::move(*unfitted));
       }

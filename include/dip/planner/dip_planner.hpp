@@ -104,7 +104,9 @@ inline memory_solver_options memory_solver_options_of(const dip_planner_options&
 inline bool fit_memory(plan& p, bytes cap, const std::vector<bytes>& weight_memory,
                        const memory_strategy_model& model = {}, const memory_solver_options& solver = {},
                        unsigned threads = 1) {
-  if (!first_violation(p, {.memory_cap = cap, .weight_memory = weight_memory})) return false;
+  // The memory rule alone: the plan is validated after fitting (at PP 16 x 64 a full validation
+  // is 1.3 ms of the 10 ms quick plan).
+  if (memory_fits(p, cap, weight_memory)) return false;
   apply_memory_choice(
       p,
       choose_memory_strategies(

@@ -110,7 +110,7 @@ inline interleave_result interleave_stages(const stage_graph& graph, const pass_
   const double latency = to_seconds(options.comm.latency);
   const double link = options.comm.link.base();
   const auto arrival = [&](const stage_edge& e, double finish) {
-    if (graph.at(e.from).rank == graph.at(e.to).rank) return finish;
+    if (graph.rank_of(e.from) == graph.rank_of(e.to)) return finish;
     return finish + latency + (link > 0 ? e.size.base() / link : 0.0);
   };
 
@@ -224,10 +224,11 @@ inline interleave_result interleave_stages(const stage_graph& graph, const pass_
     double time = never;
     bool forced = false;
     for (std::size_t r = 0; r < ranks; ++r) {
-      if (earliest[r] < time) {
-        time = earliest[r];
-        rank = r;
-      }
+      // Without a branch: the soonest rank changes from step to step, and mispredicted, this
+      // scan was a quarter of the interleaving's time at PP 16.
+      const bool sooner = earliest[r] < time;
+      time = sooner ? earliest[r] : time;
+      rank = sooner ? r : rank;
     }
     if (rank == ranks) {
       for (std::size_t r = 0; r < ranks; ++r) {

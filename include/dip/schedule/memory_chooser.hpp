@@ -100,9 +100,7 @@ inline bytes predicted_peak(const stage_graph& graph, std::span<const stage_id> 
                             const std::vector<memory_strategy>& strategy) {
   double memory = weights.base(), peak = memory;
   for (stage_id id : order) {
-    const memory_strategy s = strategy.empty() ? memory_strategy::keep : strategy[id.index()];
-    memory += s == memory_strategy::keep ? graph.at(id).memory_delta.base()
-                                         : strategy_memory_delta(graph, id, s).base();
+    memory += detail::memory_delta_under(graph, id, strategy);
     peak = std::max(peak, memory);
   }
   return bytes(peak);
@@ -148,6 +146,9 @@ inline memory_problem memory_problem_at(const stage_graph& graph, std::size_t ra
   const std::size_t n = order.size();
   std::vector<double> fixed(n + 1, 0.0);
   pairs.clear();
+  // At most every other stage is a forward (each has a backward).
+  problem.items.reserve(n / 2);
+  pairs.reserve(n / 2);
   for (std::size_t i = 0; i < n; ++i) {
     const stage_id id = order[i];
     if (graph.at(id).kind != stage_kind::forward) continue;

@@ -89,14 +89,14 @@ inline plan make_plan(std::shared_ptr<const stage_graph> graph,
         throw error(errc::invalid_argument, "make_plan rank " + std::to_string(r),
                     "stage " + std::to_string(id.value()) + " does not exist");
       }
-      const rank_id here = g.at(id).rank;
+      const rank_id here = g.rank_of(id);
       for (std::uint32_t e : g.in_edges(id)) {
-        const rank_id from = g.at(edges[e].from).rank;
+        const rank_id from = g.rank_of(edges[e].from);
         if (from != here) out.push_back({action_kind::recv, edges[e].from, e, from, memory_strategy::keep});
       }
       out.push_back({action_kind::compute, id, 0, rank_id{}, memory_strategy::keep});
       for (std::uint32_t e : g.out_edges(id)) {
-        const rank_id to = g.at(edges[e].to).rank;
+        const rank_id to = g.rank_of(edges[e].to);
         if (to != here) out.push_back({action_kind::send, id, e, to, memory_strategy::keep});
       }
     }

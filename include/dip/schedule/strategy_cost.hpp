@@ -185,6 +185,14 @@ inline bytes strategy_memory_delta(const stage_graph& graph, stage_id id, memory
 
 namespace detail {
 
+// Memory change at the end of stage `id` under `pair_strategy` (pair_strategies' table; empty:
+// all keep): the arithmetic of dip::simulate, dip::validate and the memory chooser alike.
+inline double memory_delta_under(const stage_graph& graph, stage_id id,
+                                 const std::vector<memory_strategy>& pair_strategy) {
+  const memory_strategy s = pair_strategy.empty() ? memory_strategy::keep : pair_strategy[id.index()];
+  return s == memory_strategy::keep ? graph.at(id).memory_delta.base() : strategy_memory_delta(graph, id, s).base();
+}
+
 // The strategy of every stage's pair (indexed by stage; F, U and R of a pair get the F's), read
 // from the plan's compute actions of forward stages. Empty when every strategy is keep, so
 // keep-only plans pay nothing. Actions on unknown or non-forward stages are skipped here (the

@@ -74,7 +74,8 @@ inline std::optional<plan_violation> find_plan_violation(const plan& p, const va
   const auto at = [](std::size_t r, std::size_t i) {
     return "rank " + std::to_string(r) + " action " + std::to_string(i);
   };
-  const auto rank_of = [&](stage_id id) { return graph.at(id).rank.value(); };
+  // Only for stages known to exist: compute actions are checked first, edges' ends are stages.
+  const auto rank_of = [&](stage_id id) { return graph.rank_of(id).value(); };
   // The strategy of every stage's pair, from the forwards' actions (empty: all keep).
   const std::vector<memory_strategy> pair_strategy = detail::pair_strategies(p);
   const auto name = [&](stage_id id) { return describe(graph, id); };  // for messages only
@@ -124,9 +125,7 @@ inline std::optional<plan_violation> find_plan_violation(const plan& p, const va
                                               "; only forward stages take one"};
         }
         computed_at[a.stage.index()] = {std::uint32_t(r), std::uint32_t(i)};
-        const memory_strategy strategy = pair_strategy.empty() ? memory_strategy::keep : pair_strategy[a.stage.index()];
-        memory += strategy == memory_strategy::keep ? graph.at(a.stage).memory_delta.base()
-                                                    : strategy_memory_delta(graph, a.stage, strategy).base();
+        memory += detail::memory_delta_under(graph, a.stage, pair_strategy);
         if (options.memory_cap && memory > options.memory_cap->base()) {
           return plan_violation{at(r, i), "memory over the cap after " + name(a.stage) + ": needs " +
                                               to_string(bytes(memory)) + ", the cap is " +
@@ -208,6 +207,30 @@ inline std::optional<std::string> first_violation(const plan& p, const validatio
   std::optional<detail::plan_violation> v = detail::find_plan_violation(p, options);
   if (!v) return std::nullopt;
   return v->where + ": " + v->what;
+}
+
+// Whether every rank of `p` stays within `cap`: validate's memory rule alone (weights plus the
+// running sum of the compute actions' memory deltas under their pairs' strategies, in action
+// order; the same arithmetic). For a plan whose other rules hold, memory_fits(p, cap, w) ==
+// !first_violation(p, {cap, w}), in O(actions) and without validate's tables. A plan whose
+// memory cannot be summed (no graph, other rank count, a stage that does not exist) does not fit.
+inline bool memory_fits(const plan& p, bytes cap, const std::vector<bytes>& weight_memory = {}) {
+  if (p.graph == nullptr) return false;
+  const stage_graph& graph = *p.graph;
+  const std::size_t rank_count = static_cast<std::size_t>(graph.ranks());
+  if (p.ranks.size() != rank_count || !(weight_memory.empty() || weight_memory.size() == rank_count)) return false;
+  const std::vector<memory_strategy> pair_strategy = detail::pair_strategies(p);
+  for (std::size_t r = 0; r < rank_count; ++r) {
+    double memory = weight_memory.empty() ? 0.0 : weight_memory[r].base();
+    if (memory > cap.base()) return false;
+    for (const action& a : p.ranks[r]) {
+      if (a.kind != action_kind::compute) continue;
+      if (a.stage.index() >= graph.size()) return false;
+      memory += detail::memory_delta_under(graph, a.stage, pair_strategy);
+      if (memory > cap.base()) return false;
+    }
+  }
+  return true;
 }
 
 // Throws dip::error(errc::invalid_plan, where, what) for the first rule `p` breaks.
