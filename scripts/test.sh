@@ -105,7 +105,7 @@ ctest --test-dir build --output-on-failure -j "$jobs" "$@"
 phase_done "tests"
 
 # The threaded tests and their targets (TSan builds only these).
-tsan_targets=(dip-test-async_planner dip-test-dip_async dip-test-pass_search dip-test-planner dip-test-executor)
+tsan_targets=(dip-tests-threaded) # tests/CMakeLists.txt: dip_test_group_threaded
 tsan_tests='^test_(async_planner|dip_async|pass_search|planner|executor)/'
 # Not under TSan: the classic schedules on the executor (2.5 min there; the same executor threads
 # as the DIP plans it runs, which stay; the main build runs it).

@@ -44,7 +44,7 @@ test_plan searched_plan(std::size_t batch, double score) {
 
 test_plan fallback_plan(std::size_t batch) { return {batch, 0, true, std::make_unique<int>(static_cast<int>(batch))}; }
 
-using planner = dip::async_planner<test_plan>;
+using test_planner = dip::async_planner<test_plan>;
 using context = dip::planning_context<test_plan>;
 
 // A one-shot flag another thread can wait for, with a timeout so a bug fails instead of hanging.
@@ -111,7 +111,7 @@ std::chrono::steady_clock::duration time_of(F&& f) {
 TEST_CASE("async planner: plans arrive in order, each with its batch index") {
   std::atomic<int> wrong_index{0};
   std::atomic<int> kept_worse{0};
-  planner p(
+  test_planner p(
       {.workers = 2, .max_ahead = 2},
       [&](std::size_t i, context& ctx) {
         if (ctx.batch_index() != i) ++wrong_index;
@@ -152,7 +152,7 @@ TEST_CASE("async planner: past its deadline a search yields its best plan so far
   event offered;
   event returned;
   std::atomic<int> surprises{0};  // assertions stay on the test's thread
-  planner p(
+  test_planner p(
       {.workers = 1, .max_ahead = 2},
       [&](std::size_t i, context& ctx) {
         if (!ctx.offer(searched_plan(i, 10), 10)) ++surprises;
@@ -190,7 +190,7 @@ TEST_CASE("async planner: a search that offered nothing yields the fallback") {
   };
 
   SUBCASE("past the deadline") {
-    planner p(
+    test_planner p(
         {.workers = 1, .max_ahead = 1}, [](std::size_t, context& ctx) { wait_until_cancelled(ctx); }, counted_fallback);
     p.submit(0);
     const auto r = p.get(0, 10ms);
@@ -202,7 +202,7 @@ TEST_CASE("async planner: a search that offered nothing yields the fallback") {
     CHECK(p.stats() == dip::async_planner_stats{0, 0, 1, 0});
   }
   SUBCASE("in time, having found nothing") {
-    planner p(
+    test_planner p(
         {.workers = 1, .max_ahead = 1}, [](std::size_t, context&) {}, counted_fallback);
     p.submit(0);
     const auto r = p.get(0);  // no deadline: waits for the search
@@ -212,7 +212,7 @@ TEST_CASE("async planner: a search that offered nothing yields the fallback") {
     CHECK(p.stats() == dip::async_planner_stats{0, 0, 1, 0});
   }
   SUBCASE("the fallback is only called when needed") {
-    planner p(
+    test_planner p(
         {.workers = 1, .max_ahead = 1}, [](std::size_t i, context& ctx) { ctx.offer(searched_plan(i, 1), 1); },
         counted_fallback);
     p.submit(0);
@@ -222,7 +222,7 @@ TEST_CASE("async planner: a search that offered nothing yields the fallback") {
 }
 
 TEST_CASE("async planner: a search that throws yields the fallback and counts an error") {
-  planner p(
+  test_planner p(
       {.workers = 2, .max_ahead = 4},
       [](std::size_t i, context& ctx) {
         if (i == 1) throw std::runtime_error("boom 1");
@@ -255,7 +255,7 @@ TEST_CASE("async planner: a search that throws yields the fallback and counts an
 
 TEST_CASE("async planner: counters are exact over a mix of outcomes, with per-batch callables") {
   event offered;
-  planner p({.workers = 2, .max_ahead = 5}, nullptr, fallback_plan);  // every batch brings its search
+  test_planner p({.workers = 2, .max_ahead = 5}, nullptr, fallback_plan);  // every batch brings its search
   p.submit(0, [](std::size_t i, context& ctx) { ctx.offer(searched_plan(i, 3), 3); });
   p.submit(1, [&](std::size_t i, context& ctx) {
     ctx.offer(searched_plan(i, 4), 4);
@@ -305,16 +305,16 @@ TEST_CASE("async planner: misuse is a dip::error") {
     return false;
   };
 
-  CHECK(is_invalid_argument([&] { planner({.workers = 0, .max_ahead = 1}, instant, fallback_plan); }));
-  CHECK(is_invalid_argument([&] { planner({.workers = 1, .max_ahead = 0}, instant, fallback_plan); }));
+  CHECK(is_invalid_argument([&] { test_planner({.workers = 0, .max_ahead = 1}, instant, fallback_plan); }));
+  CHECK(is_invalid_argument([&] { test_planner({.workers = 1, .max_ahead = 0}, instant, fallback_plan); }));
   {
-    planner p({.workers = 1, .max_ahead = 2}, nullptr, nullptr);
+    test_planner p({.workers = 1, .max_ahead = 2}, nullptr, nullptr);
     CHECK(is_invalid_argument([&] { p.submit(0); }));           // no search at all
     CHECK(is_invalid_argument([&] { p.submit(0, instant); }));  // no fallback at all
     CHECK(p.ahead() == 0);
   }
 
-  planner p({.workers = 1, .max_ahead = 4}, instant, fallback_plan);
+  test_planner p({.workers = 1, .max_ahead = 4}, instant, fallback_plan);
   p.submit(3);
   CHECK(is_invalid_argument([&] { p.submit(3); }));  // indexes must increase
   CHECK(is_invalid_argument([&] { p.submit(2); }));
@@ -340,7 +340,7 @@ TEST_CASE("async planner: misuse is a dip::error") {
 
 TEST_CASE("async planner: max_ahead is honoured; submit throws and try_submit refuses when full") {
   SUBCASE("refusal") {
-    planner p(
+    test_planner p(
         {.workers = 1, .max_ahead = 3}, [](std::size_t, context&) {}, fallback_plan);
     p.submit(0);
     p.submit(1);
@@ -357,7 +357,7 @@ TEST_CASE("async planner: max_ahead is honoured; submit throws and try_submit re
   SUBCASE("no more than max_ahead searches run at once, however many workers") {
     std::atomic<int> running{0};
     std::atomic<int> most{0};
-    planner p(
+    test_planner p(
         {.workers = 4, .max_ahead = 2},
         [&](std::size_t i, context& ctx) {
           const int now = ++running;
@@ -384,7 +384,7 @@ TEST_CASE("async planner: max_ahead is honoured; submit throws and try_submit re
 TEST_CASE("async planner: cancel_all stops running and queued searches; planning resumes after") {
   event offered;
   std::atomic<int> ran_1{0};
-  planner p(
+  test_planner p(
       {.workers = 1, .max_ahead = 3},
       [&](std::size_t i, context& ctx) {
         if (i == 0) {
@@ -421,12 +421,12 @@ TEST_CASE("async planner: destruction with searches in flight is prompt and leav
   event two_started;
   {
     // No submit at all: workers still start and stop.
-    planner idle(
+    test_planner idle(
         {.workers = 3, .max_ahead = 1}, [](std::size_t, context&) {}, fallback_plan);
   }
   std::chrono::steady_clock::duration took{};
   {
-    auto p = std::make_unique<planner>(
+    auto p = std::make_unique<test_planner>(
         dip::async_planner_options{.workers = 2, .max_ahead = 3},
         [&](std::size_t, context& ctx) {
           ++running;
@@ -468,7 +468,7 @@ TEST_CASE("async planner: stress, hundreds of batches with random durations and 
   std::atomic<int> in_flight{0};
   dip::async_planner_stats tally;
   {
-    planner p(
+    test_planner p(
         {.workers = 3, .max_ahead = 3},
         [&](std::size_t i, context& ctx) {
           ++in_flight;

@@ -41,7 +41,7 @@ namespace {
 using dip::memory_strategy;
 using dip_test::opaque_module;
 
-bool close(double a, double b, double rel = 1e-9) {
+bool nearly_equal(double a, double b, double rel = 1e-9) {
   return std::fabs(a - b) <= rel * std::max({1e-300, std::fabs(a), std::fabs(b)});
 }
 
@@ -178,7 +178,7 @@ struct problem_generator {
   }
 };
 
-double brute_force(const dip::memory_problem& pr) {
+double brute_force_optimum(const dip::memory_problem& pr) {
   const std::size_t n = pr.items.size(), points = pr.base.size();
   std::vector<std::size_t> pick(n, 0);
   double best = std::numeric_limits<double>::infinity();
@@ -232,8 +232,8 @@ TEST_CASE("cost rules on one pair: keep, recompute, offload, and the deltas the 
     // Offload at 50 GB/s: 1 GB takes 20 ms each way; F hides 2 ms, U (B 4 ms or I 2 ms) the rest.
     const dip::strategy_cost off = dip::strategy_cost_of(*g, f1, memory_strategy::offload);
     CHECK(off.kept == dip::bytes{});
-    CHECK(close(to_milliseconds(off.forward_extra), 18));
-    CHECK(close(to_milliseconds(off.backward_extra), split ? 18 : 16));
+    CHECK(nearly_equal(to_milliseconds(off.forward_extra), 18));
+    CHECK(nearly_equal(to_milliseconds(off.backward_extra), split ? 18 : 16));
     // Fast link: copies hide completely.
     dip::memory_strategy_model fast;
     fast.host_link = dip::gigabytes_per_second(1000);
@@ -339,7 +339,7 @@ TEST_CASE("the solver matches brute force on thousands of small abstract problem
   for (int round = 0; round < 4000; ++round) {
     const dip::memory_problem pr = gen.small();
     CAPTURE(round);
-    const double expected = brute_force(pr);
+    const double expected = brute_force_optimum(pr);
     if (std::isinf(expected)) {
       CHECK(dip::first_infeasible_point(pr).has_value());
       CHECK_THROWS_AS(dip::solve_memory_problem(pr), dip::error);
@@ -350,7 +350,7 @@ TEST_CASE("the solver matches brute force on thousands of small abstract problem
     REQUIRE(s.choice.size() == pr.items.size());
     CHECK(s.optimal);
     CHECK(s.peak <= pr.cap);
-    CHECK(close(s.extra.base(), expected, 1e-9));
+    CHECK(nearly_equal(s.extra.base(), expected, 1e-9));
     CHECK(s.lower_bound == s.extra);
     CHECK(s.gap() == 0.0);
     ++solved;
@@ -407,10 +407,10 @@ TEST_CASE("the chooser matches brute force per rank on random stage graphs (<= 1
       const double expected =
           brute_force_rank(*g, order[r], options.weight_memory[r], options.memory_cap, options.model);
       CHECK(rc.optimal);
-      CHECK(close(rc.extra_time.base(), expected, 1e-9));
+      CHECK(nearly_equal(rc.extra_time.base(), expected, 1e-9));
       CHECK(rc.peak_memory <= options.memory_cap);
       CHECK(sim.ranks[r].peak_memory == rc.peak_memory);  // the same arithmetic, bit for bit
-      CHECK(close(sim.ranks[r].strategy_time.base(), rc.extra_time.base(), 1e-9));
+      CHECK(nearly_equal(sim.ranks[r].strategy_time.base(), rc.extra_time.base(), 1e-9));
       tight += expected > 0;
     }
   }
@@ -488,14 +488,14 @@ TEST_CASE("bounds without the search: below brute force on thousands of small pr
   int checked = 0, open = 0;
   for (int round = 0; round < 4000; ++round) {
     const dip::memory_problem pr = gen.small();
-    const double expected = brute_force(pr);
+    const double expected = brute_force_optimum(pr);
     if (std::isinf(expected)) continue;
     CAPTURE(round);
     const dip::memory_solution s = dip::solve_memory_problem(pr, options);
     CHECK(s.peak <= pr.cap);
     CHECK(s.lower_bound.base() <= expected * (1 + 1e-9) + 1e-15);
     CHECK(s.extra.base() >= expected * (1 - 1e-9) - 1e-15);
-    if (s.optimal) CHECK(close(s.extra.base(), expected, 1e-9));
+    if (s.optimal) CHECK(nearly_equal(s.extra.base(), expected, 1e-9));
     open += !s.optimal;
     ++checked;
   }
@@ -714,7 +714,7 @@ TEST_CASE("a tiny problem: the hand-computed optimum, proven") {
     options.dd_width = width;
     const dip::memory_solution s = dip::solve_memory_problem(pr, options);
     CHECK(s.optimal);
-    CHECK(close(s.extra.base(), dip::milliseconds(3).base()));
+    CHECK(nearly_equal(s.extra.base(), dip::milliseconds(3).base()));
     CHECK(s.lower_bound == s.extra);
     CHECK(s.peak == dip::mib(100));
   }
@@ -757,7 +757,7 @@ TEST_CASE("infeasible caps name the rank, the stage and the bytes") {
   CHECK(choice.ranks[0].optimal);
   CHECK(choice.ranks[0].peak_memory <= options.memory_cap);
   // Recompute costs F's 1 ms; offload (20 - 1) + (20 - 2) ms at 50 GB/s: recomputing one is cheapest.
-  CHECK(close(to_milliseconds(choice.ranks[0].extra_time), 1));
+  CHECK(nearly_equal(to_milliseconds(choice.ranks[0].extra_time), 1));
   // Bad arguments.
   options.memory_cap = dip::bytes{};
   CHECK_THROWS_AS(dip::choose_memory_strategies(p, options), dip::error);
@@ -802,8 +802,9 @@ TEST_CASE("simulator and validator honour the strategies, and keep-only plans ar
     for (std::size_t r = 0; r < 4; ++r) {
       CHECK(sim.ranks[r].peak_memory == choice.ranks[r].peak_memory);
       CHECK(sim.ranks[r].peak_memory <= options.memory_cap);
-      CHECK(close(sim.ranks[r].busy.base(), keep_sim.ranks[r].busy.base() + choice.ranks[r].extra_time.base(), 1e-9));
-      CHECK(close(sim.ranks[r].strategy_time.base(), choice.ranks[r].extra_time.base(), 1e-9));
+      CHECK(nearly_equal(sim.ranks[r].busy.base(), keep_sim.ranks[r].busy.base() + choice.ranks[r].extra_time.base(),
+                         1e-9));
+      CHECK(nearly_equal(sim.ranks[r].strategy_time.base(), choice.ranks[r].extra_time.base(), 1e-9));
       CHECK(keep_sim.ranks[r].strategy_time == dip::duration{});
       total_extra += choice.ranks[r].extra_time.base();
     }
@@ -855,7 +856,7 @@ TEST_CASE("predicted peaks equal the simulator's for random strategies on random
           extra += dip::strategy_cost_of(*g, id, choice.strategy[id.index()]).extra().base();
         }
       }
-      CHECK(close(sim.ranks[r].strategy_time.base(), extra, 1e-9));
+      CHECK(nearly_equal(sim.ranks[r].strategy_time.base(), extra, 1e-9));
     }
     // The validator's memory check uses the same totals: the highest peak fits, a hair less not.
     double highest = 0;
@@ -886,7 +887,7 @@ TEST_CASE("a strategy on a non-forward stage is an invalid plan") {
   p.ranks[0][0].strategy = memory_strategy::recompute;
   CHECK_FALSE(dip::first_violation(p, {dip::gigabytes(0.5), {}}).has_value());
   const dip::simulation_result sim = dip::simulate(p);
-  CHECK(close(to_milliseconds(sim.makespan), 4));
+  CHECK(nearly_equal(to_milliseconds(sim.makespan), 4));
   CHECK(sim.ranks[0].peak_memory == dip::bytes{});
 }
 

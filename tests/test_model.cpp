@@ -7,6 +7,8 @@
 #include <dip/model/model.hpp>
 #include <dip/model/presets.hpp>
 
+#include "test_files.hpp"
+
 namespace {
 
 dip::module_spec toy(std::string name, int layers = 2) {
@@ -25,7 +27,7 @@ std::string message_of(const dip::model_builder& builder) {
   return "";
 }
 
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+using dip_test::contains;
 
 }  // namespace
 

@@ -5,14 +5,16 @@
 
 #include <dip/io/model_json.hpp>
 
+#include "test_files.hpp"
+
 using namespace dip::literals;
 
 namespace {
 
-std::string data_file(const char* name) { return std::string(DIP_TEST_DATA_DIR) + "/" + name; }
+using dip_test::data_file;
 
 // The message a bad document produces ("" when it loads).
-std::string error_of(const std::string& text) {
+std::string model_error_of(const std::string& text) {
   try {
     (void)dip::parse_model_json(std::string_view(text), "bad.json");
   } catch (const dip::error& e) {
@@ -59,11 +61,12 @@ TEST_CASE("architecture, preset and measured modules mix in one file") {
 TEST_CASE("malformed documents name the field or the position") {
   const std::string ok_module =
       R"({"name":"lm","modality":"text","layers":2,"layer_cost":{"forward_ms":1,"backward_ms":2}})";
-  CHECK(error_of(R"({"name":"m","modules":[)" + ok_module + "]}") == "");
+  CHECK(model_error_of(R"({"name":"m","modules":[)" + ok_module + "]}") == "");
 
   // Syntax errors: line and column.
-  CHECK(error_of("{\"name\": \"m\",\n \"modules\": [,]}").find("bad.json: line 2, column 14: malformed JSON") == 0);
-  CHECK(error_of("").find("bad.json: line 1, column 1: malformed JSON") == 0);
+  CHECK(model_error_of("{\"name\": \"m\",\n \"modules\": [,]}").find("bad.json: line 2, column 14: malformed JSON") ==
+        0);
+  CHECK(model_error_of("").find("bad.json: line 1, column 1: malformed JSON") == 0);
 
   struct bad_case {
     std::string document;
@@ -119,7 +122,7 @@ TEST_CASE("malformed documents name the field or the position") {
   };
   for (const bad_case& c : cases) {
     CAPTURE(c.document);
-    const std::string message = error_of(c.document);
+    const std::string message = model_error_of(c.document);
     CHECK_MESSAGE(message.find(c.expected) != std::string::npos, "got: " << message);
   }
 }

@@ -14,10 +14,12 @@
 #include <dip/batch/synthetic.hpp>
 #include <dip/model/presets.hpp>
 
+#include "test_files.hpp"
+
 namespace {
 
-std::string data_file(const char* name) { return std::string(DIP_TEST_DATA_DIR) + "/" + name; }
-std::string shared_file(const char* name) { return std::string(DIP_SHARED_DATA_DIR) + "/" + name; }
+using dip_test::data_file;
+using dip_test::shared_file;
 
 const dip::multimodal_model& vlm() {
   static const dip::multimodal_model model = dip::find_preset("vlm-s").model;

@@ -52,8 +52,8 @@ brute_force_result brute_force(const std::vector<double>& w, std::size_t parts) 
   return best;
 }
 
-dip::module_spec opaque_module(const std::string& name, std::size_t layers,
-                               dip::module_role role = dip::module_role::other) {
+dip::module_spec module_of_role(const std::string& name, std::size_t layers,
+                                dip::module_role role = dip::module_role::other) {
   dip::module_spec m;
   m.name = name;
   m.role = role;
@@ -62,14 +62,14 @@ dip::module_spec opaque_module(const std::string& name, std::size_t layers,
 }
 
 dip::module_spec image_encoder(const std::string& name, std::size_t layers) {
-  dip::module_spec m = opaque_module(name, layers, dip::module_role::encoder);
+  dip::module_spec m = module_of_role(name, layers, dip::module_role::encoder);
   m.modality = dip::modality::image();
   m.image = dip::image_encoding{14, 4, 169};
   return m;
 }
 
 dip::module_spec video_module(const std::string& name, std::size_t layers, dip::module_role role) {
-  dip::module_spec m = opaque_module(name, layers, role);
+  dip::module_spec m = module_of_role(name, layers, role);
   m.modality = dip::modality::video();
   m.video = dip::video_encoding{16.0, 64, 16.0};
   return m;
@@ -168,7 +168,7 @@ TEST_CASE("DESIGN.md example: the best mixed 16-stage split of 64 ViT (6.75 ms) 
   table.set_uniform("llm", 64, {{3.5_ms, 3.5_ms, 3.5_ms, {}, {}}, 0});     // 10.5 ms
   const dip::multimodal_model model = dip::model_builder("vlm")
                                           .add(image_encoder("vit", 64))
-                                          .add(opaque_module("llm", 64, dip::module_role::backbone))
+                                          .add(module_of_role("llm", 64, dip::module_role::backbone))
                                           .connect("vit", "llm")
                                           .build();
   const auto one = [](const dip::module_spec&) { return dip::work_unit::sequence(1); };
@@ -206,10 +206,10 @@ TEST_CASE("segment groups: projectors ride with their encoder, or with the modul
   SUBCASE("two encoders feeding one LLM, and a fusion adapter with two producers") {
     const dip::multimodal_model model = dip::model_builder("two")
                                             .add(image_encoder("vit", 8))
-                                            .add(opaque_module("proj_image", 1, dip::module_role::projector))
+                                            .add(module_of_role("proj_image", 1, dip::module_role::projector))
                                             .add(video_module("video_encoder", 12, dip::module_role::encoder))
-                                            .add(opaque_module("fuse", 2, dip::module_role::projector))
-                                            .add(opaque_module("llm", 16, dip::module_role::backbone))
+                                            .add(module_of_role("fuse", 2, dip::module_role::projector))
+                                            .add(module_of_role("llm", 16, dip::module_role::backbone))
                                             .connect("vit", "proj_image")
                                             .connect("proj_image", "fuse")
                                             .connect("video_encoder", "fuse")
@@ -262,7 +262,7 @@ TEST_CASE("segment counts: the paper's floor(T_i / T_1) and the refined rule on 
   table.set("llm", std::vector<dip::fixed_layer_cost>(28, per_item(1, 8192)));
   const dip::multimodal_model model = dip::model_builder("vlm")
                                           .add(image_encoder("vit", 8))
-                                          .add(opaque_module("llm", 28, dip::module_role::backbone))
+                                          .add(module_of_role("llm", 28, dip::module_role::backbone))
                                           .connect("vit", "llm")
                                           .build();
   dip::partition_options options;
@@ -299,7 +299,7 @@ TEST_CASE("chunk placement: round robin and V-shape, every rank holds every modu
   table.set("llm", std::vector<dip::fixed_layer_cost>(24, per_item(2, 8192)));
   const dip::multimodal_model model = dip::model_builder("vlm")
                                           .add(image_encoder("vit", 12))
-                                          .add(opaque_module("llm", 24, dip::module_role::backbone))
+                                          .add(module_of_role("llm", 24, dip::module_role::backbone))
                                           .connect("vit", "llm")
                                           .build();
   for (dip::chunk_order order : {dip::chunk_order::round_robin, dip::chunk_order::v_shape}) {
@@ -368,9 +368,9 @@ TEST_CASE("two encoders and a text-to-video model: B, K and a placement whose st
     table.set("llm", std::vector<dip::fixed_layer_cost>(32, per_item(1, 8192)));
     const dip::multimodal_model model = dip::model_builder("two")
                                             .add(image_encoder("vit", 8))
-                                            .add(opaque_module("proj", 1, dip::module_role::projector))
+                                            .add(module_of_role("proj", 1, dip::module_role::projector))
                                             .add(video_module("video_encoder", 16, dip::module_role::encoder))
-                                            .add(opaque_module("llm", 32, dip::module_role::backbone))
+                                            .add(module_of_role("llm", 32, dip::module_role::backbone))
                                             .connect("vit", "proj")
                                             .connect("proj", "llm")
                                             .connect("video_encoder", "llm")
@@ -484,7 +484,7 @@ TEST_CASE("partition errors: too few layers for the ranks, unknown module names"
   table.set("llm", std::vector<dip::fixed_layer_cost>(8, per_item(1, 8192)));
   const dip::multimodal_model model = dip::model_builder("vlm")
                                           .add(image_encoder("vit", 3))
-                                          .add(opaque_module("llm", 8, dip::module_role::backbone))
+                                          .add(module_of_role("llm", 8, dip::module_role::backbone))
                                           .connect("vit", "llm")
                                           .build();
   dip::partition_options options;

@@ -16,6 +16,8 @@
 #include "dip/cost/least_squares.hpp"
 #include "dip/cost/profiled.hpp"
 
+#include "test_files.hpp"
+
 namespace {
 
 using dip::bytes;
@@ -102,7 +104,7 @@ dip::error thrown_error(F&& call) {
   return dip::error(errc::invalid_argument, "", "");
 }
 
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+using dip_test::contains;
 
 // Random numbers from the raw std::mt19937_64 stream, whose output the standard fixes: the
 // std:: distributions differ between standard libraries, and a seeded test must draw the same

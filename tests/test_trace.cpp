@@ -9,13 +9,15 @@
 #include <dip/batch/trace.hpp>
 #include <dip/model/presets.hpp>
 
+#include "test_files.hpp"
+
 namespace {
 
-std::string data_file(const char* name) { return std::string(DIP_TEST_DATA_DIR) + "/" + name; }
-std::string shared_file(const char* name) { return std::string(DIP_SHARED_DATA_DIR) + "/" + name; }
+using dip_test::data_file;
+using dip_test::shared_file;
 
 // The message a one-line trace produces ("" when it loads).
-std::string error_of(const std::string& text) {
+std::string trace_error_of(const std::string& text) {
   std::istringstream in(text);
   try {
     (void)dip::parse_trace(in, "data.jsonl");
@@ -117,11 +119,13 @@ TEST_CASE("a bad line names file, line and field") {
   };
   for (const bad_case& c : cases) {
     CAPTURE(c.line);
-    const std::string message = error_of(c.line);
+    const std::string message = trace_error_of(c.line);
     CHECK_MESSAGE(message.rfind(c.expected, 0) == 0, message);
   }
   // The line number counts blank lines.
-  CHECK(error_of("{\"text_tokens\": 1}\n\n{\"text_tokens\": -1}\n").rfind("data.jsonl:3 field 'text_tokens'", 0) == 0);
+  CHECK(
+      trace_error_of("{\"text_tokens\": 1}\n\n{\"text_tokens\": -1}\n").rfind("data.jsonl:3 field 'text_tokens'", 0) ==
+      0);
 }
 
 TEST_CASE("empty and blank traces are errors") {
