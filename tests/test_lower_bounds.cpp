@@ -34,10 +34,10 @@ constexpr double inf = std::numeric_limits<double>::infinity();
 // Every schedule's per-rank orders come from some linear extension, and starting each stage as
 // early as its rank and inputs allow (semi-active) is never worse; a rank's memory depends only
 // on its order. Depth-first, pruned by the best makespan found and by the budgets.
-class brute_force {
+class schedule_enumeration {
  public:
-  brute_force(const dip::stage_graph& g, std::vector<double> time, std::vector<double> delta,
-              std::optional<std::vector<double>> budget)
+  schedule_enumeration(const dip::stage_graph& g, std::vector<double> time, std::vector<double> delta,
+                       std::optional<std::vector<double>> budget)
       : g_(g), time_(std::move(time)), delta_(std::move(delta)), budget_(std::move(budget)) {}
 
   double optimum() {
@@ -114,7 +114,7 @@ double optimum(const dip::stage_graph& g, const std::vector<memory_strategy>& al
       time[s] = dip::strategy_time(g, id, table[s]).base();
       delta[s] = dip::strategy_memory_delta(g, id, table[s]).base();
     }
-    best = std::min(best, brute_force(g, time, delta, budget).optimum());
+    best = std::min(best, schedule_enumeration(g, time, delta, budget).optimum());
     std::size_t p = 0;
     while (p < pick.size() && ++pick[p] == allowed.size()) pick[p++] = 0;
     if (p == pick.size()) break;

@@ -566,13 +566,13 @@ dip::detail::memory_component random_exchange_component(std::mt19937_64& rng, co
     c.sa.push_back(ranges[i].first);
     c.sb.push_back(ranges[i].second);
     const std::uint32_t count = 1 + std::uint32_t(rng() % shape.candidates);
-    double time = shape.real_times ? 1 + 100 * unit(rng) : 1 + double(rng() % 100), bytes = 0;
+    double time = shape.real_times ? 1 + 100 * unit(rng) : 1 + double(rng() % 100), kept = 0;
     for (std::uint32_t k = 0; k < count; ++k) {
       c.time.push_back(time);
-      c.dk.push_back(bytes);
+      c.dk.push_back(kept);
       c.origin.push_back(k);
       time *= 0.2 + 0.7 * (shape.real_times ? unit(rng) : double(rng() % 1000) / 1000.0);
-      bytes += 1 + double(rng() % 300);
+      kept += 1 + double(rng() % 300);
     }
     c.cand_begin.push_back(std::uint32_t(c.time.size()));
   }

@@ -11,7 +11,7 @@
 // The seed is printed on failure (doctest CAPTURE). DIP_PROPERTY_SEED and DIP_PROPERTY_CASES
 // override the defaults, e.g. to run a longer campaign with fresh seeds:
 //   export DIP_PROPERTY_SEED=$RANDOM DIP_PROPERTY_CASES=20000
-//   build/tests/dip-tests-schedule '--source-file=*/test_properties.cpp'
+//   build/tests/dip-tests-main '--source-file=*/test_properties.cpp'
 #include <doctest/doctest.h>
 
 #include <algorithm>
