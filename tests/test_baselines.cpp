@@ -24,6 +24,8 @@
 #include <dip/schedule/validate.hpp>
 #include <dip/sim/simulator.hpp>
 
+#include "test_files.hpp"
+
 using namespace dip::literals;
 
 namespace {
@@ -65,7 +67,7 @@ graph_ptr build(const toy_model& t, int p, int v, std::size_t m, bool split) {
 
 // The toy model of tests/data/toy.json: 8 layers, forward 1 ms, backward 2 ms (I = W = 1 ms).
 toy_model toy_json() {
-  const dip::model_file file = dip::read_model_file(std::string(DIP_TEST_DATA_DIR) + "/toy.json");
+  const dip::model_file file = dip::read_model_file(dip_test::data_file("toy.json"));
   return {file.model, file.measured};
 }
 
