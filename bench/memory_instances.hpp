@@ -40,7 +40,7 @@ inline dip::memory_problem pipeline_rank(std::size_t pairs, int window, double t
     const dip::duration tf = dip::milliseconds(uniform(1, 12));
     const dip::duration tb = tf * uniform(1.6, 2.4);
     const dip::duration copy = dip::mib(a) / host;
-    std::vector<dip::strategy_candidate> all{
+    dip::candidate_list all{
         {dip::memory_strategy::keep, {}, dip::mib(a)},
         {dip::memory_strategy::recompute, tf, dip::mib(std::round(a * uniform(0.02, 0.25)))},
         {dip::memory_strategy::offload, std::max(dip::duration{}, copy - tf) + std::max(dip::duration{}, copy - tb),

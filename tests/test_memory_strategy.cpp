@@ -61,7 +61,7 @@ std::size_t forwards_on(const dip::stage_graph& g, std::size_t rank) {
 double brute_force_rank(const dip::stage_graph& g, const std::vector<dip::stage_id>& order, dip::bytes weights,
                         dip::bytes cap, const dip::memory_strategy_model& model) {
   std::vector<dip::stage_id> forwards;
-  std::vector<std::vector<dip::strategy_candidate>> cands;
+  std::vector<dip::candidate_list> cands;
   for (dip::stage_id id : order) {
     if (g.at(id).kind != dip::stage_kind::forward) continue;
     forwards.push_back(id);
@@ -158,7 +158,7 @@ struct problem_generator {
         const dip::duration tb = tf * uniform(1.6, 2.4);
         const double input = std::round(a * uniform(0.02, 0.25));
         const dip::duration copy = dip::mib(a) / host;
-        std::vector<dip::strategy_candidate> all{
+        dip::candidate_list all{
             {memory_strategy::keep, {}, dip::mib(a)},
             {memory_strategy::recompute, tf, dip::mib(input)},
             {memory_strategy::offload, std::max(dip::duration{}, copy - tf) + std::max(dip::duration{}, copy - tb),
@@ -330,6 +330,12 @@ TEST_CASE("candidate selection keeps the front the definition gives, on random l
     REQUIRE(!two.empty());
     CHECK(two.front() == expected.front());
     CHECK(two.back() == expected.back());
+    // The inline list phase 3 uses selects the same, for every count (1: the fastest alone).
+    for (std::size_t count = 1; count <= all.size(); ++count) {
+      const std::vector<dip::strategy_candidate> as_vector = dip::select_candidates(all, count);
+      const dip::candidate_list as_list = dip::select_candidates(dip::candidate_list(all.begin(), all.end()), count);
+      CHECK(std::vector<dip::strategy_candidate>(as_list.begin(), as_list.end()) == as_vector);
+    }
   }
 }
 

@@ -127,15 +127,18 @@ inline interleave_result interleave_stages(const stage_graph& graph, const pass_
   // Available stages per rank and queue (0 forward, 1 backward: B or I, 2 weight gradient: W),
   // each sorted by priority, so the best ready one is the first that is ready.
   std::vector<std::array<std::vector<std::uint32_t>, 3>> available(ranks);
-  const auto queue_of = [&](std::size_t v) {
+  // Each stage's queue, in a table of its own: read for every stage made available and run, and
+  // the stages themselves (48 bytes each) do not fit a core's cache at scale.
+  std::vector<std::uint8_t> queue_table(n);
+  for (std::size_t v = 0; v < n; ++v) {
     switch (graph.stages()[v].kind) {
-      case stage_kind::forward: return 0;
+      case stage_kind::forward: queue_table[v] = 0; break;
       case stage_kind::backward:
-      case stage_kind::backward_input: return 1;
-      case stage_kind::backward_weight: return 2;
+      case stage_kind::backward_input: queue_table[v] = 1; break;
+      case stage_kind::backward_weight: queue_table[v] = 2; break;
     }
-    return 1;
-  };
+  }
+  const auto queue_of = [&](std::size_t v) { return int(queue_table[v]); };
 
   interleave_result result;
   result.order.assign(ranks, {});
@@ -197,7 +200,7 @@ inline interleave_result interleave_stages(const stage_graph& graph, const pass_
     earliest[r] = std::max(std::min({least[r][0], least[r][1], least[r][2]}), free_at[r]);
   };
   const auto make_available = [&](std::uint32_t v) {
-    const std::size_t r = graph.stages()[v].rank.index();
+    const std::size_t r = graph.rank_of(stage_id::from_index(v)).index();
     const int q = queue_of(v);
     auto& queue = available[r][std::size_t(q)];
     queue.insert(std::upper_bound(queue.begin(), queue.end(), v, before), v);

@@ -31,10 +31,9 @@ namespace dip {
 // --- candidates (strategy_candidate and select_candidates: memory_solver.hpp) -----------------
 
 // The candidates offered for `pair` (pair_of's) under `model`.
-inline std::vector<strategy_candidate> candidates_for(const stage_graph& graph, const activation_pair& pair,
-                                                      const memory_strategy_model& model = {}) {
-  std::vector<strategy_candidate> all;
-  all.reserve(3);
+inline candidate_list candidates_for(const stage_graph& graph, const activation_pair& pair,
+                                     const memory_strategy_model& model = {}) {
+  candidate_list all;
   const auto add = [&](memory_strategy s) {
     const strategy_cost c = strategy_cost_of(graph, pair, s, model);
     all.push_back({s, c.extra(), c.kept});
@@ -42,13 +41,14 @@ inline std::vector<strategy_candidate> candidates_for(const stage_graph& graph, 
   add(memory_strategy::keep);
   if (model.allow_recompute) add(memory_strategy::recompute);
   if (model.allow_offload) add(memory_strategy::offload);
-  return select_candidates(std::move(all), model.max_candidates);
+  detail::keep_selected_candidates(all, model.max_candidates);
+  return all;
 }
 
 // The candidates offered for the pair of `forward` under `model`. Throws
 // dip::error(errc::invalid_argument) for a stage that is not a forward.
-inline std::vector<strategy_candidate> candidates_for(const stage_graph& graph, stage_id forward,
-                                                      const memory_strategy_model& model = {}) {
+inline candidate_list candidates_for(const stage_graph& graph, stage_id forward,
+                                     const memory_strategy_model& model = {}) {
   return candidates_for(graph, pair_of(graph, forward), model);
 }
 
@@ -223,6 +223,7 @@ inline memory_choice choose_memory_strategies(const stage_graph& graph, const st
     std::vector<activation_pair> pairs;
     memory_problem problem =
         detail::memory_problem_at(graph, r, order[r], position, weights, options.memory_cap, options.model, pairs);
+    detail::check_memory_problem_shape(problem);
     if (const std::optional<infeasible_point> bad = first_infeasible_point(problem)) {
       throw error(errc::infeasible, where,
                   "after " + describe(graph, order[r][bad->point]) + " it needs " + to_string(bad->needed) +
@@ -233,7 +234,8 @@ inline memory_choice choose_memory_strategies(const stage_graph& graph, const st
     // The solver sums in another order than the simulator and allows a tolerance: should the
     // simulator's running total land over the cap, solve again with the cap lowered by the excess.
     for (int attempt = 0;; ++attempt) {
-      const memory_solution solution = solve_memory_problem(problem, options.solver);
+      // Checked above, and again below whenever the cap is lowered.
+      const memory_solution solution = detail::solve_checked_memory_problem(problem, options.solver);
       for (std::size_t p = 0; p < problem.items.size(); ++p) {
         const memory_item& item = problem.items[p];
         const activation_pair& pair = pairs[p];

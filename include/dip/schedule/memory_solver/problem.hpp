@@ -13,6 +13,8 @@
 #include <stop_token>
 #include <vector>
 
+#include <boost/container/small_vector.hpp>
+
 #include "dip/core/error.hpp"
 #include "dip/core/ids.hpp"
 #include "dip/core/units.hpp"
@@ -29,13 +31,16 @@ struct strategy_candidate {
   friend bool operator==(const strategy_candidate&, const strategy_candidate&) = default;
 };
 
-// At most `max_count` candidates of `all`, non-dominated (no other is as fast and as small;
-// of equal ones the first stays), sorted by kept bytes ascending (so time descending): the
-// fastest, the smallest, and the fastest in each of max_count - 2 equal-width buckets of kept
-// bytes between them. Throws dip::error(errc::invalid_argument) for max_count 0.
-// Works in `all` (phase 3 calls this once per pair): ordered by kept bytes, then time, stably,
-// a candidate is non-dominated exactly when it is faster than every one before it.
-inline std::vector<strategy_candidate> select_candidates(std::vector<strategy_candidate> all, std::size_t max_count) {
+// One item's candidates. Phase 3 offers a pair at most memory_strategy_model::max_candidates
+// (3 by default), so they are held inline: a rank's problem has one list per forward (13104 at
+// PP 16 x 64), and a heap block each was a quarter of building it.
+using candidate_list = boost::container::small_vector<strategy_candidate, 3>;
+
+namespace detail {
+
+// select_candidates in place: `all` becomes the selection (see there).
+template <class List>
+void keep_selected_candidates(List& all, std::size_t max_count) {
   require(max_count >= 1, errc::invalid_argument, "memory_strategy_model.max_candidates", "must be >= 1");
   const auto before = [](const strategy_candidate& a, const strategy_candidate& b) {
     return a.kept < b.kept || (a.kept == b.kept && a.extra < b.extra);
@@ -52,10 +57,13 @@ inline std::vector<strategy_candidate> select_candidates(std::vector<strategy_ca
     if (kept == 0 || all[i].extra < all[kept - 1].extra) all[kept++] = all[i];
   }
   all.resize(kept);
-  if (all.size() <= max_count) return all;
-  const std::vector<strategy_candidate>& front = all;
-  if (max_count == 1) return {front.back()};
-  std::vector<strategy_candidate> chosen{front.front()};
+  if (all.size() <= max_count) return;
+  const List& front = all;
+  if (max_count == 1) {
+    all = List{front.back()};
+    return;
+  }
+  List chosen{front.front()};
   const std::size_t buckets = max_count - 2;
   const double low = front.front().kept.base(), high = front.back().kept.base();
   for (std::size_t b = 0; b < buckets; ++b) {
@@ -70,7 +78,22 @@ inline std::vector<strategy_candidate> select_candidates(std::vector<strategy_ca
     if (best != nullptr && !(*best == chosen.back())) chosen.push_back(*best);
   }
   chosen.push_back(front.back());
-  return chosen;
+  all = std::move(chosen);
+}
+
+}  // namespace detail
+
+// At most `max_count` candidates of `all`, non-dominated (no other is as fast and as small;
+// of equal ones the first stays), sorted by kept bytes ascending (so time descending): the
+// fastest, the smallest, and the fastest in each of max_count - 2 equal-width buckets of kept
+// bytes between them. Throws dip::error(errc::invalid_argument) for max_count 0. `List` is a
+// std::vector (the default, also for a braced list) or a candidate_list.
+// Ordered by kept bytes, then time, stably, a candidate is non-dominated exactly when it is
+// faster than every one before it.
+template <class List = std::vector<strategy_candidate>>
+List select_candidates(List all, std::size_t max_count) {
+  detail::keep_selected_candidates(all, max_count);
+  return all;
 }
 
 // --- the abstract problem: one rank ---------------------------------------------------------------
@@ -83,7 +106,7 @@ inline std::vector<strategy_candidate> select_candidates(std::vector<strategy_ca
 
 struct memory_item {
   std::size_t first = 0, last = 0;  // points [first, last)
-  std::vector<strategy_candidate> candidates;
+  candidate_list candidates;
   stage_id forward;  // the pair's F when built from a stage graph (else invalid)
 };
 

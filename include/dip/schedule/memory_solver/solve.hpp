@@ -22,9 +22,8 @@ namespace dip {
 namespace detail {
 
 // Throws dip::error(errc::invalid_argument) for a malformed problem (non-finite cap, items
-// outside the points or without candidates, negative or non-finite candidates) and
-// errc::infeasible naming the first point where the smallest candidates exceed the cap.
-inline void check_memory_problem(const memory_problem& problem) {
+// outside the points or without candidates, negative or non-finite candidates).
+inline void check_memory_problem_shape(const memory_problem& problem) {
   const std::size_t points = problem.base.size(), items = problem.items.size();
   require(problem.cap.is_finite(), errc::invalid_argument, "memory_problem.cap", "must be finite");
   for (std::size_t p = 0; p < items; ++p) {
@@ -42,11 +41,6 @@ inline void check_memory_problem(const memory_problem& problem) {
         fail("has a candidate with negative or non-finite time or bytes");
       }
     }
-  }
-  if (const std::optional<infeasible_point> bad = first_infeasible_point(problem)) {
-    throw error(errc::infeasible, "memory_problem point " + std::to_string(bad->point),
-                "needs " + to_string(bad->needed) + " with every item at its smallest candidate, the cap is " +
-                    to_string(problem.cap));
   }
 }
 
@@ -108,15 +102,11 @@ inline void solve_stopped_groups(const memory_problem& problem, const candidate_
   }
 }
 
-}  // namespace detail
-
-// Chooses one candidate per item (see memory_problem). Items that meet no binding point (one
-// where even the largest candidates might exceed the cap) take their fastest candidate; the
-// others are grouped into components that share binding points, each solved by
-// detail::solve_component. Throws dip::error(errc::infeasible) naming the first point where the
-// smallest candidates exceed the cap, and errc::invalid_argument for a malformed problem.
-inline memory_solution solve_memory_problem(const memory_problem& problem, const memory_solver_options& options = {}) {
-  detail::check_memory_problem(problem);
+// solve_memory_problem without its checks, for a caller that made them: the problem passes
+// check_memory_problem_shape and first_infeasible_point finds nothing (the chooser checks the
+// latter itself, to name the stage in its error).
+inline memory_solution solve_checked_memory_problem(const memory_problem& problem,
+                                                    const memory_solver_options& options) {
   const std::size_t items = problem.items.size();
   const detail::candidate_fronts fronts = detail::nondominated_fronts(problem);
   const detail::item_events events = detail::index_item_events(problem, fronts);
@@ -152,6 +142,23 @@ inline memory_solution solve_memory_problem(const memory_problem& problem, const
   solution.components = components.size();
   detail::total_and_peak(problem, lower, solution);
   return solution;
+}
+
+}  // namespace detail
+
+// Chooses one candidate per item (see memory_problem). Items that meet no binding point (one
+// where even the largest candidates might exceed the cap) take their fastest candidate; the
+// others are grouped into components that share binding points, each solved by
+// detail::solve_component. Throws dip::error(errc::infeasible) naming the first point where the
+// smallest candidates exceed the cap, and errc::invalid_argument for a malformed problem.
+inline memory_solution solve_memory_problem(const memory_problem& problem, const memory_solver_options& options = {}) {
+  detail::check_memory_problem_shape(problem);
+  if (const std::optional<infeasible_point> bad = first_infeasible_point(problem)) {
+    throw error(errc::infeasible, "memory_problem point " + std::to_string(bad->point),
+                "needs " + to_string(bad->needed) + " with every item at its smallest candidate, the cap is " +
+                    to_string(problem.cap));
+  }
+  return detail::solve_checked_memory_problem(problem, options);
 }
 
 }  // namespace dip
