@@ -7,14 +7,19 @@
 // Per mode and t, median and worst over the repeats: how late get() returned after its deadline
 // (the target: 10 ms), and how long after the deadline the worker started the next
 // batch's search (the target: 50 ms).
+// --breakdown also times the parts of the quick fallback, the plan a deadline at submit waits
+// for (static-dip's order under 1F1B's caps, phase 3 stopped at once, validation), made
+// --repeats times in one process: median and 10th percentile of each.
 //
 //   build/bench/dip-cancel-latency --model bench/models/vit22b-gpt175b.json [--repeats 3] [--json]
+//   build/bench/dip-cancel-latency --breakdown --repeats 41 --stop-after 0 10
 // Times are wall-clock: run it on an otherwise idle machine.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -25,6 +30,7 @@
 #include <dip/planner/dip_async.hpp>
 #include <dip/planner/dip_planner.hpp>
 #include <dip/planner/planner.hpp>
+#include <dip/schedule/validate.hpp>
 
 namespace {
 
@@ -63,6 +69,46 @@ latency measure(const std::shared_ptr<const dip::stage_graph>& graph, const dip:
   return result;
 }
 
+// Median and 10th percentile of `ms`.
+std::pair<double, double> median_and_p10(std::vector<double> ms) {
+  std::sort(ms.begin(), ms.end());
+  return {ms[ms.size() / 2], ms[ms.size() / 10]};
+}
+
+// Times the quick fallback's parts (dip_async.hpp: static_dip_fallback with phase 3 stopped at
+// once) `repeats` times and prints each part's median / 10th percentile.
+void print_quick_plan_breakdown(const std::shared_ptr<const dip::stage_graph>& graph,
+                                const dip::dip_planner_options& options, int repeats) {
+  const dip::dip_planner_options stopped = dip::detail::stopped_at_once(options);
+  std::vector<double> order_ms, fit_ms, validate_ms, total_ms;
+  for (int r = 0; r < repeats; ++r) {
+    const clock_type::time_point t0 = clock_type::now();
+    dip::plan p = dip::detail::static_dip_unfitted(graph, stopped);
+    const clock_type::time_point t1 = clock_type::now();
+    if (stopped.memory_cap) {
+      dip::fit_memory(p, *stopped.memory_cap, stopped.weight_memory, stopped.strategy_model,
+                      dip::memory_solver_options_of(stopped), stopped.threads);
+    }
+    const clock_type::time_point t2 = clock_type::now();
+    dip::validate(p, dip::validation_options_of(stopped));
+    const clock_type::time_point t3 = clock_type::now();
+    order_ms.push_back(ms_between(t0, t1));
+    fit_ms.push_back(ms_between(t1, t2));
+    validate_ms.push_back(ms_between(t2, t3));
+    total_ms.push_back(ms_between(t0, t3));
+  }
+  std::printf("quick fallback, %d runs (median / 10th percentile):\n", repeats);
+  const std::pair<const char*, const std::vector<double>*> parts[] = {
+      {"order (interleaving, plan)", &order_ms},
+      {"phase 3 stopped at once", &fit_ms},
+      {"validation", &validate_ms},
+      {"total", &total_ms}};
+  for (const auto& [name, values] : parts) {
+    const auto [median, p10] = median_and_p10(*values);
+    std::printf("  %-28s %7.2f / %7.2f ms\n", name, median, p10);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -71,7 +117,7 @@ int main(int argc, char** argv) {
   int pp = 16, microbatches = 64, repeats = 3;
   unsigned threads = 1;
   std::vector<double> stop_after{20, 100, 500, 2000};
-  bool json = false;
+  bool json = false, breakdown = false;
   app.add_option("--model", model_path, "model JSON file");
   app.add_option("--pp", pp, "pipeline ranks")->check(CLI::Range(1, 1024));
   app.add_option("--microbatches", microbatches, "microbatches per batch")->check(CLI::Range(1, 4096));
@@ -79,6 +125,7 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "planner threads")->check(CLI::Range(1, 256));
   app.add_option("--stop-after", stop_after, "ms of planning before the stop request");
   app.add_flag("--json", json, "print one JSON object instead of a table");
+  app.add_flag("--breakdown", breakdown, "also time the quick fallback's parts, --repeats times (before the table)");
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -102,6 +149,7 @@ int main(int argc, char** argv) {
     options.weight_memory = planned.weight_memory;
     options.comm = cluster.comm();
     options.threads = threads;
+    if (breakdown) print_quick_plan_breakdown(graph, options, repeats);
     const dip::pass_index passes(*graph);
     const std::vector<std::uint32_t> natural = dip::default_pass_priority(passes);
 
