@@ -98,11 +98,10 @@ void print_quick_plan_breakdown(const std::shared_ptr<const dip::stage_graph>& g
     total_ms.push_back(ms_between(t0, t3));
   }
   std::printf("quick fallback, %d runs (median / 10th percentile):\n", repeats);
-  const std::pair<const char*, const std::vector<double>*> parts[] = {
-      {"order (interleaving, plan)", &order_ms},
-      {"phase 3 stopped at once", &fit_ms},
-      {"validation", &validate_ms},
-      {"total", &total_ms}};
+  const std::pair<const char*, const std::vector<double>*> parts[] = {{"order (interleaving, plan)", &order_ms},
+                                                                      {"phase 3 stopped at once", &fit_ms},
+                                                                      {"validation", &validate_ms},
+                                                                      {"total", &total_ms}};
   for (const auto& [name, values] : parts) {
     const auto [median, p10] = median_and_p10(*values);
     std::printf("  %-28s %7.2f / %7.2f ms\n", name, median, p10);
